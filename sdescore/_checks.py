@@ -1,0 +1,101 @@
+"""Input validation for the public entry points.
+
+Every check names the argument, what was expected and what was received. Value checks that
+would force a host-device synchronisation (range or NaN checks on a CUDA tensor) are only done
+for CPU tensors and Python numbers, so that solver loops on an accelerator never stall on them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+__all__ = [
+    "as_time",
+    "check_callable",
+    "check_finite_tensor",
+    "check_output_shape",
+    "check_real",
+    "check_state",
+]
+
+
+def check_real(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
+    """Return `value` as a finite Python float, or raise naming `name`."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonnegative and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def check_callable(name: str, fn) -> None:
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
+def check_state(x, name: str = "x") -> torch.Tensor:
+    """A state `(B, *D)`: a floating-point tensor with a batch dimension."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, *D), got {type(x).__name__}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension, shape (B, *D); got a 0-d tensor")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def check_finite_tensor(x: torch.Tensor, name: str = "x") -> None:
+    """Raise if `x` holds NaN or Inf (this synchronises with the device: entry points only)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def as_time(t, like: torch.Tensor, T: float, name: str = "t") -> torch.Tensor:
+    """Convert `t` to a `(B,)` tensor on `like`'s device and dtype, with `B = like.shape[0]`.
+
+    Accepts a Python number, a 0-d or 1-element tensor (broadcast to the batch), or a `(B,)`
+    tensor. Values must lie in `[0, T]`; the range is checked for numbers and CPU tensors.
+    """
+    batch = like.shape[0]
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
+        t = float(t)
+        if not (0.0 <= t <= T):
+            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t}")
+        return torch.full((batch,), t, device=like.device, dtype=like.dtype)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(t).__name__}")
+    if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1 and batch != 1):
+        t = t.reshape(1).expand(batch)
+    elif t.shape != (batch,):
+        raise ValueError(
+            f"{name} must have shape ({batch},) to match the batch of the state, "
+            f"got {tuple(t.shape)}"
+        )
+    if t.device.type == "cpu":
+        bad = torch.isnan(t) | (t < 0) | (t > T)
+        if bool(bad.any()):
+            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t[bad][0].item()}")
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:
+    """Check that a user callable returned a tensor shaped like the state `x`."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{what} must return a torch.Tensor, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(
+            f"{what} returned shape {tuple(out.shape)}, expected the state's shape {tuple(x.shape)}"
+        )
+    return out

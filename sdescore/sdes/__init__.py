@@ -1,0 +1,9 @@
+"""Forward SDEs: the abstract base, the Gaussian-kernel layer and its leaves."""
+
+from .base import SDE
+from .gaussian import GaussianSDE
+from .linear import LinearSDE
+from .ve import VESDE
+from .vp import VPSDE, SubVPSDE
+
+__all__ = ["SDE", "GaussianSDE", "LinearSDE", "SubVPSDE", "VESDE", "VPSDE"]

@@ -1,0 +1,120 @@
+"""The SDE abstraction: a forward diffusion $dx = f(x, t)\\,dt + g(t)\\,dw$ on $[0, T]$."""
+
+from __future__ import annotations
+
+import abc
+import math
+import numbers
+
+import torch
+
+from .._checks import check_real, check_state
+from .._shapes import batch_sum, flat_dim
+
+__all__ = ["SDE", "as_time_only"]
+
+
+def as_time_only(t, T: float, name: str = "t") -> torch.Tensor:
+    """Validate a time given without a state: a number becomes a 0-d tensor, a tensor is kept."""
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
+        t = float(t)
+        if not (0.0 <= t <= T):
+            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t}")
+        return torch.tensor(t, dtype=torch.get_default_dtype())
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if t.device.type == "cpu":
+        bad = torch.isnan(t) | (t < 0) | (t > T)
+        if bool(bad.any()):
+            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t[bad][0].item()}")
+    return t
+
+
+class SDE(abc.ABC):
+    r"""Abstract forward SDE $dx = f(x, t)\,dt + g(t)\,dw$, $t \in [0, T]$.
+
+    Subclass it with `drift(x, t)` and `diffusion(t)`; the reverse-time SDE and the
+    probability-flow ODE (Song et al. 2021, eqs. (6) and (13)) are then derived by
+    `reverse(score_fn)` and `probability_flow(score_fn)`.
+
+    Shapes: `x: (B, *D)`, `t: (B,)`; `drift` returns `(B, *D)` and `diffusion` returns `(B,)`.
+    Time runs forward from data (t = 0) to the prior (t = T).
+
+    Args:
+        T: the end time, > 0.
+    """
+
+    def __init__(self, *, T: float = 1.0):
+        self.T = check_real("T", T, positive=True)
+
+    @abc.abstractmethod
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The drift $f(x, t)$, shaped like `x: (B, *D)`."""
+
+    @abc.abstractmethod
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """The diffusion coefficient $g(t)$, shaped like `t: (B,)`."""
+
+    def sde(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pair `(drift(x, t), diffusion(t))`."""
+        return self.drift(x, t), self.diffusion(t)
+
+    # Optional parts: SDEs with a known perturbation kernel and prior override these.
+    def marginal_prob(self, x0: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean `(B, *D)` and std `(B,)` of the perturbation kernel $p_t(x \\mid x_0)$."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form perturbation kernel; "
+            "use a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE) or override marginal_prob"
+        )
+
+    @property
+    def prior_std(self) -> float:
+        """Standard deviation of the isotropic Gaussian prior $\\pi = N(0, s^2 I)$."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no prior; override prior_std "
+            "(or prior_sampling and prior_logp)"
+        )
+
+    def prior_sampling(self, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+        """Draw `shape = (B, *D)` samples from the prior $N(0, s^2 I)$."""
+        if isinstance(shape, int):
+            shape = (shape,)
+        shape = tuple(shape)
+        if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
+            raise ValueError(f"shape must be a tuple of positive ints (B, *D), got {shape}")
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return z * self.prior_std
+
+    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-density `(B,)` of the prior $N(0, s^2 I)$ at `z: (B, *D)`."""
+        check_state(z, "z")
+        s = self.prior_std
+        d = flat_dim(z)
+        return -0.5 * batch_sum(z.square()) / s**2 - 0.5 * d * math.log(2 * math.pi * s**2)
+
+    # Derived processes (Song et al. 2021, eqs. (6) and (13)).
+    def reverse(self, score_fn, probability_flow: bool = False):
+        """The reverse-time SDE, or the probability-flow ODE when `probability_flow=True`.
+
+        Args:
+            score_fn: any callable `score_fn(x, t) -> (B, *D)` approximating $\\nabla_x \\log p_t$.
+            probability_flow: return a `ProbabilityFlowODE` instead of a `ReverseSDE`.
+        """
+        from ..reverse import ProbabilityFlowODE, ReverseSDE
+
+        if not isinstance(probability_flow, bool):
+            raise TypeError(
+                f"probability_flow must be a bool, got {type(probability_flow).__name__}"
+            )
+        if probability_flow:
+            return ProbabilityFlowODE(self, score_fn)
+        return ReverseSDE(self, score_fn)
+
+    def probability_flow(self, score_fn):
+        """The probability-flow ODE $dx/dt = f - \\tfrac12 g^2 \\nabla \\log p_t$."""
+        return self.reverse(score_fn, probability_flow=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(T={self.T})"

@@ -1,0 +1,118 @@
+r"""SDEs with a Gaussian perturbation kernel: $dx = f(t)\,x\,dt + g(t)\,dw$.
+
+For such linear SDEs the kernel is $p_t(x \mid x_0) = N(\alpha(t) x_0, \sigma(t)^2 I)$ with
+$\alpha(t) = \exp\int_0^t f$ and $\sigma(t)^2 = \alpha(t)^2 \int_0^t g^2 / \alpha^2$
+(Särkkä & Solin 2019, eq. (6.11)); `VPSDE`, `SubVPSDE`, `VESDE` and `LinearSDE` are leaves.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from .._checks import as_time, check_state
+from .._shapes import append_dims
+from .base import SDE, as_time_only
+
+__all__ = ["GaussianSDE"]
+
+
+class GaussianSDE(SDE):
+    r"""A linear SDE $dx = f(t)\,x\,dt + g(t)\,dw$ with kernel $N(\alpha(t) x_0, \sigma(t)^2 I)$.
+
+    Subclasses implement, on a validated time tensor, `_f(t)`, `_g(t)`, `_log_alpha(t)` and
+    `_sigma(t)`, and the property `prior_std`. Everything else is derived here: the drift, the
+    marginals, perturbation of data, the prior, and the half log-SNR
+    $\lambda(t) = \log\alpha(t) - \log\sigma(t)$ with its inverse (used by exponential integrators,
+    Lu et al. 2022).
+    """
+
+    @abc.abstractmethod
+    def _f(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def _g(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def _log_alpha(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def _sigma(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    # Public coefficient functions of time: accept a float or a tensor, return a tensor.
+    def drift_coeff(self, t) -> torch.Tensor:
+        """The scalar drift coefficient $f(t)$, so that the drift is $f(t)\\,x$."""
+        return self._f(as_time_only(t, self.T))
+
+    def diffusion(self, t) -> torch.Tensor:
+        """The diffusion coefficient $g(t)$, shaped like `t`."""
+        return self._g(as_time_only(t, self.T))
+
+    def log_alpha(self, t) -> torch.Tensor:
+        """$\\log\\alpha(t)$, the log of the kernel's mean coefficient."""
+        return self._log_alpha(as_time_only(t, self.T))
+
+    def alpha(self, t) -> torch.Tensor:
+        """The kernel's mean coefficient $\\alpha(t) = \\exp\\int_0^t f(s)\\,ds$."""
+        return self._log_alpha(as_time_only(t, self.T)).exp()
+
+    def sigma(self, t) -> torch.Tensor:
+        """The kernel's standard deviation $\\sigma(t)$."""
+        return self._sigma(as_time_only(t, self.T))
+
+    def log_snr(self, t) -> torch.Tensor:
+        """Half log signal-to-noise ratio $\\lambda(t) = \\log\\alpha(t) - \\log\\sigma(t)$."""
+        t = as_time_only(t, self.T)
+        return self._log_snr(t)
+
+    def _log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        return self._log_alpha(t) - self._sigma(t).log()
+
+    def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
+        """Invert $\\lambda(t)$ (strictly decreasing) for $t \\in [0, T]$, by vectorised bisection.
+
+        Values of `lam` outside $[\\lambda(T), \\lambda(0)]$ are clamped to the end points.
+        Subclasses with a closed form override this.
+        """
+        if not isinstance(lam, torch.Tensor):
+            lam = torch.as_tensor(lam, dtype=torch.get_default_dtype())
+        lo = torch.zeros_like(lam)
+        hi = torch.full_like(lam, self.T)
+        # 60 halvings take the bracket below float64 resolution on [0, T]; no host sync.
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            above = self._log_snr(mid) > lam
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
+    # The SDE and its marginals.
+    def drift(self, x: torch.Tensor, t) -> torch.Tensor:
+        """The drift $f(t)\\,x$, shaped like `x: (B, *D)`."""
+        check_state(x)
+        t = as_time(t, x, self.T)
+        return append_dims(self._f(t), x.ndim) * x
+
+    def marginal_prob(self, x0: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean $\\alpha(t)\\,x_0$ `(B, *D)` and std $\\sigma(t)$ `(B,)` of $p_t(x \\mid x_0)$."""
+        check_state(x0, "x0")
+        t = as_time(t, x0, self.T)
+        mean = append_dims(self._log_alpha(t).exp(), x0.ndim) * x0
+        return mean, self._sigma(t)
+
+    def perturb(
+        self, x0: torch.Tensor, t, *, noise: torch.Tensor | None = None, generator=None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw $x_t = \\alpha(t) x_0 + \\sigma(t) z$, $z \\sim N(0, I)$ (for training).
+
+        Returns:
+            `(x_t, z, std)`: the perturbed state `(B, *D)`, the noise `(B, *D)` and $\\sigma(t)$ `(B,)`.
+        """
+        mean, std = self.marginal_prob(x0, t)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        elif not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
+            got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+            raise ValueError(f"noise must be a tensor shaped like x0 {tuple(x0.shape)}, got {got}")
+        return mean + append_dims(std, x0.ndim) * noise, noise, std

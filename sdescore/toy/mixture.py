@@ -1,0 +1,198 @@
+r"""Gaussian-mixture data with exact scores and densities under any Gaussian-kernel SDE.
+
+If $p_0 = \sum_k w_k N(\mu_k, C_k)$ and the kernel is $N(\alpha(t) x_0, \sigma(t)^2 I)$, then
+$p_t = \sum_k w_k N(\alpha\mu_k, \alpha^2 C_k + \sigma^2 I)$ exactly, with an exact score. With
+$C_k = U_k \operatorname{diag}(\lambda_k) U_k^\top$ computed once, every time needs only the
+diagonal $\alpha^2\lambda_k + \sigma^2$. This is the reference for samplers and likelihoods.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._checks import as_time, check_state
+from ..sdes.gaussian import GaussianSDE
+
+__all__ = ["ExactScore", "GaussianMixture", "gaussian"]
+
+
+class GaussianMixture:
+    r"""Mixture $\sum_k w_k N(\mu_k, C_k)$ on states of shape `event_shape`.
+
+    Args:
+        means: `(K, *D)` component means.
+        stds: isotropic component standard deviations, a float or `(K,)` (so $C_k = s_k^2 I$).
+        covariances: alternatively full covariances `(K, d, d)` with `d = prod(D)`.
+        weights: `(K,)` positive mixture weights (normalised here); default uniform.
+    """
+
+    def __init__(self, means: torch.Tensor, stds=None, *, covariances=None, weights=None):
+        check_state(means, "means")
+        if means.ndim < 2:
+            raise ValueError(f"means must have shape (K, *D), got {tuple(means.shape)}")
+        means = means.detach().to(torch.float64)
+        K = means.shape[0]
+        self.event_shape = tuple(means.shape[1:])
+        self.dim = math.prod(self.event_shape)
+        flat = means.reshape(K, self.dim)
+        if (stds is None) == (covariances is None):
+            raise ValueError("give exactly one of stds (isotropic) or covariances (full)")
+        if stds is not None:
+            stds = torch.as_tensor(stds, dtype=torch.float64).expand(K).clone()
+            if not bool((stds > 0).all()) or not bool(torch.isfinite(stds).all()):
+                raise ValueError(f"stds must be finite and > 0, got {stds.tolist()}")
+            lam, U = stds.square()[:, None].expand(K, self.dim).clone(), None
+        else:
+            cov = torch.as_tensor(covariances, dtype=torch.float64)
+            if cov.shape != (K, self.dim, self.dim):
+                raise ValueError(
+                    f"covariances must have shape {(K, self.dim, self.dim)}, got {tuple(cov.shape)}"
+                )
+            if not bool(torch.allclose(cov, cov.transpose(-1, -2))):
+                raise ValueError("covariances must be symmetric")
+            lam, U = torch.linalg.eigh(cov)
+            if not bool((lam > 0).all()):
+                raise ValueError("covariances must be positive definite")
+        if weights is None:
+            weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (K,) or not bool((weights > 0).all()):
+            raise ValueError(f"weights must be {K} positive numbers, got {weights}")
+        self._base = {"mu": flat, "lam": lam, "logw": (weights / weights.sum()).log()}
+        if U is not None:
+            self._base["U"] = U
+        self._cache: dict = {}
+
+    @property
+    def num_components(self) -> int:
+        return self._base["mu"].shape[0]
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self._base["logw"].exp()
+
+    def _params(self, like: torch.Tensor) -> dict:
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = {k: v.to(like.device, like.dtype) for k, v in self._base.items()}
+        return self._cache[key]
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        check_state(x)
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(
+                f"x must have shape (B, {', '.join(map(str, self.event_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        return x.reshape(x.shape[0], self.dim)
+
+    def _components(self, x, alpha, sigma):
+        """Per-component log-densities `(B, K)` and whitened residuals for the score."""
+        p = self._params(x)
+        y = self._flat(x)[:, None, :] - alpha[:, None, None] * p["mu"]  # (B, K, d)
+        if "U" in p:
+            y = torch.einsum("bkd,kde->bke", y, p["U"])
+        v = alpha[:, None, None] ** 2 * p["lam"] + sigma[:, None, None] ** 2
+        logn = -0.5 * (y.square() / v + torch.log(2 * math.pi * v)).sum(-1)
+        return p["logw"] + logn, y / v, p
+
+    def _log_prob(self, x, alpha, sigma):
+        logits, _, _ = self._components(x, alpha, sigma)
+        return torch.logsumexp(logits, dim=1)
+
+    def _score(self, x, alpha, sigma):
+        logits, z, p = self._components(x, alpha, sigma)
+        r = torch.softmax(logits, dim=1)[..., None]  # (B, K, 1)
+        if "U" in p:
+            z = torch.einsum("bke,kde->bkd", z, p["U"])
+        return -(r * z).sum(1).reshape(x.shape)
+
+    def _coeffs(self, x, t, sde):
+        if not isinstance(sde, GaussianSDE):
+            raise TypeError(
+                f"sde must be a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), got {type(sde).__name__}"
+            )
+        t = as_time(t, check_state(x), sde.T)
+        return sde.alpha(t), sde.sigma(t)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Data log-density $\\log p_0(x)$, `(B,)`."""
+        ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        return self._log_prob(x, ones, torch.zeros_like(ones))
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Data score $\\nabla \\log p_0(x)$, shaped like `x`."""
+        ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        return self._score(x, ones, torch.zeros_like(ones))
+
+    def marginal_log_prob(self, x: torch.Tensor, t, sde: GaussianSDE) -> torch.Tensor:
+        """$\\log p_t(x)$ `(B,)` of the data diffused by `sde` to time t."""
+        return self._log_prob(x, *self._coeffs(x, t, sde))
+
+    def marginal_score(self, x: torch.Tensor, t, sde: GaussianSDE) -> torch.Tensor:
+        """Exact score $\\nabla_x \\log p_t(x)$, shaped like `x`."""
+        return self._score(x, *self._coeffs(x, t, sde))
+
+    def score_fn(self, sde: GaussianSDE) -> ExactScore:
+        """The exact score of $p_t$ under `sde` as a score function `(x, t) -> (B, *D)`."""
+        return ExactScore(self, sde)
+
+    def sample(self, n: int, *, generator=None, device=None, dtype=None) -> torch.Tensor:
+        """Draw `n` exact samples, shape `(n, *D)`."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        dtype = dtype or torch.get_default_dtype()
+        like = torch.empty(0, device=device, dtype=dtype)
+        p = self._params(like)
+        k = torch.multinomial(p["logw"].exp(), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
+        z = z * p["lam"][k].sqrt()
+        if "U" in p:
+            z = torch.einsum("kde,ke->kd", p["U"][k], z)
+        return (p["mu"][k] + z).reshape(n, *self.event_shape)
+
+    def mean(self) -> torch.Tensor:
+        """Mean of the data, `(d,)` in float64."""
+        return self.weights @ self._base["mu"]
+
+    def covariance(self) -> torch.Tensor:
+        """Covariance of the data, `(d, d)` in float64."""
+        w, mu, lam = self.weights, self._base["mu"], self._base["lam"]
+        if "U" in self._base:
+            U = self._base["U"]
+            cov_k = U @ torch.diag_embed(lam) @ U.transpose(-1, -2)
+        else:
+            cov_k = torch.diag_embed(lam)
+        m = self.mean()
+        dev = mu - m
+        return (w[:, None, None] * (cov_k + dev[:, :, None] * dev[:, None, :])).sum(0)
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={self.num_components}, event_shape={self.event_shape})"
+
+
+def gaussian(mean: torch.Tensor, std=None, *, covariance=None) -> GaussianMixture:
+    """A single Gaussian $N(\\mu, C)$ as a one-component mixture; `mean: (*D)`."""
+    if not isinstance(mean, torch.Tensor):
+        raise TypeError(f"mean must be a torch.Tensor, got {type(mean).__name__}")
+    cov = None if covariance is None else torch.as_tensor(covariance)[None]
+    return GaussianMixture(mean[None], std, covariances=cov)
+
+
+class ExactScore:
+    """Score function `(x, t) -> (B, *D)` of a `GaussianMixture` diffused by a `GaussianSDE`."""
+
+    def __init__(self, data: GaussianMixture, sde: GaussianSDE):
+        self.data, self.sde = data, sde
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        return self.data.marginal_score(x, t, self.sde)
+
+    def log_prob(self, x: torch.Tensor, t) -> torch.Tensor:
+        """$\\log p_t(x)$, `(B,)`."""
+        return self.data.marginal_log_prob(x, t, self.sde)
+
+    def __repr__(self) -> str:
+        return f"ExactScore({self.data!r}, {self.sde!r})"
