@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import toy
+from .models import ScoreModel
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .sdes import SDE, VESDE, VPSDE, GaussianSDE, LinearSDE, SubVPSDE
 
@@ -19,6 +20,7 @@ __all__ = [
     "LinearSDE",
     "ProbabilityFlowODE",
     "ReverseSDE",
+    "ScoreModel",
     "SubVPSDE",
     "__version__",
     "toy",

@@ -26,7 +26,9 @@ def check_real(name: str, value, *, positive: bool = False, nonnegative: bool = 
     """Return `value` as a finite Python float, or raise naming `name`."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}")
+            raise TypeError(
+                f"{name} must be a real number, got a tensor of shape {tuple(value.shape)}"
+            )
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")

@@ -19,7 +19,9 @@ def cosine_log_alpha(t: torch.Tensor) -> torch.Tensor:
     """log alpha of the cosine schedule (Nichol & Dhariwal 2021), normalised so alpha(0) = 1."""
     u = 0.5 * math.pi * (t + COSINE_S) / (1 + COSINE_S)
     u0 = 0.5 * math.pi * COSINE_S / (1 + COSINE_S)
-    return torch.log(torch.cos(u)) - math.log(math.cos(u0))
+    # log(cos u / cos u0) without cancellation: cos u - cos u0 = -2 sin((u+u0)/2) sin((u-u0)/2)
+    diff = -2 * torch.sin(0.5 * (u + u0)) * torch.sin(0.5 * (u - u0))
+    return torch.log1p(diff / math.cos(u0))
 
 
 def cosine_f(t: torch.Tensor) -> torch.Tensor:
@@ -62,7 +64,9 @@ def gaussian_1d(mean=0.7, std=0.4) -> GaussianMixture:
 def mixture_2d() -> GaussianMixture:
     """Two anisotropic components with unequal weights, on states (B, 2)."""
     means = torch.tensor([[-1.5, 0.5], [1.0, -0.5]], dtype=torch.float64)
-    cov = torch.tensor([[[0.3, 0.1], [0.1, 0.2]], [[0.15, -0.05], [-0.05, 0.25]]], dtype=torch.float64)
+    cov = torch.tensor(
+        [[[0.3, 0.1], [0.1, 0.2]], [[0.15, -0.05], [-0.05, 0.25]]], dtype=torch.float64
+    )
     return GaussianMixture(means, covariances=cov, weights=torch.tensor([0.3, 0.7]))
 
 

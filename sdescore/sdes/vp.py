@@ -47,7 +47,9 @@ class _LinearBetaSDE(GaussianSDE):
         return t.clamp(0.0, self.T)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
+        return (
+            f"{type(self).__name__}(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T})"
+        )
 
 
 class VPSDE(_LinearBetaSDE):

@@ -8,7 +8,15 @@ import torch
 
 from .mixture import GaussianMixture
 
-__all__ = ["TOY_DATASETS", "checkerboard", "eight_gaussians", "rings", "sample_toy", "swiss_roll", "two_moons"]
+__all__ = [
+    "TOY_DATASETS",
+    "checkerboard",
+    "eight_gaussians",
+    "rings",
+    "sample_toy",
+    "swiss_roll",
+    "two_moons",
+]
 
 
 def eight_gaussians(radius: float = 4.0, std: float = 0.5) -> GaussianMixture:
@@ -26,7 +34,9 @@ def _gauss(shape, generator, device, dtype):
     return torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
-def two_moons(n: int, *, noise: float = 0.1, generator=None, device=None, dtype=None) -> torch.Tensor:
+def two_moons(
+    n: int, *, noise: float = 0.1, generator=None, device=None, dtype=None
+) -> torch.Tensor:
     """Two interleaved half circles, centred and scaled to roughly [-4, 4]^2."""
     theta = math.pi * _uniform(n, generator, device, dtype)
     upper = _uniform(n, generator, device, dtype) < 0.5
@@ -45,7 +55,9 @@ def checkerboard(n: int, *, generator=None, device=None, dtype=None) -> torch.Te
     return 2 * (cell + _uniform(2 * n, generator, device, dtype).reshape(n, 2)) - 4
 
 
-def swiss_roll(n: int, *, noise: float = 0.1, generator=None, device=None, dtype=None) -> torch.Tensor:
+def swiss_roll(
+    n: int, *, noise: float = 0.1, generator=None, device=None, dtype=None
+) -> torch.Tensor:
     """A planar spiral, scaled to roughly [-4, 4]^2."""
     theta = 1.5 * math.pi * (1 + 2 * _uniform(n, generator, device, dtype))
     pts = torch.stack([theta * theta.cos(), theta * theta.sin()], dim=1) / 3.5
@@ -54,9 +66,12 @@ def swiss_roll(n: int, *, noise: float = 0.1, generator=None, device=None, dtype
 
 def rings(n: int, *, noise: float = 0.08, generator=None, device=None, dtype=None) -> torch.Tensor:
     """Four concentric circles of radii 1 to 4, points spread in proportion to circumference."""
-    radius = torch.multinomial(
-        torch.tensor([1.0, 2.0, 3.0, 4.0]), n, replacement=True, generator=generator
-    ).to(device=device, dtype=dtype or torch.get_default_dtype()) + 1
+    radius = (
+        torch.multinomial(
+            torch.tensor([1.0, 2.0, 3.0, 4.0]), n, replacement=True, generator=generator
+        ).to(device=device, dtype=dtype or torch.get_default_dtype())
+        + 1
+    )
     theta = 2 * math.pi * _uniform(n, generator, device, dtype)
     pts = radius[:, None] * torch.stack([theta.cos(), theta.sin()], dim=1)
     return pts + noise * _gauss((n, 2), generator, device, dtype)
