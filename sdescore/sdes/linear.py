@@ -88,7 +88,7 @@ class LinearSDE(GaussianSDE):
         panel_f = self._int_f(nodes[:-1], nodes[1:], tab).tolist()
         panel_v = self._partial_var(nodes[:-1], nodes[1:], tab).tolist()
         la, var = [0.0], [0.0]
-        for df, dv in zip(panel_f, panel_v):  # carry the kernel across each panel
+        for df, dv in zip(panel_f, panel_v, strict=True):  # carry the kernel across each panel
             la.append(la[-1] + df)
             var.append(var[-1] * math.exp(2 * df) + dv)
         tab["la"] = torch.tensor(la, dtype=torch.float64)
