@@ -15,7 +15,16 @@ from .._checks import as_time, check_state
 from .._shapes import append_dims
 from .base import SDE, as_time_only
 
-__all__ = ["GaussianSDE"]
+__all__ = ["GaussianSDE", "as_log_snr"]
+
+
+def as_log_snr(lam) -> torch.Tensor:
+    """A log-SNR argument as a floating tensor (numbers get the default dtype, tensors keep theirs)."""
+    if isinstance(lam, torch.Tensor):
+        if not lam.is_floating_point():
+            raise TypeError(f"lam must be a floating-point tensor, got dtype {lam.dtype}")
+        return lam
+    return torch.as_tensor(lam, dtype=torch.get_default_dtype())
 
 
 class GaussianSDE(SDE):
@@ -75,8 +84,7 @@ class GaussianSDE(SDE):
         Values of `lam` outside $[\\lambda(T), \\lambda(0)]$ are clamped to the end points.
         Subclasses with a closed form override this.
         """
-        if not isinstance(lam, torch.Tensor):
-            lam = torch.as_tensor(lam, dtype=torch.get_default_dtype())
+        lam = as_log_snr(lam)
         lo = torch.zeros_like(lam)
         hi = torch.full_like(lam, self.T)
         # 60 halvings take the bracket below float64 resolution on [0, T]; no host sync.

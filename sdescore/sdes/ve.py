@@ -7,7 +7,7 @@ import math
 import torch
 
 from .._checks import check_real
-from .gaussian import GaussianSDE
+from .gaussian import GaussianSDE, as_log_snr
 
 __all__ = ["VESDE"]
 
@@ -54,7 +54,7 @@ class VESDE(GaussianSDE):
         return torch.exp(math.log(self.sigma_min) + t * self._log_ratio)
 
     def t_from_log_snr(self, lam):
-        lam = torch.as_tensor(lam, dtype=torch.get_default_dtype())
+        lam = as_log_snr(lam)
         return ((-lam - math.log(self.sigma_min)) / self._log_ratio).clamp(0.0, self.T)
 
     @property

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_real
-from .gaussian import GaussianSDE
+from .gaussian import GaussianSDE, as_log_snr
 
 __all__ = ["VPSDE", "SubVPSDE"]
 
@@ -76,7 +76,7 @@ class VPSDE(_LinearBetaSDE):
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
     def t_from_log_snr(self, lam):
-        lam = torch.as_tensor(lam, dtype=torch.get_default_dtype())
+        lam = as_log_snr(lam)
         # alpha^2 = sigmoid(2 lambda)  =>  log alpha = -softplus(-2 lambda) / 2
         return self._t_from_log_alpha(-0.5 * F.softplus(-2 * lam))
 
@@ -104,7 +104,7 @@ class SubVPSDE(_LinearBetaSDE):
         return la - torch.log(-torch.expm1(2 * la))
 
     def t_from_log_snr(self, lam):
-        lam = torch.as_tensor(lam, dtype=torch.get_default_dtype())
+        lam = as_log_snr(lam)
         # alpha / (1 - alpha^2) = e^lam  =>  alpha = 2 e^lam / (1 + sqrt(1 + 4 e^{2 lam}))
         log_alpha = lam + math.log(2.0) - torch.log1p(torch.sqrt(1 + 4 * torch.exp(2 * lam)))
         return self._t_from_log_alpha(log_alpha)

@@ -1,0 +1,97 @@
+"""Bad input at the public boundary raises a clear ValueError/TypeError naming the argument."""
+
+import pytest
+import torch
+
+import sdescore
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: sdescore.VPSDE(-0.1, 20.0), ValueError, "beta_min must be >= 0, got -0.1"),
+        (lambda: sdescore.VPSDE(NAN, 20.0), ValueError, "beta_min must be finite"),
+        (lambda: sdescore.VPSDE(0.1, 0.0), ValueError, "beta_max must be > 0"),
+        (lambda: sdescore.VPSDE(5.0, 1.0), ValueError, "beta_min must be <= beta_max"),
+        (lambda: sdescore.SubVPSDE(3.0, 2.0), ValueError, "beta_min must be <= beta_max"),
+        (lambda: sdescore.VPSDE("0.1", 20.0), TypeError, "beta_min must be a real number, got str"),
+        (lambda: sdescore.VPSDE(0.1, 20.0, T=0.0), ValueError, "T must be > 0, got 0.0"),
+        (lambda: sdescore.VESDE(0.01, 50.0, T=-1), ValueError, "T must be > 0"),
+        (lambda: sdescore.VESDE(0.0, 50.0), ValueError, "sigma_min must be > 0, got 0.0"),
+        (lambda: sdescore.VESDE(50.0, 50.0), ValueError, "sigma_min must be < sigma_max"),
+        (lambda: sdescore.VESDE(0.01, float("inf")), ValueError, "sigma_max must be finite"),
+    ],
+)
+def test_bad_sde_parameters(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_positional_contract_signatures():
+    assert sdescore.VPSDE(0.2, 10.0).beta_max == 10.0
+    assert sdescore.VESDE(0.1, 9.0).sigma_max == 9.0
+    with pytest.raises(TypeError):
+        sdescore.VPSDE(0.1, 20.0, 2.0)  # T is keyword-only
+
+
+@pytest.mark.parametrize("t", [1.5, -0.1, NAN])
+def test_time_outside_the_interval(t):
+    sde, x = sdescore.VPSDE(), torch.zeros(3, 2)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
+        sde.marginal_prob(x, t)
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
+        sde.drift(x, torch.full((3,), t))
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
+        sde.diffusion(torch.tensor([t]))
+
+
+def test_time_batch_mismatch_and_types():
+    sde, x = sdescore.VESDE(), torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"t must have shape \(4,\).*got \(3,\)"):
+        sde.marginal_prob(x, torch.rand(3))
+    with pytest.raises(TypeError, match="t must be a float or a tensor"):
+        sde.drift(x, "0.5")
+    with pytest.raises(TypeError, match="x0 must be a torch.Tensor"):
+        sde.marginal_prob([[0.0, 1.0]], 0.5)
+    with pytest.raises(TypeError, match="floating-point"):
+        sde.drift(torch.zeros(4, 2, dtype=torch.long), 0.5)
+    with pytest.raises(ValueError, match="batch dimension"):
+        sde.drift(torch.tensor(1.0), 0.5)
+    with pytest.raises(ValueError, match="noise must be a tensor shaped like x0"):
+        sde.perturb(x, 0.5, noise=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="shape must be a tuple of positive ints"):
+        sde.prior_sampling((0, 2))
+
+
+def test_score_of_the_wrong_shape_is_named():
+    sde = sdescore.VPSDE()
+    rev = sde.reverse(lambda x, t: x[:, :1])
+    with pytest.raises(
+        ValueError, match=r"score_fn\(x, t\) returned shape \(3, 1\), expected .*\(3, 2\)"
+    ):
+        rev.drift(torch.zeros(3, 2), 0.5)
+    with pytest.raises(TypeError, match="score_fn must be callable"):
+        sde.reverse(42)
+    with pytest.raises(TypeError, match="probability_flow must be a bool"):
+        sde.reverse(lambda x, t: x, probability_flow="yes")
+    with pytest.raises(TypeError, match="sde must be an sdescore.SDE"):
+        sdescore.ReverseSDE(object(), lambda x, t: x)
+
+
+def test_user_sde_without_kernel_says_what_to_override():
+    class DoubleWell(sdescore.SDE):
+        def drift(self, x, t):
+            return x - x**3
+
+        def diffusion(self, t):
+            return torch.ones_like(t)
+
+    sde = DoubleWell()
+    with pytest.raises(NotImplementedError, match="no closed-form perturbation kernel"):
+        sde.marginal_prob(torch.zeros(2, 1), 0.5)
+    with pytest.raises(NotImplementedError, match="defines no prior"):
+        sde.prior_sampling((2, 1))
+    with pytest.raises(TypeError, match="abstract"):
+        sdescore.SDE()

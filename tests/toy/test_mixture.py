@@ -1,0 +1,143 @@
+"""The exact-score oracle: densities normalised, scores equal autograd gradients, exact sampling."""
+
+import math
+
+import pytest
+import torch
+
+import sdescore
+from problems import image_gaussian, make_sdes, mixture_2d
+from sdescore.toy import GaussianMixture, eight_gaussians, gaussian
+
+SDES = make_sdes()
+
+
+def test_log_prob_is_normalised_in_2d():
+    data = mixture_2d()
+    u = torch.linspace(-6, 6, 801, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(u, u, indexing="ij"), -1).reshape(-1, 2)
+    p = data.log_prob(grid).exp().reshape(801, 801)
+    assert abs(torch.trapezoid(torch.trapezoid(p, u), u).item() - 1) < 1e-9
+
+
+def test_single_gaussian_matches_torch_distributions():
+    cov = torch.tensor([[0.5, 0.2], [0.2, 0.3]], dtype=torch.float64)
+    mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    data = gaussian(mean, covariance=cov)
+    ref = torch.distributions.MultivariateNormal(mean, cov)
+    x = torch.randn(10, 2, dtype=torch.float64)
+    assert torch.allclose(data.log_prob(x), ref.log_prob(x), rtol=1e-13)
+    assert torch.allclose(data.score(x), -(x - mean) @ torch.linalg.inv(cov), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(SDES))
+@pytest.mark.parametrize("make", [mixture_2d, lambda: image_gaussian((2, 3, 3))])
+def test_marginal_score_is_the_gradient_of_marginal_log_prob(name, make):
+    sde, data = SDES[name], make()
+    g = torch.Generator().manual_seed(0)
+    x = 2 * torch.randn(6, *data.event_shape, generator=g, dtype=torch.float64)
+    t = torch.rand(6, generator=g, dtype=torch.float64) * sde.T
+    xg = x.clone().requires_grad_(True)
+    grad = torch.autograd.grad(data.marginal_log_prob(xg, t, sde).sum(), xg)[0]
+    assert torch.allclose(data.marginal_score(x, t, sde), grad, rtol=1e-11, atol=1e-12)
+    assert data.score_fn(sde)(x, t).shape == x.shape
+
+
+def test_marginal_is_the_data_convolved_with_the_kernel():
+    # p_t(x) = E_{x0 ~ p0}[N(x; alpha x0, sigma^2 I)], by Monte Carlo over 400k data draws
+    sde, data = SDES["vp"], mixture_2d()
+    x0 = data.sample(400_000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    t = torch.tensor([0.2], dtype=torch.float64)
+    a, s = sde.alpha(t).item(), sde.sigma(t).item()
+    x = torch.tensor([[0.3, -0.2], [-1.0, 0.4]], dtype=torch.float64)
+    for xi in x:
+        k = torch.exp(-0.5 * ((xi - a * x0) ** 2).sum(1) / s**2) / (2 * math.pi * s**2)
+        est, se = k.mean().item(), k.std().item() / math.sqrt(k.numel())
+        exact = data.marginal_log_prob(xi[None], t, sde).exp().item()
+        assert abs(est - exact) < 4 * se
+
+
+def test_sampling_moments_and_mode_weights():
+    data = mixture_2d()
+    n = 200_000
+    x = data.sample(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cov = data.covariance()
+    se = (cov.diagonal() / n).sqrt()
+    assert ((x.mean(0) - data.mean()).abs() < 4 * se).all()
+    emp = torch.cov(x.T)
+    assert torch.allclose(emp, cov, atol=4 * cov.diagonal().max().item() * math.sqrt(2 / n))
+    # the first mode (weight 0.3) is the one with x < -0.25 almost surely
+    frac = (x[:, 0] < -0.25).double().mean().item()
+    assert abs(frac - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n) + 1e-3
+
+
+def test_eight_gaussians_geometry_and_dtype():
+    data = eight_gaussians()
+    assert data.num_components == 8 and data.event_shape == (2,)
+    x = data.sample(1000, generator=torch.Generator().manual_seed(0))
+    assert x.dtype == torch.float32
+    r = x.norm(dim=1)
+    assert 3.0 < r.mean().item() < 4.2
+    assert data.log_prob(x).dtype == torch.float32
+
+
+def test_sampling_is_reproducible():
+    data = image_gaussian()
+    a = data.sample(5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    b = data.sample(5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    assert torch.equal(a, b) and a.shape == (5, 1, 4, 4)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: GaussianMixture(torch.zeros(2, 2)), "exactly one of stds"),
+        (lambda: GaussianMixture(torch.zeros(2, 2), -1.0), "stds must be finite and > 0"),
+        (lambda: GaussianMixture(torch.zeros(2), 1.0), r"means must have shape \(K, \*D\)"),
+        (
+            lambda: GaussianMixture(torch.zeros(2, 2), covariances=torch.eye(2)[None]),
+            "covariances must have shape",
+        ),
+        (
+            lambda: GaussianMixture(torch.zeros(1, 2), covariances=-torch.eye(2)[None]),
+            "positive definite",
+        ),
+        (
+            lambda: GaussianMixture(torch.zeros(2, 2), 1.0, weights=torch.tensor([1.0, -1.0])),
+            "weights",
+        ),
+    ],
+)
+def test_bad_mixtures(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_bad_queries():
+    data = mixture_2d()
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2\)"):
+        data.log_prob(torch.zeros(3, 3))
+    with pytest.raises(TypeError, match="sde must be a GaussianSDE"):
+        data.marginal_score(torch.zeros(3, 2), 0.5, object())
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        data.sample(0)
+
+
+@pytest.mark.parametrize("name", sorted(sdescore.toy.TOY_DATASETS))
+def test_toy_datasets(name):
+    a = sdescore.toy.sample_toy(
+        name, 2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    b = sdescore.toy.sample_toy(
+        name, 2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    assert a.shape == (2000, 2) and a.dtype == torch.float64 and torch.equal(a, b)
+    assert torch.isfinite(a).all() and a.abs().max() < 6.5 and a.std(0).min() > 0.5
+    with pytest.raises(ValueError, match="unknown toy dataset"):
+        sdescore.toy.sample_toy("spiral", 10)
+
+
+def test_checkerboard_only_fills_dark_squares():
+    x = sdescore.toy.checkerboard(5000, generator=torch.Generator().manual_seed(0))
+    cells = torch.floor((x + 4) / 2).long()
+    assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()
