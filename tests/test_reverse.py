@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import sdescore
+
 from problems import image_gaussian, make_sdes, mixture_2d
 
 SDES = make_sdes()

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sdescore
+
 from problems import make_sdes
 
 SDES = make_sdes()

@@ -6,9 +6,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from problems import cosine_log_alpha, cosine_sde, vp_as_linear
 
 import sdescore
+
+from problems import cosine_log_alpha, cosine_sde, vp_as_linear
 
 T_GRID = torch.tensor([0.0, 1e-8, 1e-6, 1e-4, 1e-2, 0.1, 0.333, 0.5, 0.9, 1.0], dtype=torch.float64)
 TOL = 1e-8

@@ -12,10 +12,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from problems import make_sdes
 from scipy.integrate import solve_ivp
 
 import sdescore
+
+from problems import make_sdes
 
 
 def _moments(sde, ts, v0=0.0):

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import sdescore
-from problems import image_gaussian, make_sdes, mixture_2d
 from sdescore.toy import GaussianMixture, eight_gaussians, gaussian
+
+from problems import image_gaussian, make_sdes, mixture_2d
 
 SDES = make_sdes()
 
