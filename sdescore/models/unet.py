@@ -1,0 +1,148 @@
+"""A compact time-conditioned U-Net for small images (8x8 to 32x32) that trains on a CPU."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .embeddings import GaussianFourierFeatures
+
+__all__ = ["UNet"]
+
+
+def _norm(ch: int) -> nn.GroupNorm:
+    groups = max(g for g in (1, 2, 4, 8) if ch % g == 0)
+    return nn.GroupNorm(groups, ch)
+
+
+class _ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, the time embedding added in between (Ho et al. 2020, App. B)."""
+
+    def __init__(self, c_in: int, c_out: int, temb: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.temb = nn.Linear(temb, c_out)
+        self.norm2, self.conv2 = _norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.drop = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, temb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb(temb)[:, :, None, None]  # image-only module: (B, C) -> (B, C, 1, 1)
+        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class _Attention(nn.Module):
+    """Single-head self-attention over the H*W positions, with a residual connection."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.norm, self.qkv, self.proj = _norm(ch), nn.Conv2d(ch, 3 * ch, 1), nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
+        return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class UNet(nn.Module):
+    """Time-conditioned U-Net `(B, C, H, W), (B,) -> (B, C, H, W)`.
+
+    One residual block per resolution on the way down and up, skip connections between them,
+    and a middle block at the lowest resolution with optional self-attention. With the default
+    `channels=32, channel_mult=(1, 2)` it has about 0.5M parameters.
+
+    Args:
+        in_channels: image channels C.
+        channels: base width.
+        channel_mult: width multiplier per resolution; H and W must be divisible by
+            `2 ** (len(channel_mult) - 1)`.
+        attention: self-attention in the middle block.
+        embed_dim: size of the Fourier time embedding.
+        fourier_scale: std of the Fourier frequencies.
+        dropout: dropout rate inside residual blocks.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        *,
+        channels: int = 32,
+        channel_mult: tuple[int, ...] = (1, 2),
+        attention: bool = True,
+        embed_dim: int = 64,
+        fourier_scale: float = 16.0,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("channels", channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        mult = tuple(channel_mult)
+        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+            raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {mult}")
+        self.config = {
+            "in_channels": in_channels,
+            "channels": channels,
+            "channel_mult": list(mult),
+            "attention": bool(attention),
+            "embed_dim": embed_dim,
+            "fourier_scale": float(fourier_scale),
+            "dropout": float(dropout),
+        }
+        temb = 4 * channels
+        self.embed = nn.Sequential(
+            GaussianFourierFeatures(embed_dim, fourier_scale),
+            nn.Linear(embed_dim, temb),
+            nn.SiLU(),
+            nn.Linear(temb, temb),
+        )
+        chs = [channels * m for m in mult]
+        self.conv_in = nn.Conv2d(in_channels, chs[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        prev = chs[0]
+        for i, c in enumerate(chs):
+            self.down.append(_ResBlock(prev, c, temb, dropout))
+            if i < len(chs) - 1:
+                self.downsample.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+            prev = c
+        self.mid1 = _ResBlock(prev, prev, temb, dropout)
+        self.attn = _Attention(prev) if attention else nn.Identity()
+        self.mid2 = _ResBlock(prev, prev, temb, dropout)
+        self.up = nn.ModuleList(_ResBlock(2 * c, c, temb, dropout) for c in chs)
+        self.upsample = nn.ModuleList(
+            nn.Conv2d(chs[i], chs[i - 1], 3, padding=1) for i in range(1, len(chs))
+        )
+        self.norm_out = _norm(chs[0])
+        self.conv_out = nn.Conv2d(chs[0], in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # start at output 0, as Ho et al.'s code does
+        nn.init.zeros_(self.conv_out.bias)
+        self._factor = 2 ** (len(chs) - 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        C = self.config["in_channels"]
+        if x.ndim != 4 or x.shape[1] != C:
+            raise ValueError(f"x must have shape (B, {C}, H, W), got {tuple(x.shape)}")
+        if x.shape[2] % self._factor or x.shape[3] % self._factor:
+            raise ValueError(
+                f"H and W must be divisible by {self._factor} for channel_mult "
+                f"{tuple(self.config['channel_mult'])}, got {tuple(x.shape[2:])}"
+            )
+        temb = self.embed(t.to(x.dtype))
+        h = self.conv_in(x)
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, temb)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.mid2(self.attn(self.mid1(h, temb)), temb)
+        for i in reversed(range(len(self.up))):
+            h = self.up[i](torch.cat([h, skips.pop()], dim=1), temb)
+            if i > 0:
+                h = self.upsample[i - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,115 @@
+"""Checkpoints: bit-identical round trips, SDE reconstruction, and clear errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+import sdescore
+from sdescore import MLPScoreNet, ScoreModel, UNet, load_model, save_model
+
+from problems import cosine_sde
+
+
+def _mlp_model(sde, param="score", dtype=torch.float32, baseline=True):
+    torch.manual_seed(0)
+    net = MLPScoreNet(2, hidden=16, depth=2, out_dim=1 if param == "energy" else None)
+    torch.nn.init.normal_(net.out.weight, std=0.3)
+    model = ScoreModel(net, sde, param).to(dtype)
+    if baseline:
+        model.fit_baseline(torch.randn(100, 2, dtype=dtype) * 2 + 1)
+    return model
+
+
+@pytest.mark.parametrize("param", ["score", "eps", "x0", "v", "energy"])
+@pytest.mark.parametrize(
+    "sde", [sdescore.VPSDE(0.2, 15.0), sdescore.SubVPSDE(), sdescore.VESDE(0.02, 30.0, T=0.9)]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_trip_is_bit_identical(tmp_path, param, sde, dtype):
+    model = _mlp_model(sde, param, dtype)
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    x = torch.randn(8, 2, dtype=dtype)
+    assert type(loaded.sde) is type(sde) and repr(loaded.sde) == repr(sde)
+    assert loaded.parameterization == param and loaded.has_baseline
+    assert torch.equal(loaded(x, 0.37), model(x, 0.37))
+
+
+def test_unet_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = UNet(1, channels=8, channel_mult=(1, 2))
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)
+    model = ScoreModel(net, sdescore.VPSDE(), "eps")
+    save_model(model, tmp_path / "u.pt")
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(load_model(tmp_path / "u.pt")(x, 0.5), model(x, 0.5))
+
+
+def test_linear_sde_and_custom_net_must_be_passed_again(tmp_path):
+    sde = cosine_sde()
+    model = _mlp_model(sde)
+    save_model(model, tmp_path / "lin.pt")
+    with pytest.raises(ValueError, match="pass the same SDE again"):
+        load_model(tmp_path / "lin.pt")
+    x = torch.randn(4, 2)
+    assert torch.equal(load_model(tmp_path / "lin.pt", sde=sde)(x, 0.3), model(x, 0.3))
+    custom = ScoreModel(torch.nn.Sequential(), sdescore.VPSDE())  # not a library network
+    custom.net = _CustomNet()
+    save_model(custom, tmp_path / "c.pt")
+    with pytest.raises(ValueError, match="pass it: net="):
+        load_model(tmp_path / "c.pt")
+    torch.manual_seed(5)
+    other = _CustomNet()
+    loaded = load_model(tmp_path / "c.pt", net=other)
+    assert torch.equal(loaded(x, 0.3), custom(x, 0.3))
+
+
+class _CustomNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+
+    def forward(self, x, t):
+        return self.lin(torch.cat([x, t[:, None]], dim=1))
+
+
+def test_mismatch_and_corruption_errors(tmp_path):
+    model = _mlp_model(sdescore.VPSDE())
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    with pytest.raises(ValueError, match="does not match the checkpoint's VPSDE"):
+        load_model(path, sde=sdescore.VPSDE(0.1, 10.0))
+    with pytest.raises(ValueError, match="does not fit the network"):
+        load_model(path, net=MLPScoreNet(2, hidden=8))
+    raw = path.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="not a readable sdescore checkpoint"):
+        load_model(tmp_path / "trunc.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a readable sdescore checkpoint"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an sdescore ScoreModel checkpoint"):
+        load_model(tmp_path / "other.pt")
+
+
+class _Payload:
+    """Unpickling this would run code; weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (exec, ("import sys; sys.modules['sdescore']._pwned = True",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_checkpoint_cannot_run_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "sdescore.ScoreModel", "x": _Payload()}, f)
+    torch.save({"format": "sdescore.ScoreModel", "x": _Payload()}, tmp_path / "evil2.pt")
+    for p in (path, tmp_path / "evil2.pt"):
+        with pytest.raises(ValueError, match="not a readable sdescore checkpoint"):
+            load_model(p)
+    assert not hasattr(sdescore, "_pwned")
