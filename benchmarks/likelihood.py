@@ -1,0 +1,247 @@
+"""Likelihood benchmark: eight Gaussians, VPSDE(0.1, 20), exact score, rtol = atol = 1e-5.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/likelihood.py [--quick] [--repeats 3]
+
+Side by side in one run:
+
+* **ref-2021**: our re-implementation of the 2021 method (score_sde `likelihood.py`, described,
+  not copied): scipy `solve_ivp(method="RK45")` on the flattened state `[x, log p]`, the batch
+  moved through numpy at every evaluation, one Rademacher probe, the drift evaluated once for the
+  velocity and once more inside the divergence (two score calls per evaluation), and scipy's RMS
+  error norm over the whole state, log p included.
+* **sdescore**: `sdescore.likelihood` (torchdiffeq dopri5, one score pass per evaluation, step
+  control on x only unless stated), with Hutchinson (Rademacher / Gaussian) or the exact trace.
+
+Columns: wall and process-CPU time (each the minimum over repeats run round-robin, so every
+method sees the same background load; one intra-op thread for every method, so nobody is
+handicapped by oversubscription), ODE evaluations, score calls, and the per-point error of log p
+against the exact log p0 of the mixture (mean and worst point). A second table times a 3x256 MLP
+score network (random weights; time only). A third measures how much a point's log p moves when
+the rest of its batch changes (adaptive steps are shared across a batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from functools import partial
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/scipy load BLAS
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.integrate import solve_ivp  # noqa: E402
+from torch import nn  # noqa: E402
+
+import sdescore  # noqa: E402
+from sdescore.toy import eight_gaussians  # noqa: E402
+
+EPS, TOL = 1e-5, 1e-5
+
+
+class Counting:
+    """A score function that counts its calls."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.fn(x, t)
+
+
+class MLPScore(nn.Module):
+    """3 hidden layers of 256 with SiLU, input (x, t), output shaped like x."""
+
+    def __init__(self, dim=2, width=256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim + 1, width), nn.SiLU(),
+            nn.Linear(width, width), nn.SiLU(),
+            nn.Linear(width, width), nn.SiLU(),
+            nn.Linear(width, dim),
+        )  # fmt: skip
+
+    def forward(self, x, t):
+        return self.net(torch.cat([x, t[:, None]], dim=1))
+
+
+def ref_2021(score, sde, x, seed):
+    """The 2021 method re-implemented: scipy RK45 over numpy, two score calls per evaluation."""
+    pf = sde.probability_flow(score)
+    shape, dtype = x.shape, x.dtype
+    b = shape[0]
+    g = torch.Generator().manual_seed(seed)
+    probe = torch.randint(0, 2, shape, generator=g).to(dtype) * 2 - 1
+
+    def ode_func(t, y):
+        xs = torch.from_numpy(y[:-b].reshape(shape)).to(dtype)
+        vt = torch.full((b,), t, dtype=dtype)
+        with torch.no_grad():
+            drift = pf.drift(xs, vt)  # score call 1
+        with torch.enable_grad():  # score call 2: the drift again, for its VJP
+            xg = xs.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad((pf.drift(xg, vt) * probe).sum(), xg)
+        div = (grad * probe).reshape(b, -1).sum(1)
+        return np.concatenate([drift.numpy().reshape(-1), div.numpy()])
+
+    y0 = np.concatenate([x.numpy().reshape(-1), np.zeros(b)])
+    sol = solve_ivp(ode_func, (EPS, sde.T), y0, rtol=TOL, atol=TOL, method="RK45")
+    z = torch.from_numpy(sol.y[:-b, -1].reshape(shape)).to(dtype)
+    delta = torch.from_numpy(sol.y[-b:, -1]).to(dtype)
+    return sde.prior_logp(z) + delta, sol.nfev
+
+
+def joint_rms(y):
+    """scipy's error norm: RMS over every component of (x, log p) together. With a smooth log p
+    channel this is ~sqrt(2/3) of the RMS over x for 2-D data, i.e. a looser effective tolerance."""
+    return torch.cat([v.reshape(-1) for v in y]).square().mean().sqrt()
+
+
+# The reference's step control reproduced in torchdiffeq: joint RMS norm, growth up to 10x.
+REF_NORM = {"norm": joint_rms, "ifactor": 10.0}
+
+
+def run_one(kw, score, sde, x):
+    """One likelihood evaluation: the 2021 re-implementation (kw None) or sdescore's."""
+    score.calls = 0
+    if kw is None:
+        return ref_2021(score, sde, x, seed=1)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        r = sdescore.likelihood(score, x, sde=sde, rtol=TOL, atol=TOL, generator=g, **kw)
+    return r.log_prob, r.nfe
+
+
+def timed_round_robin(fns, repeats):
+    """Run each of `fns` once per round, `repeats` rounds, so that every method sees the same
+    background load; per method the minimum wall and process-CPU seconds and the last output."""
+    wall = [float("inf")] * len(fns)
+    cpu = [float("inf")] * len(fns)
+    outs = [None] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            w0, c0 = time.perf_counter(), time.process_time()
+            outs[i] = fn()
+            wall[i] = min(wall[i], time.perf_counter() - w0)
+            cpu[i] = min(cpu[i], time.process_time() - c0)
+    return wall, cpu, outs
+
+
+def accuracy_table(batches, repeats, dtype):
+    sde, data = sdescore.VPSDE(0.1, 20.0), eight_gaussians()
+    rows = []
+    for b in batches:
+        x = data.sample(b, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        exact = data.log_prob(x.double())
+        configs = [
+            ("ref-2021 rademacher", None),
+            ("sdescore hutchinson rademacher", dict(estimator="hutchinson")),
+            ("sdescore hutchinson gaussian", dict(estimator="hutchinson", noise="gaussian")),
+            ("sdescore hutch. rad., step ctl all", dict(step_control="all")),
+            ("sdescore exact trace", dict(estimator="exact")),
+            ("sdescore exact, step ctl all", dict(estimator="exact", step_control="all")),
+        ]
+        scores = [Counting(data.score_fn(sde)) for _ in configs]
+        fns = [
+            partial(run_one, kw, sc, sde, x) for (_, kw), sc in zip(configs, scores, strict=True)
+        ]
+        wall, cpu, outs = timed_round_robin(fns, repeats)
+        for (name, _), sc, w, c, (logp, nfe) in zip(configs, scores, wall, cpu, outs, strict=True):
+            err = (logp.double() - exact).abs()
+            rows.append((name, b, w, c, nfe, sc.calls, err.mean().item(), err.max().item()))
+    return rows
+
+
+def mlp_table(batches, repeats, dtype):
+    sde = sdescore.VPSDE(0.1, 20.0)
+    torch.manual_seed(0)  # benchmark script, not library code: fixed random weights
+    net = MLPScore().to(dtype)
+    rows = []
+    for b in batches:
+        x = eight_gaussians().sample(b, generator=torch.Generator().manual_seed(0), dtype=dtype)
+        configs = [
+            ("ref-2021 rademacher", None),
+            ("sdescore hutchinson rademacher", dict()),
+            ("sdescore exact trace", dict(estimator="exact")),
+            ("sdescore hutch., ref-2021 error norm", dict(options=REF_NORM)),
+        ]
+        scores = [Counting(net) for _ in configs]
+        fns = [
+            partial(run_one, kw, sc, sde, x) for (_, kw), sc in zip(configs, scores, strict=True)
+        ]
+        wall, cpu, outs = timed_round_robin(fns, repeats)
+        for (name, _), sc, w, c, (_, nfe) in zip(configs, scores, wall, cpu, outs, strict=True):
+            rows.append((name, b, w, c, nfe, sc.calls))
+    return rows
+
+
+def batch_dependence(dtype, n_shared=64, b=4096):
+    """|change| of the same points' log p across different batch companions."""
+    sde, data = sdescore.VPSDE(0.1, 20.0), eight_gaussians()
+    shared = data.sample(n_shared, generator=torch.Generator().manual_seed(10), dtype=dtype)
+    rows = []
+    for ctl in ("x", "x_per_example", "all"):
+        vals = []
+        for seed in (11, 12):
+            rest = data.sample(
+                b - n_shared, generator=torch.Generator().manual_seed(seed), dtype=dtype
+            )
+            batch = torch.cat([shared, rest])
+            r = sdescore.likelihood(
+                data.score_fn(sde), batch, sde=sde, estimator="exact", step_control=ctl
+            )
+            vals.append(r.log_prob[:n_shared])
+        alone = sdescore.likelihood(
+            data.score_fn(sde), shared, sde=sde, estimator="exact", step_control=ctl
+        ).log_prob
+        d_batches = (vals[0] - vals[1]).abs()
+        d_alone = (vals[0] - alone).abs()
+        rows.append((ctl, d_batches.mean().item(), d_batches.max().item(), d_alone.max().item()))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="batch 256 only, one repeat")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--float64", action="store_true", help="run in float64 (default float32)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    dtype = torch.float64 if args.float64 else torch.float32
+    batches = [256] if args.quick else [512, 4096]
+    repeats = 1 if args.quick else args.repeats
+    print(f"# eight Gaussians, VPSDE(0.1, 20), exact score, rtol=atol={TOL}, eps={EPS}, {dtype}")
+    print(f"# torch threads 1, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
+    print()
+    hdr = (
+        f"| {'method':36s} | {'B':>4s} | {'wall s':>7s} | {'CPU s':>7s} | {'ODE evals':>9s} "
+        f"| {'score calls':>11s}"
+    )
+    print(hdr + " | MAE nats | worst nats |")
+    print("|" + "|".join("-" * n for n in (38, 6, 9, 9, 11, 13, 10, 12)) + "|")
+    for name, b, sec, cpu, nfe, calls, mae, worst in accuracy_table(batches, repeats, dtype):
+        print(
+            f"| {name:36s} | {b:4d} | {sec:7.3f} | {cpu:7.3f} | {nfe:9d} | {calls:11d} "
+            f"| {mae:8.2e} | {worst:10.2e} |"
+        )
+    print()
+    print("3x256 MLP score network (random weights), time only")
+    print()
+    print(hdr + " |")
+    print("|" + "|".join("-" * n for n in (38, 6, 9, 9, 11, 13)) + "|")
+    for name, b, sec, cpu, nfe, calls in mlp_table(batches, repeats, dtype):
+        print(f"| {name:36s} | {b:4d} | {sec:7.3f} | {cpu:7.3f} | {nfe:9d} | {calls:11d} |")
+    print()
+    bd = 256 if args.quick else 4096
+    print(f"Batch dependence (exact trace, B = {bd}, 64 shared points): |delta log p| in nats")
+    print()
+    print("| step control  | other batch: mean | other batch: max | vs alone (64): max |")
+    print("|---------------|-------------------|------------------|--------------------|")
+    for ctl, mean, worst, alone in batch_dependence(dtype, b=bd):
+        print(f"| {ctl:13s} | {mean:17.2e} | {worst:16.2e} | {alone:18.2e} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+r"""An adaptive reverse-SDE sampler that picks its own steps ("Gotta Go Fast").
+
+Jolicoeur-Martineau et al. (2021), "Gotta Go Fast When Generating Data with Score-Based Models",
+Algorithm 1: an Euler step $x'$ and an improved-Euler (Heun) step $x''$ of the drift; their
+difference estimates the local error, scaled by
+$\delta = \max(\epsilon_{abs}, \epsilon_{rel}\max(|x'|, |x'_{prev}|))$ elementwise,
+$E = \lVert (x' - x'')/\delta \rVert_2 / \sqrt{d}$. A step is accepted (keeping $x''$) when
+$E \le 1$, and the next step is $h \leftarrow \min(t - \epsilon, \theta h E^{-r})$ with
+$\theta = 0.9$, $r = 0.9$. Every example has its own time and step size, so easy examples
+finish early; each iteration costs two batched score calls.
+
+Deviation from the paper, on purpose: there both steps carry the same noise and a rejected
+step redraws it, so acceptance depends on the noise and selects it; measured here on Gaussian
+data (VP, exact score, 4000 samples, std 0.40) that version gave std 0.49, 0.52, 0.53 at
+tolerances 1e-1, 1e-2, 1e-3, i.e. it did *not* converge as the tolerance shrank. Here the
+error estimate uses the noise-free predictor and corrector, so each step size is fixed before
+its Gaussian increment $\tfrac12(g_t + g_{t-h})\sqrt h\,z$ is drawn and the increments stay
+unbiased (weak order 1, like Euler–Maruyama).
+
+The loop stops when every example has reached the end time, which needs one host-device
+synchronisation per iteration (like any adaptive solver).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .._shapes import append_dims, batch_sum, flat_dim
+from ..sdes.base import SDE
+from ._common import noise_like
+
+__all__ = ["sample_gotta_go_fast"]
+
+_SAFETY, _EXPONENT, _MAX_ITERS = 0.9, 0.9, 100_000
+
+
+def _reverse_drift(sde: SDE, score, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    g2 = append_dims(sde.diffusion(t).square(), x.ndim)
+    return sde.drift(x, t) - g2 * score(x, t)
+
+
+def sample_gotta_go_fast(
+    sde: SDE,
+    score,
+    x: torch.Tensor,
+    *,
+    t0: float,
+    t1: float,
+    rtol: float,
+    atol: float,
+    dt: float | None,
+    generator,
+    record,
+) -> torch.Tensor:
+    """Integrate the reverse SDE from `t0` down to `t1 < t0` with per-example adaptive steps.
+
+    Args:
+        sde: the forward SDE.
+        score: a counted score function.
+        x: start state `(B, *D)` at `t0`.
+        rtol, atol: the relative and absolute tolerances $\\epsilon_{rel}$, $\\epsilon_{abs}$.
+        dt: the initial step (default 0.01 T, as in the paper).
+        generator: `torch.Generator` for the noise.
+        record: a `Recorder`; states are recorded after every iteration, at the batch's
+            largest remaining time.
+    """
+    B, nd = x.shape[0], x.ndim
+    t = torch.full((B,), t0, device=x.device, dtype=x.dtype)
+    h = torch.full_like(t, 0.01 * t0 if dt is None else dt)
+    x_prev = x
+    sqrt_d = math.sqrt(flat_dim(x))
+    record(t.max(), x)
+    for _ in range(_MAX_ITERS):
+        active = t > t1
+        if not bool(active.any()):  # the one host sync per iteration
+            return x
+        h = torch.where(active, torch.minimum(h, t - t1), torch.zeros_like(h))
+        hb, t_next = append_dims(h, nd), (t - h).clamp_min(t1)
+        g_now, g_next = (append_dims(sde.diffusion(s), nd) for s in (t, t_next))
+        # Deterministic predictor and corrector: the error estimate, hence accept/reject, is
+        # decided before the noise is drawn (see the module docstring).
+        drift = _reverse_drift(sde, score, x, t)
+        x1 = x - hb * drift
+        x2 = x - 0.5 * hb * (drift + _reverse_drift(sde, score, x1, t_next))
+        delta = torch.maximum(
+            torch.full_like(x, atol), rtol * torch.maximum(x1.abs(), x_prev.abs())
+        )
+        err = batch_sum(((x1 - x2) / delta).square()).sqrt() / sqrt_d
+        accept = active & (err <= 1)
+        ab = append_dims(accept, nd)
+        noise = 0.5 * (g_now + g_next) * hb.sqrt() * noise_like(x, generator)
+        x, x_prev = torch.where(ab, x2 + noise, x), torch.where(ab, x1, x_prev)
+        t = torch.where(accept, torch.where(h >= t - t1, torch.full_like(t, t1), t - h), t)
+        h = _SAFETY * h * err.clamp_min(1e-10) ** -_EXPONENT
+        record(t.max(), x)
+    raise RuntimeError(
+        f"gotta_go_fast did not reach t = {t1} in {_MAX_ITERS} iterations; loosen rtol/atol "
+        "or check the score for NaN/Inf"
+    )

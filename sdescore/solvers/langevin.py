@@ -1,0 +1,126 @@
+r"""Langevin samplers: predictor–corrector (Song et al. 2021) and annealed Langevin (NCSN).
+
+Both apply unadjusted Langevin steps $x \leftarrow x + \epsilon\,s(x, t) + \sqrt{2\epsilon}\,z$,
+which leave $p_t$ invariant as $\epsilon \to 0$; they differ in how $\epsilon$ is chosen.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..sdes.base import SDE
+from ._common import noise_like
+from .native import Predictor, StepCoefficients, _require_gaussian, batch_times
+
+__all__ = ["annealing_levels", "langevin_correct", "sample_annealed_langevin", "sample_pc"]
+
+
+def _mean_norm(v: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).mean()
+
+
+def langevin_correct(
+    score, x: torch.Tensor, t: torch.Tensor, *, snr: float, steps: int, alpha, generator
+) -> torch.Tensor:
+    r"""Langevin corrector of Song et al. (2021), Algorithms 4–5, at times `t: (B,)`.
+
+    Step size $\epsilon = 2\alpha\,(r\,\lVert z\rVert / \lVert s\rVert)^2$ with $r$ the target
+    signal-to-noise ratio `snr`. As in the reference implementation, the two norms are batch
+    means of per-example norms: this keeps $\epsilon$ finite where one example's score vanishes,
+    at the price of coupling the examples of a batch.
+    """
+    # eps = 2 alpha (snr r)^2 and sqrt(2 eps) = 2 snr sqrt(alpha) r, with r = |z| / |s|.
+    c_step, c_noise = 2 * alpha * snr**2, 2 * snr * alpha**0.5
+    tiny = torch.finfo(x.dtype).tiny
+    for _ in range(steps):
+        s = score(x, t)
+        z = noise_like(x, generator)
+        r = _mean_norm(z) / _mean_norm(s).clamp_min(tiny)
+        x = torch.addcmul(torch.addcmul(x, s, r.square() * c_step), z, r * c_noise)
+    return x
+
+
+def sample_pc(
+    sde: SDE,
+    score,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    predictor: str,
+    snr: float,
+    corrector_steps: int,
+    generator,
+    record,
+) -> torch.Tensor:
+    """Predictor–corrector sampling (Song et al. 2021, Algorithm 1): at each grid time, first
+    `corrector_steps` Langevin steps at $t_i$, then one predictor step to $t_{i+1}$.
+
+    Costs `(1 + corrector_steps)` score evaluations per step. Shapes: `x: (B, *D)`, `ts: (N + 1,)`.
+    """
+    c = StepCoefficients(sde, ts)
+    step = Predictor(predictor, sde, score, c, x.shape[0])
+    alphas = c.corrector_alpha()
+    record(ts[0], x)
+    for i in range(len(ts) - 1):
+        x = langevin_correct(
+            score,
+            x,
+            step.t[i],
+            snr=snr,
+            steps=corrector_steps,
+            alpha=alphas[i],
+            generator=generator,
+        )
+        x = step(x, i, noise_like(x, generator))
+        record(ts[i + 1], x)
+    return x
+
+
+def annealing_levels(sde, eps: float, steps: int, like: torch.Tensor) -> torch.Tensor:
+    """`steps` times from T down to `eps`, uniform in log-SNR $\\lambda$ (a single level: `eps`).
+
+    For the VE SDE this is NCSN's geometric sequence of noise levels (Song & Ermon 2019, Sec. 4.2);
+    for VP-type SDEs it is its natural analogue (uniform in $t$ would leave few levels at the low
+    noise where the samples contract: measured on Gaussian data, std 0.426 for a target 0.400
+    with 200 levels uniform in t).
+    """
+    _require_gaussian(sde, "annealed_langevin")
+    if steps == 1:
+        return torch.full((1,), eps, device=like.device, dtype=like.dtype)
+    opts = {"device": like.device, "dtype": like.dtype}
+    ends = sde.log_snr(torch.tensor([sde.T, eps], **opts))
+    lam = ends[0] + torch.linspace(0, 1, steps, **opts) * (ends[1] - ends[0])
+    levels = sde.t_from_log_snr(lam).to(**opts)
+    levels[0], levels[-1] = sde.T, eps
+    return levels
+
+
+def sample_annealed_langevin(
+    sde: SDE,
+    score,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    step_size: float,
+    corrector_steps: int,
+    generator,
+    record,
+) -> torch.Tensor:
+    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over the levels `ts`.
+
+    At level $i$ with noise $\sigma_i = \sigma(t_i)$, run `corrector_steps` steps
+    $x \leftarrow x + \tfrac{\alpha_i}{2} s(x, t_i) + \sqrt{\alpha_i}\,z$ with
+    $\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2$, $\epsilon$ = `step_size` and $\sigma_L$ the last
+    level's noise. Shapes: `x: (B, *D)`, `ts: (L,)` decreasing.
+    """
+    _require_gaussian(sde, "annealed_langevin")
+    sigma = sde.sigma(ts)
+    alphas = (step_size * (sigma / sigma[-1]).square()).tolist()
+    times = batch_times(ts, x.shape[0])
+    record(ts[0], x)
+    for i in range(len(ts)):
+        a = alphas[i]
+        for _ in range(corrector_steps):
+            x = (x + (0.5 * a) * score(x, times[i])).add_(noise_like(x, generator), alpha=a**0.5)
+        record(ts[i], x)
+    return x

@@ -1,0 +1,295 @@
+"""`ProbabilityFlowODE.sample`, `.encode` and `.decode`: validate once, then solve the ODE.
+
+The three functions are attached to `ProbabilityFlowODE` as methods; all go through `_solve`,
+which picks DPM-Solver or the torchdiffeq path from the method name.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .._checks import check_state
+from ..sdes.gaussian import GaussianSDE
+from ._common import CountedScore, Recorder, finish, progress_bar, tweedie
+from .dpm_solver import (
+    DEFAULT_SCHEDULE,
+    PREDICTIONS,
+    SCHEDULES,
+    dpm_solver,
+    dpm_solver_multistep,
+)
+from .options import (
+    check_bool,
+    check_choice,
+    check_eps,
+    check_flags,
+    check_int,
+    check_positive,
+    check_unused,
+    resolve_start,
+)
+from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED, solve_torchdiffeq
+
+__all__ = ["ODE_METHODS", "decode", "encode", "sample"]
+
+ODE_METHODS = ("dpm_solver", *ODE_ADAPTIVE, *ODE_FIXED)
+
+_OPTIONS = {
+    "dpm_solver": frozenset({"steps", "order", "schedule", "prediction", "multistep"}),
+    **{m: frozenset({"rtol", "atol"}) for m in ODE_ADAPTIVE},
+    **{m: frozenset({"steps"}) for m in ODE_FIXED},
+}
+
+
+def sample(
+    process,
+    shape=None,
+    *,
+    method: str = "dpm_solver",
+    steps: int | None = None,
+    eps: float = 1e-3,
+    x_T: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype=None,
+    denoise: bool = False,
+    progress: bool = False,
+    return_info: bool = False,
+    trajectory: bool = False,
+    order: int | None = None,
+    schedule: str | None = None,
+    prediction: str | None = None,
+    multistep: bool | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+):
+    r"""Draw samples: a prior draw (or `x_T`) carried by the ODE from $T$ to `eps`.
+
+    Methods (`sdescore.solvers.ODE_METHODS`): `"dpm_solver"` (default; Lu et al. 2022,
+    Gaussian-kernel SDEs), torchdiffeq's adaptive `"dopri5"`, `"dopri8"`, `"bosh3"`,
+    `"fehlberg2"`, `"adaptive_heun"` and fixed-step `"euler"`, `"midpoint"`, `"heun2"`,
+    `"heun3"`, `"rk4"`. Options a method does not use must be left at `None`.
+
+    Args:
+        process: the `ProbabilityFlowODE` (this function is its `sample` method).
+        shape: `(B, *D)`; may be omitted when `x_T` is given.
+        method: the solver.
+        steps: `"dpm_solver"`: score evaluations (default 20); fixed-step methods: steps
+            (default 100).
+        eps: end time, in $(0, T)$.
+        x_T: start state `(B, *D)` instead of a prior draw.
+        generator: `torch.Generator` for the prior draw.
+        device, dtype: of the prior draw (without `x_T`).
+        denoise: finish with Tweedie's denoiser (one score call).
+        progress: show a tqdm bar counting score evaluations.
+        return_info: return a `SampleResult` (samples, `nfe`, trajectory).
+        trajectory: record the intermediate states (needs `return_info=True`).
+        order: `"dpm_solver"` only: 1, 2 or 3 (default 3).
+        schedule: `"dpm_solver"` only: step boundaries `"time_quadratic"` (default, uniform
+            in $\sqrt t$), `"logsnr"` (uniform in $\lambda$) or `"time_uniform"`.
+        prediction: `"dpm_solver"` only: Taylor-expand the data prediction `"data"`
+            (default; DPM-Solver++) or the noise prediction `"noise"` (DPM-Solver).
+        multistep: `"dpm_solver"` only: `False` (default) is the singlestep solver (orders
+            1-3 of Lu et al. 2022, `order` calls per step); `True` reuses past predictions,
+            one score call per step (DPM-Solver++(3M), Lu et al. 2022b).
+        rtol, atol: adaptive torchdiffeq methods only (defaults 1e-5, 1e-5).
+
+    Returns:
+        Samples `(B, *D)` at `eps`, or a `SampleResult`.
+    """
+    if x_T is None:
+        x_T = resolve_start(
+            process.sde, shape, None, generator=generator, device=device, dtype=dtype
+        )
+    else:
+        x_T = resolve_start(process.sde, shape, x_T, generator=None, device=device, dtype=dtype)
+    return decode(
+        process,
+        x_T,
+        method=method,
+        steps=steps,
+        eps=eps,
+        denoise=denoise,
+        progress=progress,
+        return_info=return_info,
+        trajectory=trajectory,
+        order=order,
+        schedule=schedule,
+        prediction=prediction,
+        multistep=multistep,
+        rtol=rtol,
+        atol=atol,
+    )
+
+
+def decode(
+    process,
+    z: torch.Tensor,
+    *,
+    method: str = "dpm_solver",
+    steps: int | None = None,
+    eps: float = 1e-3,
+    denoise: bool = False,
+    progress: bool = False,
+    return_info: bool = False,
+    trajectory: bool = False,
+    order: int | None = None,
+    schedule: str | None = None,
+    prediction: str | None = None,
+    multistep: bool | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+):
+    """Map latents `z: (B, *D)` at time T to data at `eps` (the inverse of `encode`).
+
+    `ProbabilityFlowODE.decode`; same options as `sample`.
+    """
+    check_state(z, "z")
+    eps = check_eps(eps, process.T)
+    return _solve(
+        process,
+        z,
+        t0=process.T,
+        t1=eps,
+        method=method,
+        steps=steps,
+        order=order,
+        schedule=schedule,
+        prediction=prediction,
+        multistep=multistep,
+        rtol=rtol,
+        atol=atol,
+        denoise=denoise,
+        progress=progress,
+        return_info=return_info,
+        trajectory=trajectory,
+    )
+
+
+def encode(
+    process,
+    x: torch.Tensor,
+    *,
+    method: str = "dpm_solver",
+    steps: int | None = None,
+    eps: float = 1e-3,
+    progress: bool = False,
+    return_info: bool = False,
+    trajectory: bool = False,
+    order: int | None = None,
+    schedule: str | None = None,
+    prediction: str | None = None,
+    multistep: bool | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+):
+    """Map data `x: (B, *D)` at time `eps` to latents at T by integrating the ODE forwards.
+
+    `ProbabilityFlowODE.encode`; options as in `sample` (without `denoise`). For `dpm_solver` the same formulas run with
+    a negative log-SNR step (Lu et al. 2022 hold for either sign).
+    """
+    check_state(x, "x")
+    eps = check_eps(eps, process.T)
+    return _solve(
+        process,
+        x,
+        t0=eps,
+        t1=process.T,
+        method=method,
+        steps=steps,
+        order=order,
+        schedule=schedule,
+        prediction=prediction,
+        multistep=multistep,
+        rtol=rtol,
+        atol=atol,
+        denoise=False,
+        progress=progress,
+        return_info=return_info,
+        trajectory=trajectory,
+    )
+
+
+def _solve(
+    process,
+    x,
+    *,
+    t0,
+    t1,
+    method,
+    steps,
+    order,
+    schedule,
+    prediction,
+    multistep,
+    rtol,
+    atol,
+    denoise,
+    progress,
+    return_info,
+    trajectory,
+):
+    """Integrate the PF ODE from `t0` to `t1` starting at `x` (see `ProbabilityFlowODE`)."""
+    sde = process.sde
+    check_choice("method", method, ODE_METHODS)
+    given = dict(
+        steps=steps,
+        order=order,
+        schedule=schedule,
+        prediction=prediction,
+        multistep=multistep,
+        rtol=rtol,
+        atol=atol,
+    )
+    check_unused(method, given, _OPTIONS[method])
+    check_flags(progress, return_info, trajectory, denoise)
+    record = Recorder(trajectory)
+    if method == "dpm_solver":
+        if not isinstance(sde, GaussianSDE):
+            raise TypeError(
+                "method 'dpm_solver' needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), "
+                f"got {type(sde).__name__}; use a torchdiffeq method such as 'dopri5'"
+            )
+        steps = check_int("steps", 20 if steps is None else steps)
+        order = 3 if order is None else order
+        if isinstance(order, bool) or order not in (1, 2, 3):
+            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+        schedule = check_choice("schedule", schedule or DEFAULT_SCHEDULE, SCHEDULES)
+        prediction = check_choice("prediction", prediction or "data", PREDICTIONS)
+        solver = (
+            dpm_solver_multistep
+            if check_bool("multistep", False if multistep is None else multistep)
+            else dpm_solver
+        )
+        score = CountedScore(process.score_fn, progress=progress_bar(progress, steps, method))
+        x = solver(
+            sde,
+            score,
+            x,
+            t0=t0,
+            t1=t1,
+            steps=steps,
+            order=order,
+            schedule=schedule,
+            prediction=prediction,
+            record=record,
+        )
+    else:
+        fixed = method in ODE_FIXED
+        steps = check_int("steps", 100 if steps is None else steps) if fixed else None
+        score = CountedScore(process.score_fn, progress=progress_bar(progress, None, method))
+        x = solve_torchdiffeq(
+            sde,
+            score,
+            x,
+            t0=t0,
+            t1=t1,
+            method=method,
+            steps=steps,
+            rtol=check_positive("rtol", 1e-5 if rtol is None else rtol),
+            atol=check_positive("atol", 1e-5 if atol is None else atol),
+            record=record,
+        )
+    if denoise:
+        x = tweedie(sde, score, x, torch.tensor(t1, device=x.device, dtype=x.dtype))
+    return finish(x, score, record, return_info=return_info)

@@ -1,0 +1,181 @@
+"""`ReverseSDE.sample`: validate the options once, then hand over to a solver.
+
+The function is attached to `ReverseSDE` as its `sample` method. Every method gets the score
+wrapped in a `CountedScore`, so that evaluations are counted and shapes checked the same way.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._common import CountedScore, Recorder, finish, progress_bar, time_grid, tweedie
+from .adaptive import sample_gotta_go_fast
+from .langevin import annealing_levels, sample_annealed_langevin, sample_pc
+from .native import PREDICTORS, sample_predictor
+from .options import (
+    check_bool,
+    check_choice,
+    check_eps,
+    check_flags,
+    check_int,
+    check_positive,
+    check_unused,
+    resolve_start,
+)
+from .torchsde import TORCHSDE_METHODS, sample_torchsde
+
+__all__ = ["SDE_METHODS", "sample"]
+
+SDE_METHODS = (*PREDICTORS, "pc", "annealed_langevin", "gotta_go_fast", *TORCHSDE_METHODS)
+
+_OPTIONS = {
+    **{p: frozenset({"steps"}) for p in PREDICTORS},
+    "pc": frozenset({"steps", "predictor", "snr", "corrector_steps"}),
+    "annealed_langevin": frozenset({"steps", "corrector_steps", "step_size"}),
+    "gotta_go_fast": frozenset({"rtol", "atol", "dt"}),
+    **{m: frozenset({"steps", "dt", "adaptive", "rtol", "atol"}) for m in TORCHSDE_METHODS},
+}
+
+
+def sample(
+    process,
+    shape=None,
+    *,
+    method: str = "euler_maruyama",
+    steps: int | None = None,
+    eps: float = 1e-3,
+    x_T: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype=None,
+    denoise: bool = False,
+    progress: bool = False,
+    return_info: bool = False,
+    trajectory: bool = False,
+    predictor: str | None = None,
+    snr: float | None = None,
+    corrector_steps: int | None = None,
+    step_size: float | None = None,
+    dt: float | None = None,
+    adaptive: bool | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+):
+    r"""Draw samples by integrating the reverse SDE from $T$ (the prior) down to `eps`.
+
+    Methods (`sdescore.solvers.SDE_METHODS`): native fixed-step `"euler_maruyama"`,
+    `"reverse_diffusion"`, `"ancestral"`, `"pc"` (predictor + Langevin corrector) and
+    `"annealed_langevin"` (NCSN); the adaptive `"gotta_go_fast"`; and torchsde's `"euler"`,
+    `"milstein"`, `"srk"`, `"midpoint"`, `"heun"`, `"euler_heun"`,
+    `"log_ode"`. Options a method does not use must be left at `None`. See docs/sampling.md.
+
+    Args:
+        process: the `ReverseSDE` (this function is its `sample` method).
+        shape: `(B, *D)`; may be omitted when `x_T` is given.
+        method: the solver.
+        steps: number of time steps (default 1000); for `"annealed_langevin"` the number of
+            noise levels; for torchsde methods it sets `dt = (T - eps) / steps`.
+        eps: end time, in $(0, T)$.
+        x_T: start state `(B, *D)` instead of a prior draw.
+        generator: `torch.Generator` for the prior draw and all noise (torchsde's Brownian
+            motion is seeded from it): a fixed seed gives bit-identical samples.
+        device, dtype: of the prior draw (without `x_T`).
+        denoise: finish with Tweedie's denoiser $E[x_0 \mid x_\epsilon]$ (one score call).
+        progress: show a tqdm bar counting score evaluations.
+        return_info: return a `SampleResult` (samples, `nfe`, trajectory) instead of a tensor.
+        trajectory: record the intermediate states (needs `return_info=True`).
+        predictor: `"pc"` only: `"euler_maruyama"`, `"reverse_diffusion"` (default) or
+            `"ancestral"`.
+        snr: `"pc"` only: the corrector's signal-to-noise ratio (default 0.16).
+        corrector_steps: Langevin steps per time step for `"pc"`, or per noise level for
+            `"annealed_langevin"` (default 1).
+        step_size: `"annealed_langevin"` only: $\epsilon$ in $\alpha_i = \epsilon
+            \sigma_i^2/\sigma_L^2$ (Song & Ermon 2019); default $0.2\,\sigma_L^2$, their
+            2e-5 at $\sigma_L = 0.01$.
+        dt: torchsde: the step (or initial step); `"gotta_go_fast"`: the initial step.
+        adaptive: torchsde only: adaptive step-size control.
+        rtol, atol: tolerances of torchsde's adaptive stepping (defaults 1e-5, 1e-4) or of
+            `"gotta_go_fast"` (defaults 1e-2, 1e-2).
+
+    Returns:
+        Samples `(B, *D)` at time `eps` (or denoised), or a `SampleResult`.
+
+    Raises:
+        ValueError, TypeError: for an unknown method (the valid ones are listed), an option
+            the method does not use, a bad value, or a score of the wrong shape.
+    """
+    sde = process.sde
+    check_choice("method", method, SDE_METHODS)
+    given = dict(
+        steps=steps,
+        predictor=predictor,
+        snr=snr,
+        corrector_steps=corrector_steps,
+        step_size=step_size,
+        dt=dt,
+        adaptive=adaptive,
+        rtol=rtol,
+        atol=atol,
+    )
+    check_unused(method, given, _OPTIONS[method])
+    check_flags(progress, return_info, trajectory, denoise)
+    eps = check_eps(eps, sde.T)
+    steps = check_int("steps", 1000 if steps is None else steps)
+    x = resolve_start(sde, shape, x_T, generator=generator, device=device, dtype=dtype)
+    ts = time_grid(sde.T, eps, steps, x)
+    record = Recorder(trajectory)
+    corrector_steps = check_int(
+        "corrector_steps", 1 if corrector_steps is None else corrector_steps
+    )
+    total = {"pc": steps * (1 + corrector_steps), "annealed_langevin": steps * corrector_steps}
+    total = total.get(method, steps if method in PREDICTORS else None)
+    score = CountedScore(process.score_fn, progress=progress_bar(progress, total, method))
+    common = dict(generator=generator, record=record)
+    if method in PREDICTORS:
+        x = sample_predictor(sde, score, x, ts, predictor=method, **common)
+    elif method == "pc":
+        snr = check_positive("snr", 0.16 if snr is None else snr)
+        pred = check_choice("predictor", predictor or "reverse_diffusion", PREDICTORS)
+        x = sample_pc(
+            sde, score, x, ts, predictor=pred, snr=snr, corrector_steps=corrector_steps, **common
+        )
+    elif method == "annealed_langevin":
+        # Song & Ermon's eps = 2e-5 was tuned for sigma_L = 0.01; rescaled to this SDE's
+        # sigma_L it keeps alpha_i / sigma_i^2 = 0.2, stable whatever the schedule.
+        levels = annealing_levels(sde, eps, steps, x)  # checks that sde has a kernel
+        default = 0.2 * float(sde.sigma(torch.tensor(eps, dtype=torch.float64))) ** 2
+        step_size = check_positive("step_size", default if step_size is None else step_size)
+        x = sample_annealed_langevin(
+            sde, score, x, levels, step_size=step_size, corrector_steps=corrector_steps, **common
+        )
+    elif method == "gotta_go_fast":
+        x = sample_gotta_go_fast(
+            sde,
+            score,
+            x,
+            t0=sde.T,
+            t1=eps,
+            rtol=check_positive("rtol", 1e-2 if rtol is None else rtol),
+            atol=check_positive("atol", 1e-2 if atol is None else atol),
+            dt=None if dt is None else check_positive("dt", dt),
+            **common,
+        )
+    else:
+        adaptive = check_bool("adaptive", False if adaptive is None else adaptive)
+        dt = (sde.T - eps) / steps if dt is None else check_positive("dt", dt)
+        out_ts = ts if trajectory else ts[[0, -1]]
+        x = sample_torchsde(
+            sde,
+            score,
+            x,
+            out_ts,
+            method=method,
+            dt=dt,
+            adaptive=adaptive,
+            rtol=check_positive("rtol", 1e-5 if rtol is None else rtol),
+            atol=check_positive("atol", 1e-4 if atol is None else atol),
+            **common,
+        )
+    if denoise:
+        x = tweedie(sde, score, x, ts[-1])
+    return finish(x, score, record, return_info=return_info)
