@@ -2,10 +2,23 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import toy
-from .models import ScoreModel
+from . import losses, models, solvers, toy
+from .elbo import ELBOResult, elbo
+from .ema import EMA
+from .likelihood import LikelihoodResult, likelihood
+from .losses import ddpm_loss, dsm_loss, ism_loss, ncsn_loss, ssm_loss
+from .models import (
+    GaussianFourierFeatures,
+    MLPScoreNet,
+    ScoreModel,
+    UNet,
+    load_model,
+    save_model,
+)
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .sdes import SDE, VESDE, VPSDE, GaussianSDE, LinearSDE, SubVPSDE
+from .solvers import SampleResult
+from .training import Trainer, TrainResult, train
 
 try:
     __version__ = version("sdescore")
@@ -14,14 +27,36 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "SDE",
+    "ELBOResult",
     "VESDE",
     "VPSDE",
     "GaussianSDE",
+    "LikelihoodResult",
     "LinearSDE",
     "ProbabilityFlowODE",
     "ReverseSDE",
+    "SampleResult",
     "ScoreModel",
     "SubVPSDE",
     "__version__",
+    "elbo",
+    "likelihood",
     "toy",
+    "EMA",
+    "GaussianFourierFeatures",
+    "MLPScoreNet",
+    "TrainResult",
+    "Trainer",
+    "UNet",
+    "ddpm_loss",
+    "dsm_loss",
+    "ism_loss",
+    "load_model",
+    "losses",
+    "models",
+    "ncsn_loss",
+    "save_model",
+    "solvers",
+    "ssm_loss",
+    "train",
 ]

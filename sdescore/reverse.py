@@ -11,6 +11,7 @@ import torch
 from ._checks import as_time, check_callable, check_output_shape, check_state
 from ._shapes import append_dims
 from .sdes.base import SDE
+from .solvers import sample_ode, sample_sde
 
 __all__ = ["ProbabilityFlowODE", "ReverseSDE"]
 
@@ -64,6 +65,8 @@ class ReverseSDE(_ScoreDriven):
         """$g(t)$, the forward diffusion coefficient."""
         return self.sde.diffusion(t)
 
+    sample = sample_sde.sample
+
 
 class ProbabilityFlowODE(_ScoreDriven):
     r"""Probability-flow ODE $dx/dt = f(x, t) - \tfrac12 g(t)^2 \nabla_x \log p_t(x)$.
@@ -83,3 +86,7 @@ class ProbabilityFlowODE(_ScoreDriven):
     def diffusion(self, t) -> torch.Tensor:
         """Zero: the ODE has no noise (kept so both wrappers share one interface)."""
         return torch.zeros_like(self.sde.diffusion(t))
+
+    sample = sample_ode.sample
+    encode = sample_ode.encode
+    decode = sample_ode.decode

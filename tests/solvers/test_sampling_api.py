@@ -1,0 +1,278 @@
+"""The sampling API: validation, reproducibility, score counts, shapes, dtypes, trajectories."""
+
+import pytest
+import torch
+
+import sdescore
+from sdescore.solvers import ODE_METHODS, SDE_METHODS, SampleResult
+
+from problems import gaussian_1d, image_gaussian, make_sdes
+
+SDES = make_sdes()
+VP = SDES["vp"]
+DATA_1D = gaussian_1d()
+
+# Small step counts keep the whole module fast; the laws are checked in test_sampling_laws.py.
+SDE_CASES = {
+    "euler_maruyama": {"steps": 8},
+    "reverse_diffusion": {"steps": 8},
+    "ancestral": {"steps": 8},
+    "pc": {"steps": 4, "corrector_steps": 2},
+    "annealed_langevin": {"steps": 4, "corrector_steps": 2},
+    "gotta_go_fast": {"rtol": 0.05, "atol": 0.05},
+    "euler": {"steps": 8},
+    "milstein": {"steps": 8},
+    "srk": {"steps": 8},
+    "midpoint": {"steps": 8},
+    "heun": {"steps": 8},
+    "euler_heun": {"steps": 8},
+    "log_ode": {"steps": 8},
+}
+ODE_CASES = {
+    "dpm_solver": {"steps": 9},
+    "dpm_solver-multi": {"steps": 9, "multistep": True},
+    "dpm_solver-noise": {"steps": 9, "multistep": False, "prediction": "noise"},
+    "dopri5": {"rtol": 1e-3, "atol": 1e-3},
+    "bosh3": {"rtol": 1e-3, "atol": 1e-3},
+    "rk4": {"steps": 5},
+    "euler-ode": {"steps": 10},
+}
+
+
+def _ode(name):
+    return name.split("-")[0]
+
+
+def test_method_tables_cover_the_cases():
+    assert set(SDE_CASES) == set(SDE_METHODS)
+    assert {_ode(m) for m in ODE_CASES} <= set(ODE_METHODS)
+
+
+@pytest.mark.parametrize("method", sorted(SDE_CASES))
+def test_sde_same_seed_bit_identical_and_finite(method):
+    rs = VP.reverse(DATA_1D.score_fn(VP))
+    runs = [
+        rs.sample(
+            (64, 1),
+            method=method,
+            generator=torch.Generator().manual_seed(3),
+            dtype=torch.float64,
+            **SDE_CASES[method],
+        )
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0], runs[1])
+    other = rs.sample(
+        (64, 1),
+        method=method,
+        generator=torch.Generator().manual_seed(4),
+        dtype=torch.float64,
+        **SDE_CASES[method],
+    )
+    assert not torch.equal(runs[0], other)
+    assert runs[0].dtype == torch.float64 and torch.isfinite(runs[0]).all()
+
+
+@pytest.mark.parametrize("method", sorted(ODE_CASES))
+def test_ode_same_seed_bit_identical(method):
+    pf = VP.probability_flow(DATA_1D.score_fn(VP))
+    runs = [
+        pf.sample(
+            (64, 1),
+            method=_ode(method),
+            generator=torch.Generator().manual_seed(3),
+            dtype=torch.float64,
+            **ODE_CASES[method],
+        )
+        for _ in range(2)
+    ]
+    assert torch.equal(runs[0], runs[1]) and torch.isfinite(runs[0]).all()
+
+
+def test_unknown_method_lists_the_valid_ones():
+    rs = VP.reverse(DATA_1D.score_fn(VP))
+    with pytest.raises(ValueError, match="method must be one of") as err:
+        rs.sample((4, 1), method="rk45")
+    for m in ("euler_maruyama", "ancestral", "pc", "annealed_langevin", "srk", "gotta_go_fast"):
+        assert m in str(err.value)
+    pf = VP.probability_flow(DATA_1D.score_fn(VP))
+    with pytest.raises(ValueError, match="dpm_solver") as err:
+        pf.sample((4, 1), method="ancestral")
+    assert "dopri5" in str(err.value)
+
+
+def test_wrong_shape_score_names_both_shapes():
+    def bad(x, t):
+        return x[:, :1]
+
+    for proc in (VP.reverse(bad), VP.probability_flow(bad)):
+        with pytest.raises(ValueError, match=r"returned shape \(4, 1\).*\(4, 3\)"):
+            proc.sample((4, 3), steps=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "euler_maruyama", "snr": 0.1}, "snr"),
+        ({"method": "ancestral", "rtol": 1e-3}, "rtol"),
+        ({"method": "pc", "predictor": "heun"}, "predictor must be one of"),
+        ({"steps": 0}, "steps must be an int >= 1"),
+        ({"eps": 1.5}, "eps must lie in"),
+        ({"eps": 0.0}, "eps must be > 0"),
+        ({"trajectory": True}, "trajectory=True needs return_info=True"),
+        ({"method": "pc", "snr": -1.0}, "snr must be > 0"),
+        ({"method": "srk", "adaptive": 1}, "adaptive must be a bool"),
+    ],
+)
+def test_bad_sde_options(kwargs, match):
+    rs = VP.reverse(DATA_1D.score_fn(VP))
+    with pytest.raises((ValueError, TypeError), match=match):
+        rs.sample((4, 1), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"order": 4}, "order must be 1, 2 or 3"),
+        ({"schedule": "cosine"}, "schedule must be one of"),
+        ({"method": "dopri5", "steps": 10}, "steps"),
+        ({"method": "rk4", "order": 2}, "order"),
+        (
+            {"prediction": "noise", "multistep": True},
+            "multistep=True supports prediction=.data. only",
+        ),
+        ({"steps": 2.5}, "steps must be an int"),
+    ],
+)
+def test_bad_ode_options(kwargs, match):
+    pf = VP.probability_flow(DATA_1D.score_fn(VP))
+    with pytest.raises((ValueError, TypeError), match=match):
+        pf.sample((4, 1), **kwargs)
+
+
+def test_shape_and_start_state_validation():
+    rs = VP.reverse(DATA_1D.score_fn(VP))
+    with pytest.raises(ValueError, match="shape must be a tuple of positive ints"):
+        rs.sample((0, 1))
+    with pytest.raises(ValueError, match="give the sample shape"):
+        rs.sample()
+    with pytest.raises(ValueError, match="does not match x_T's shape"):
+        rs.sample((3, 1), x_T=torch.zeros(4, 1))
+    with pytest.raises(TypeError, match="x_T must be a torch.Tensor"):
+        rs.sample(x_T=[0.0])
+
+
+def test_non_gaussian_sde_gets_a_clear_error_for_kernel_methods():
+    class Plain(sdescore.SDE):
+        def drift(self, x, t):
+            return -x
+
+        def diffusion(self, t):
+            return torch.ones_like(t)
+
+        @property
+        def prior_std(self):
+            return 1.0
+
+    rs = Plain().reverse(lambda x, t: -x)
+    assert torch.isfinite(rs.sample((8, 2), steps=4)).all()  # Euler-Maruyama needs no kernel
+    for method in ("ancestral", "reverse_diffusion", "annealed_langevin"):
+        with pytest.raises(TypeError, match="needs a GaussianSDE"):
+            rs.sample((8, 2), method=method, steps=4)
+    with pytest.raises(TypeError, match="needs a GaussianSDE"):
+        Plain().probability_flow(lambda x, t: -x).sample((8, 2))
+
+
+@pytest.mark.parametrize(
+    ("method", "opts", "nfe"),
+    [
+        ("euler_maruyama", {"steps": 7}, 7),
+        ("ancestral", {"steps": 7, "denoise": True}, 8),
+        ("pc", {"steps": 7, "corrector_steps": 2}, 21),
+        ("annealed_langevin", {"steps": 5, "corrector_steps": 3}, 15),
+        # torchsde probes the drift once in its contract check; SRK with additive noise needs
+        # 3 drift evaluations per step (it would need 10 were the noise declared diagonal).
+        ("euler", {"steps": 7}, 8),
+        ("srk", {"steps": 7}, 22),
+    ],
+)
+def test_sde_nfe_counts_every_score_call(method, opts, nfe):
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return DATA_1D.marginal_score(x, t, VP)
+
+    res = VP.reverse(score).sample(
+        (16, 1), method=method, return_info=True, generator=torch.Generator().manual_seed(0), **opts
+    )
+    assert isinstance(res, SampleResult)
+    assert res.nfe == len(calls) == nfe
+
+
+@pytest.mark.parametrize(
+    ("opts", "nfe"),
+    [
+        ({"steps": 10}, 10),
+        ({"steps": 10, "multistep": False}, 10),
+        ({"steps": 11, "multistep": False, "order": 2}, 11),
+        ({"method": "rk4", "steps": 6}, 24),
+        ({"method": "euler", "steps": 6, "denoise": True}, 7),
+    ],
+)
+def test_ode_nfe_counts_every_score_call(opts, nfe):
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return DATA_1D.marginal_score(x, t, VP)
+
+    res = VP.probability_flow(score).sample((16, 1), return_info=True, **opts)
+    assert res.nfe == len(calls) == nfe
+
+
+@pytest.mark.parametrize("shape", [(5,), (5, 3), (5, 1, 4, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_any_state_shape_and_dtype(shape, dtype):
+    if len(shape) == 4:
+        data = image_gaussian(shape[1:])
+    elif len(shape) == 2:
+        data = sdescore.toy.gaussian(torch.zeros(3, dtype=torch.float64), 0.5)
+    else:
+        data = None
+    score = (lambda x, t: -x) if data is None else data.score_fn(VP)
+    g = torch.Generator().manual_seed(0)
+    for method in ("euler_maruyama", "ancestral", "pc", "srk", "gotta_go_fast"):
+        opts = {} if method == "gotta_go_fast" else {"steps": 4}
+        x = VP.reverse(score).sample(shape, method=method, generator=g, dtype=dtype, **opts)
+        assert x.shape == shape and x.dtype == dtype and torch.isfinite(x).all()
+    for method, opts in (("dpm_solver", {"steps": 6}), ("dopri5", {"rtol": 1e-3, "atol": 1e-3})):
+        x = VP.probability_flow(score).sample(
+            shape, method=method, generator=g, dtype=dtype, **opts
+        )
+        assert x.shape == shape and x.dtype == dtype and torch.isfinite(x).all()
+
+
+def test_trajectories_have_one_state_per_step():
+    rs = VP.reverse(DATA_1D.score_fn(VP))
+    res = rs.sample((8, 1), steps=6, return_info=True, trajectory=True)
+    assert res.trajectory.shape == (7, 8, 1) and res.times.shape == (7,)
+    assert torch.equal(res.trajectory[-1], res.samples)
+    assert res.times[0] == VP.T and torch.isclose(res.times[-1], torch.tensor(1e-3))
+    res = rs.sample((8, 1), method="srk", steps=6, return_info=True, trajectory=True)
+    assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)
+    pf = VP.probability_flow(DATA_1D.score_fn(VP))
+    res = pf.sample((8, 1), steps=6, return_info=True, trajectory=True)  # two order-3 steps
+    assert res.trajectory.shape == (3, 8, 1) and bool((res.times.diff() < 0).all())
+    res = pf.sample((8, 1), steps=6, multistep=True, return_info=True, trajectory=True)
+    assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)
+    res = pf.sample((8, 1), method="dopri5", return_info=True, trajectory=True)
+    assert res.trajectory.shape == (101, 8, 1)
+    torch.testing.assert_close(res.trajectory[-1], res.samples)
+    assert rs.sample((8, 1), steps=3, return_info=True).trajectory is None
+
+
+def test_progress_bar_counts_score_calls(capsys):
+    rs = VP.reverse(DATA_1D.score_fn(VP))
+    rs.sample((8, 1), steps=5, progress=True)
+    assert "5/5" in capsys.readouterr().err
