@@ -60,7 +60,8 @@ def sample_gotta_go_fast(
         sde: the forward SDE.
         score: a counted score function.
         x: start state `(B, *D)` at `t0`.
-        rtol, atol: the relative and absolute tolerances $\\epsilon_{rel}$, $\\epsilon_{abs}$.
+        rtol: the relative tolerance $\\epsilon_{rel}$.
+        atol: the absolute tolerance $\\epsilon_{abs}$.
         dt: the initial step (default 0.01 T, as in the paper).
         generator: `torch.Generator` for the noise.
         record: a `Recorder`; states are recorded after every iteration, at the batch's

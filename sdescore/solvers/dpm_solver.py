@@ -107,7 +107,8 @@ def dpm_solver(
         sde: a `GaussianSDE`.
         score: a counted score function `(x, t) -> (B, *D)`.
         x: the state `(B, *D)` at `t0`.
-        t0, t1: start and end times (either order).
+        t0: start time.
+        t1: end time (either order).
         steps: the number of score evaluations (Lu et al.'s NFE), split by `dpm_orders`.
         order: 1, 2 or 3.
         schedule: step boundaries uniform in `"logsnr"` $\lambda$ (Lu et al.'s recommendation),

@@ -79,7 +79,8 @@ def sample(
         eps: end time, in $(0, T)$.
         x_T: start state `(B, *D)` instead of a prior draw.
         generator: `torch.Generator` for the prior draw.
-        device, dtype: of the prior draw (without `x_T`).
+        device: of the prior draw (without `x_T`).
+        dtype: of the prior draw (without `x_T`).
         denoise: finish with Tweedie's denoiser (one score call).
         progress: show a tqdm bar counting score evaluations.
         return_info: return a `SampleResult` (samples, `nfe`, trajectory).
@@ -92,7 +93,8 @@ def sample(
         multistep: `"dpm_solver"` only: `False` (default) is the singlestep solver (orders
             1-3 of Lu et al. 2022, `order` calls per step); `True` reuses past predictions,
             one score call per step (DPM-Solver++(3M), Lu et al. 2022b).
-        rtol, atol: adaptive torchdiffeq methods only (defaults 1e-5, 1e-5).
+        rtol: relative tolerance, adaptive torchdiffeq methods only (default 1e-5).
+        atol: absolute tolerance, adaptive torchdiffeq methods only (default 1e-5).
 
     Returns:
         Samples `(B, *D)` at `eps`, or a `SampleResult`.

@@ -79,7 +79,8 @@ def sample(
         x_T: start state `(B, *D)` instead of a prior draw.
         generator: `torch.Generator` for the prior draw and all noise (torchsde's Brownian
             motion is seeded from it): a fixed seed gives bit-identical samples.
-        device, dtype: of the prior draw (without `x_T`).
+        device: of the prior draw (without `x_T`).
+        dtype: of the prior draw (without `x_T`).
         denoise: finish with Tweedie's denoiser $E[x_0 \mid x_\epsilon]$ (one score call).
         progress: show a tqdm bar counting score evaluations.
         return_info: return a `SampleResult` (samples, `nfe`, trajectory) instead of a tensor.
@@ -94,8 +95,10 @@ def sample(
             2e-5 at $\sigma_L = 0.01$.
         dt: torchsde: the step (or initial step); `"gotta_go_fast"`: the initial step.
         adaptive: torchsde only: adaptive step-size control.
-        rtol, atol: tolerances of torchsde's adaptive stepping (defaults 1e-5, 1e-4) or of
-            `"gotta_go_fast"` (defaults 1e-2, 1e-2).
+        rtol: relative tolerance of torchsde's adaptive stepping (default 1e-5) or of
+            `"gotta_go_fast"` (default 1e-2).
+        atol: absolute tolerance of torchsde's adaptive stepping (default 1e-4) or of
+            `"gotta_go_fast"` (default 1e-2).
 
     Returns:
         Samples `(B, *D)` at time `eps` (or denoised), or a `SampleResult`.

@@ -85,7 +85,9 @@ def sample_torchsde(
         ts: decreasing output times `(S,)`; states at all of them go to `record`.
         method: a torchsde method name, one of `TORCHSDE_METHODS`.
         dt: the fixed step, or the initial step when `adaptive`; also the Brownian `dt` hint.
-        adaptive, rtol, atol: torchsde's step-size control.
+        adaptive: torchsde's adaptive step-size control.
+        rtol: its relative tolerance.
+        atol: its absolute tolerance.
         generator: seeds the Brownian motion (one integer is drawn from it).
     """
     T = float(sde.T)
