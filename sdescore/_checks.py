@@ -14,7 +14,12 @@ import torch
 
 __all__ = [
     "as_time",
+    "check_bool",
     "check_callable",
+    "check_choice",
+    "check_end_time",
+    "check_int",
+    "check_shape",
     "check_finite_tensor",
     "check_output_shape",
     "check_real",
@@ -40,6 +45,53 @@ def check_real(name: str, value, *, positive: bool = False, nonnegative: bool = 
     if nonnegative and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return value
+
+
+def check_int(name: str, value, *, minimum: int = 1, allow_none: bool = False):
+    """Return `value` if it is an int >= `minimum` (or None when `allow_none`), else raise."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_choice(name: str, value, valid) -> str:
+    """Return `value` if it is one of the strings `valid`, else raise listing them."""
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
+    return value
+
+
+def check_end_time(eps, T: float) -> float:
+    """A solver's small end (or start) time `eps`, in (0, T)."""
+    eps = check_real("eps", eps, positive=True)
+    if eps >= T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
+    return eps
+
+
+def check_shape(shape) -> tuple[int, ...]:
+    """A state shape `(B, *D)` of positive ints; an int or `torch.Size` is accepted."""
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if (
+        not isinstance(shape, tuple)
+        or not shape
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)
+    ):
+        raise ValueError(f"shape must be a tuple of positive ints (B, *D), got {shape!r}")
+    return shape
 
 
 def check_callable(name: str, fn) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import check_output_shape, check_state
+from ._checks import check_choice, check_int, check_output_shape, check_state
 from ._shapes import flat_dim
 
 __all__ = ["NOISES", "divergence_exact", "divergence_hutchinson", "draw_probes"]
@@ -40,10 +40,8 @@ def draw_probes(
         generator: optional `torch.Generator` (on `x`'s device) for reproducibility.
     """
     check_state(x)
-    if noise not in NOISES:
-        raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive int, got {probes!r}")
+    check_choice("noise", noise, NOISES)
+    check_int("probes", probes)
     shape = (probes, *x.shape)
     if noise == "gaussian":
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -137,8 +135,7 @@ def divergence_exact(
     d = flat_dim(x)
     if chunk is None:
         chunk = min(d, 4096)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int or None, got {chunk!r}")
+    check_int("chunk", chunk)
     b = x.shape[0]
     div = torch.zeros(b, dtype=x.dtype, device=x.device)
     with torch.enable_grad():

@@ -32,7 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import check_finite_tensor, check_real, check_state
+from ._checks import (
+    check_choice,
+    check_end_time,
+    check_finite_tensor,
+    check_int,
+    check_state,
+)
 from ._shapes import append_dims, batch_sum, flat_dim
 from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
 from .likelihood import ESTIMATORS, bits_per_dim, resolve_sde
@@ -158,19 +164,11 @@ def elbo(
         )
     check_state(x)
     check_finite_tensor(x)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if noise not in NOISES:
-        raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise ValueError(f"samples must be an int >= 2, got {samples!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    eps = check_real("eps", eps, positive=True)
-    if eps >= sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("noise", noise, NOISES)
+    check_int("samples", samples, minimum=2)
+    check_int("batch_size", batch_size, allow_none=True)
+    eps = check_end_time(eps, sde.T)
 
     x = x.detach()
     b, d = x.shape[0], flat_dim(x)

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_callable, check_finite_tensor, check_real, check_state
+from ._checks import (
+    check_callable,
+    check_choice,
+    check_end_time,
+    check_finite_tensor,
+    check_int,
+    check_real,
+    check_state,
+)
 from ._shapes import flat_dim
 from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
 from .sdes.base import SDE
@@ -129,8 +137,7 @@ def dequantize(
 
 
 def _check_bins(bins, data_range) -> tuple[int, tuple[float, float]]:
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
-        raise ValueError(f"bins must be an int >= 2, got {bins!r}")
+    check_int("bins", bins, minimum=2)
     if not isinstance(data_range, (tuple, list)) or len(data_range) != 2:
         raise ValueError(f"data_range must be a pair (a, b), got {data_range!r}")
     a = check_real("data_range[0]", data_range[0])
@@ -259,22 +266,13 @@ def likelihood(
         TypeError: a wrong argument type, or a `model` without an SDE and no `sde=`.
     """
     sde = resolve_sde(model, sde)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-    if noise not in NOISES:
-        raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
-    if step_control not in STEP_CONTROLS:
-        raise ValueError(f"step_control must be one of {STEP_CONTROLS}, got {step_control!r}")
-    for name, val in (("probes", probes), ("dequantization_samples", dequantization_samples)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ValueError(f"{name} must be a positive int, got {val!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    eps = check_real("eps", eps, positive=True)
-    if eps >= sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
+    check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("noise", noise, NOISES)
+    check_choice("step_control", step_control, STEP_CONTROLS)
+    check_int("probes", probes)
+    check_int("dequantization_samples", dequantization_samples)
+    check_int("batch_size", batch_size, allow_none=True)
+    eps = check_end_time(eps, sde.T)
     if bins is None:
         check_state(x)
         check_finite_tensor(x)

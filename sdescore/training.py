@@ -13,7 +13,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_callable, check_real
+from ._checks import check_callable, check_int, check_real
 from .ema import EMA
 from .losses import dsm_loss
 from .models.checkpoint import atomic_save, model_from_state, model_state, safe_load
@@ -42,14 +42,6 @@ class TrainResult:
     losses: torch.Tensor
     steps: int
     seconds: float
-
-
-def _positive_int(name, v, *, allow_zero=False):
-    if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
-        raise ValueError(
-            f"{name} must be a {'non-negative' if allow_zero else 'positive'} int, got {v!r}"
-        )
-    return v
 
 
 class Trainer:
@@ -125,20 +117,20 @@ class Trainer:
             )
         self.model, self.data, self.loss = model, data, loss
         self.loss_kwargs = dict(loss_kwargs or {})
-        self.batch_size = _positive_int("batch_size", batch_size)
+        self.batch_size = check_int("batch_size", batch_size)
         self.lr = check_real("lr", lr, positive=True)
-        self.warmup_steps = _positive_int("warmup_steps", warmup_steps, allow_zero=True)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
         clip, every = grad_clip, checkpoint_every
         self.grad_clip = None if clip is None else check_real("grad_clip", clip, positive=True)
         self.checkpoint_path = checkpoint_path
-        self.checkpoint_every = None if every is None else _positive_int("checkpoint_every", every)
+        self.checkpoint_every = None if every is None else check_int("checkpoint_every", every)
         self.callback, self.progress = callback, bool(progress)
         self.device, self.dtype = params[0].device, params[0].dtype
         self.optimizer = torch.optim.AdamW(
             params, lr=self.lr, betas=betas, weight_decay=weight_decay
         )
         self.ema = None if ema_decay is None else EMA(model, ema_decay)
-        seed = _positive_int("seed", seed, allow_zero=True)
+        seed = check_int("seed", seed, minimum=0)
         data_device = data.device if isinstance(data, torch.Tensor) else "cpu"
         self.data_generator = torch.Generator(data_device).manual_seed(seed)
         self.noise_generator = torch.Generator(self.device).manual_seed(seed + 1)
@@ -199,7 +191,7 @@ class Trainer:
 
     def run(self, steps: int) -> TrainResult:
         """Train until `self.step == steps` (a total, so a resumed trainer finishes the same run)."""
-        _positive_int("steps", steps)
+        check_int("steps", steps)
         start = time.perf_counter()
         bar = tqdm(total=steps, initial=self.step, disable=not self.progress, desc="train")
         try:

@@ -105,7 +105,7 @@ def test_probes_reproducible_and_valid():
     assert set(a.unique().tolist()) == {-1.0, 1.0}
     with pytest.raises(ValueError, match="noise must be one of .*rademacher.*gaussian"):
         draw_probes(x, 1, noise="uniform")
-    with pytest.raises(ValueError, match="probes must be a positive int"):
+    with pytest.raises(ValueError, match="probes must be an int >= 1"):
         draw_probes(x, 0)
     with pytest.raises(ValueError, match="probes must have shape"):
         divergence_hutchinson(Field((2, 2)), x, torch.zeros(3), torch.ones(3, 2, 2))

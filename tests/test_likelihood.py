@@ -185,7 +185,7 @@ def test_bad_inputs():
     keep = x.clone()
     with pytest.raises(ValueError, match="NaN or Inf"):
         sdescore.likelihood(score, torch.full((2, 2), float("nan"), dtype=F64), sde=sde)
-    with pytest.raises(ValueError, match=r"estimator must be one of \('hutchinson', 'exact'\)"):
+    with pytest.raises(ValueError, match=r"estimator must be one of \['hutchinson', 'exact'\]"):
         sdescore.likelihood(score, x, sde=sde, estimator="skilling")
     with pytest.raises(ValueError, match="noise must be one of"):
         sdescore.likelihood(score, x, sde=sde, noise="sphere")
@@ -197,7 +197,7 @@ def test_bad_inputs():
         sdescore.likelihood(sdescore.ScoreModel(score, sde), x, sde=SDES["ve"])
     with pytest.raises(ValueError, match="eps must lie in"):
         sdescore.likelihood(score, x, sde=sde, eps=1.0)
-    with pytest.raises(ValueError, match="probes must be a positive int"):
+    with pytest.raises(ValueError, match="probes must be an int >= 1"):
         sdescore.likelihood(score, x, sde=sde, probes=0)
     with pytest.raises(ValueError, match="batch_size"):
         sdescore.likelihood(score, x, sde=sde, batch_size=0)

@@ -189,7 +189,7 @@ def test_validation_messages():
         ssm_loss(score, x, sde="vp")
     with pytest.raises(ValueError, match=r"shaped like x \(8, 2\), got \(8, 1\)"):
         dsm_loss(lambda y, t: y[:, :1], x, sde=sde)
-    with pytest.raises(ValueError, match="num_projections must be a positive int"):
+    with pytest.raises(ValueError, match="num_projections must be an int >= 1"):
         ssm_loss(score, x, sde=sde, num_projections=0)
     with pytest.raises(ValueError, match="pass t_min > 0"):
         ncsn_loss(score, x, sde=sde)

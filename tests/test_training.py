@@ -122,7 +122,7 @@ def test_validation_messages():
         train(ScoreModel(lambda x, t: x, sdescore.VPSDE()), DATA, steps=1)
     with pytest.raises(TypeError, match="data must be a tensor"):
         train(_model(), 3, steps=1)
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
         train(_model(), DATA, steps=0)
     with pytest.raises(ValueError, match="resume=True needs checkpoint_path"):
         train(_model(), DATA, steps=1, resume=True)

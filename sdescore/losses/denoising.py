@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_real
+from .._checks import check_int, check_real
 from .._shapes import append_dims, batch_sum
 from ._common import check_weighting, reduce, resolve, sample_time, weight
 
@@ -109,8 +109,7 @@ def dsm_loss(
 
 
 def _grid_time(sde, x0, num, t_min, generator, name):
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"{name} must be a positive int, got {num!r}")
+    check_int(name, num)
     t_min = check_real("t_min", t_min, nonnegative=True)
     if t_min >= sde.T:
         raise ValueError(f"t_min must be < T = {sde.T}, got {t_min}")

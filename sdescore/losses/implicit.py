@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import check_choice, check_int
 from .._shapes import batch_sum
 from ._common import check_weighting, reduce, resolve, sample_time, weight
 
@@ -93,14 +94,8 @@ def ssm_loss(
     """
     sde = resolve(model, x0, sde)
     weighting = check_weighting(weighting)
-    if (
-        isinstance(num_projections, bool)
-        or not isinstance(num_projections, int)
-        or num_projections < 1
-    ):
-        raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
-    if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    check_int("num_projections", num_projections)
+    check_choice("projection", projection, PROJECTIONS)
     with torch.enable_grad():
         x_t, s, t, std = _score_at_samples(model, sde, x0, t, eps, generator)
         total = torch.zeros_like(std)

@@ -5,15 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._checks import check_int
 from .embeddings import GaussianFourierFeatures
 
 __all__ = ["MLPScoreNet"]
-
-
-def _positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return v
 
 
 class MLPScoreNet(nn.Module):
@@ -45,12 +40,12 @@ class MLPScoreNet(nn.Module):
     ):
         super().__init__()
         self.config = {
-            "dim": _positive_int("dim", dim),
-            "hidden": _positive_int("hidden", hidden),
-            "depth": _positive_int("depth", depth),
+            "dim": check_int("dim", dim),
+            "hidden": check_int("hidden", hidden),
+            "depth": check_int("depth", depth),
             "embed_dim": embed_dim,
             "fourier_scale": float(fourier_scale),
-            "out_dim": dim if out_dim is None else _positive_int("out_dim", out_dim),
+            "out_dim": dim if out_dim is None else check_int("out_dim", out_dim),
         }
         self.embed = GaussianFourierFeatures(embed_dim, fourier_scale)
         self.time_proj = nn.Linear(embed_dim, hidden * depth)

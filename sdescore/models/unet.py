@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_int
 from .embeddings import GaussianFourierFeatures
 
 __all__ = ["UNet"]
@@ -78,9 +79,8 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        for name, v in (("in_channels", in_channels), ("channels", channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int("in_channels", in_channels)
+        check_int("channels", channels)
         mult = tuple(channel_mult)
         if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
             raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {mult}")

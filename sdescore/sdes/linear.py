@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from .._checks import check_callable, check_real
+from .._checks import check_callable, check_int, check_real
 from .gaussian import GaussianSDE
 
 __all__ = ["LinearSDE"]
@@ -63,8 +63,7 @@ class LinearSDE(GaussianSDE):
         super().__init__(T=T)
         check_callable("f", f)
         check_callable("g", g)
-        if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
-            raise ValueError(f"panels must be a positive int, got {panels!r}")
+        check_int("panels", panels)
         self.f, self.g, self.panels = f, g, panels
         self._h = self.T / panels
         self._cache: dict = {}

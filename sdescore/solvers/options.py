@@ -8,39 +8,15 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_real, check_state
+from .._checks import check_bool, check_real, check_shape, check_state
 from ..sdes.base import SDE
 
 __all__ = [
-    "check_bool",
-    "check_choice",
-    "check_eps",
     "check_flags",
-    "check_int",
     "check_positive",
     "check_unused",
     "resolve_start",
 ]
-
-
-def check_choice(name: str, value, valid: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in valid:
-        raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
-    return value
-
-
-def check_int(name: str, value, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
-def check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
 
 
 def check_unused(method: str, given: dict, allowed: frozenset) -> None:
@@ -53,28 +29,12 @@ def check_unused(method: str, given: dict, allowed: frozenset) -> None:
         )
 
 
-def check_eps(eps, T: float) -> float:
-    eps = check_real("eps", eps, positive=True)
-    if eps >= T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
-    return eps
-
-
 def resolve_start(sde: SDE, shape, x_T, *, generator, device, dtype) -> torch.Tensor:
     """The start state: `x_T` if given (checked against `shape`), else a draw from the prior."""
     if x_T is None:
         if shape is None:
             raise ValueError("give the sample shape (B, *D) as `shape`, or a start state `x_T`")
-        if isinstance(shape, torch.Size):
-            shape = tuple(shape)
-        if isinstance(shape, int) and not isinstance(shape, bool):
-            shape = (shape,)
-        if (
-            not isinstance(shape, tuple)
-            or not shape
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)
-        ):
-            raise ValueError(f"shape must be a tuple of positive ints (B, *D), got {shape!r}")
+        shape = check_shape(shape)
         return sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
     check_state(x_T, "x_T")
     if shape is not None and tuple(shape) != tuple(x_T.shape):

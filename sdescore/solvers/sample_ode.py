@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_state
+from .._checks import check_bool, check_choice, check_end_time, check_int, check_state
 from ..sdes.gaussian import GaussianSDE
 from ._common import CountedScore, Recorder, finish, progress_bar, tweedie
 from .dpm_solver import (
@@ -19,11 +19,7 @@ from .dpm_solver import (
     dpm_solver_multistep,
 )
 from .options import (
-    check_bool,
-    check_choice,
-    check_eps,
     check_flags,
-    check_int,
     check_positive,
     check_unused,
     resolve_start,
@@ -147,7 +143,7 @@ def decode(
     `ProbabilityFlowODE.decode`; same options as `sample`.
     """
     check_state(z, "z")
-    eps = check_eps(eps, process.T)
+    eps = check_end_time(eps, process.T)
     return _solve(
         process,
         z,
@@ -191,7 +187,7 @@ def encode(
     a negative log-SNR step (Lu et al. 2022 hold for either sign).
     """
     check_state(x, "x")
-    eps = check_eps(eps, process.T)
+    eps = check_end_time(eps, process.T)
     return _solve(
         process,
         x,

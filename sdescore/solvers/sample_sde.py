@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import check_bool, check_choice, check_end_time, check_int
 from ._common import CountedScore, Recorder, finish, progress_bar, time_grid, tweedie
 from .adaptive import sample_gotta_go_fast
 from .langevin import annealing_levels, sample_annealed_langevin, sample_pc
 from .native import PREDICTORS, sample_predictor
 from .options import (
-    check_bool,
-    check_choice,
-    check_eps,
     check_flags,
-    check_int,
     check_positive,
     check_unused,
     resolve_start,
@@ -122,7 +119,7 @@ def sample(
     )
     check_unused(method, given, _OPTIONS[method])
     check_flags(progress, return_info, trajectory, denoise)
-    eps = check_eps(eps, sde.T)
+    eps = check_end_time(eps, sde.T)
     steps = check_int("steps", 1000 if steps is None else steps)
     x = resolve_start(sde, shape, x_T, generator=generator, device=device, dtype=dtype)
     ts = time_grid(sde.T, eps, steps, x)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from .._checks import check_int
 from .mixture import GaussianMixture
 
 __all__ = [
@@ -94,6 +95,5 @@ def sample_toy(name: str, n: int, *, generator=None, device=None, dtype=None) ->
     """Draw `n` points `(n, 2)` from the toy dataset called `name` (see `TOY_DATASETS`)."""
     if name not in TOY_DATASETS:
         raise ValueError(f"unknown toy dataset {name!r}; expected one of {sorted(TOY_DATASETS)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_int("n", n)
     return TOY_DATASETS[name](n, generator=generator, device=device, dtype=dtype)

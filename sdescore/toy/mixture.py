@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .._checks import as_time, check_state
+from .._checks import as_time, check_int, check_state
 from ..sdes.gaussian import GaussianSDE
 
 __all__ = ["ExactScore", "GaussianMixture", "gaussian"]
@@ -141,8 +141,7 @@ class GaussianMixture:
 
     def sample(self, n: int, *, generator=None, device=None, dtype=None) -> torch.Tensor:
         """Draw `n` exact samples, shape `(n, *D)`."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}")
+        check_int("n", n)
         dtype = dtype or torch.get_default_dtype()
         like = torch.empty(0, device=device, dtype=dtype)
         p = self._params(like)

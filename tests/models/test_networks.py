@@ -35,7 +35,7 @@ def test_mlp_shapes_and_zero_initial_output():
     assert net.double()(x.double(), t.double()).dtype == torch.float64
     with pytest.raises(ValueError, match=r"x must have shape \(B, 3\), got \(4, 2\)"):
         net(torch.randn(4, 2), t)
-    with pytest.raises(ValueError, match="hidden must be a positive int"):
+    with pytest.raises(ValueError, match="hidden must be an int >= 1"):
         MLPScoreNet(3, hidden=0)
 
 

@@ -120,7 +120,7 @@ def test_bad_queries():
         data.log_prob(torch.zeros(3, 3))
     with pytest.raises(TypeError, match="sde must be a GaussianSDE"):
         data.marginal_score(torch.zeros(3, 2), 0.5, object())
-    with pytest.raises(ValueError, match="n must be a positive int"):
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
         data.sample(0)
 
 
