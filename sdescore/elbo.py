@@ -40,8 +40,9 @@ from ._checks import (
     check_state,
 )
 from ._shapes import append_dims, batch_sum, flat_dim
+from .dequantization import bits_per_dim
 from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
-from .likelihood import ESTIMATORS, bits_per_dim, resolve_sde
+from .likelihood import ESTIMATORS, resolve_sde
 from .sdes.gaussian import GaussianSDE
 
 __all__ = ["ELBOResult", "elbo"]

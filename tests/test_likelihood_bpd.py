@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sdescore
-from sdescore.likelihood import dequantize
+from sdescore.dequantization import dequantize
 from sdescore.toy import gaussian
 
 F64 = torch.float64
