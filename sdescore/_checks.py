@@ -14,6 +14,7 @@ import torch
 
 __all__ = [
     "as_time",
+    "as_time_only",
     "check_bool",
     "check_callable",
     "check_choice",
@@ -80,8 +81,8 @@ def check_end_time(eps, T: float) -> float:
 
 
 def check_shape(shape) -> tuple[int, ...]:
-    """A state shape `(B, *D)` of positive ints; an int or `torch.Size` is accepted."""
-    if isinstance(shape, torch.Size):
+    """A state shape `(B, *D)` of positive ints; an int, list or `torch.Size` is accepted."""
+    if isinstance(shape, (torch.Size, list)):
         shape = tuple(shape)
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)
@@ -137,11 +138,31 @@ def as_time(t, like: torch.Tensor, T: float, name: str = "t") -> torch.Tensor:
             f"{name} must have shape ({batch},) to match the batch of the state, "
             f"got {tuple(t.shape)}"
         )
+    _check_time_range(t, T, name)
+    return t.to(device=like.device, dtype=like.dtype)
+
+
+def as_time_only(t, T: float, name: str = "t") -> torch.Tensor:
+    """Validate a time given without a state: a number becomes a 0-d tensor, a tensor is kept."""
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
+        t = float(t)
+        if not (0.0 <= t <= T):
+            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t}")
+        return torch.tensor(t, dtype=torch.get_default_dtype())
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    _check_time_range(t, T, name)
+    return t
+
+
+def _check_time_range(t: torch.Tensor, T: float, name: str) -> None:
+    # Value checks only where they cost no device synchronisation (see the module docstring).
     if t.device.type == "cpu":
         bad = torch.isnan(t) | (t < 0) | (t > T)
         if bool(bad.any()):
             raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t[bad][0].item()}")
-    return t.to(device=like.device, dtype=like.dtype)
 
 
 def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:

@@ -4,32 +4,13 @@ from __future__ import annotations
 
 import abc
 import math
-import numbers
 
 import torch
 
-from .._checks import check_real, check_state
+from .._checks import check_real, check_shape, check_state
 from .._shapes import batch_sum, flat_dim
 
-__all__ = ["SDE", "as_time_only"]
-
-
-def as_time_only(t, T: float, name: str = "t") -> torch.Tensor:
-    """Validate a time given without a state: a number becomes a 0-d tensor, a tensor is kept."""
-    if isinstance(t, numbers.Real) and not isinstance(t, bool):
-        t = float(t)
-        if not (0.0 <= t <= T):
-            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t}")
-        return torch.tensor(t, dtype=torch.get_default_dtype())
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    if t.device.type == "cpu":
-        bad = torch.isnan(t) | (t < 0) | (t > T)
-        if bool(bad.any()):
-            raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t[bad][0].item()}")
-    return t
+__all__ = ["SDE"]
 
 
 class SDE(abc.ABC):
@@ -79,12 +60,7 @@ class SDE(abc.ABC):
 
     def prior_sampling(self, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
         """Draw `shape = (B, *D)` samples from the prior $N(0, s^2 I)$."""
-        if isinstance(shape, int):
-            shape = (shape,)
-        shape = tuple(shape)
-        if len(shape) < 1 or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise ValueError(f"shape must be a tuple of positive ints (B, *D), got {shape}")
-        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        z = torch.randn(check_shape(shape), generator=generator, device=device, dtype=dtype)
         return z * self.prior_std
 
     def prior_logp(self, z: torch.Tensor) -> torch.Tensor:

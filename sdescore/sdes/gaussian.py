@@ -11,9 +11,9 @@ import abc
 
 import torch
 
-from .._checks import as_time, check_state
+from .._checks import as_time, as_time_only, check_state
 from .._shapes import append_dims
-from .base import SDE, as_time_only
+from .base import SDE
 
 __all__ = ["GaussianSDE", "as_log_snr"]
 
