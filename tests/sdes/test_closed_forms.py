@@ -83,4 +83,5 @@ def test_priors_match_song_et_al():
     assert abs(sdescore.VESDE(0.01, 50.0).prior_std - 50.0) < 1e-12
     # the VP marginal at T of unit-variance data is N(0, 1) exactly: alpha^2 + sigma^2 = 1
     sde = sdescore.VPSDE()
-    assert abs((sde.alpha(1.0) ** 2 + sde.sigma(1.0) ** 2).item() - 1.0) < 1e-15
+    t = torch.tensor(1.0, dtype=torch.float64)  # a Python float means torch's default dtype
+    assert abs((sde.alpha(t) ** 2 + sde.sigma(t) ** 2).item() - 1.0) < 1e-15
