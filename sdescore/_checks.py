@@ -101,13 +101,24 @@ def check_callable(name: str, fn) -> None:
 
 
 def check_state(x, name: str = "x") -> torch.Tensor:
-    """A state `(B, *D)`: a floating-point tensor with a batch dimension."""
+    """A state `(B, *D)`: a floating-point tensor with a batch dimension and `B >= 1`.
+
+    Raises:
+        TypeError: if `x` is not a floating-point tensor.
+        ValueError: if `x` is 0-d or its batch is empty (`B = 0`).
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, *D), got {type(x).__name__}")
     if x.ndim < 1:
         raise ValueError(f"{name} must have a batch dimension, shape (B, *D); got a 0-d tensor")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        # One behaviour for every entry point: an empty batch is refused here rather than
+        # crashing deep inside a solver, a reduction or a network.
+        raise ValueError(
+            f"{name} must have at least one example (B >= 1), got shape {tuple(x.shape)}"
+        )
     return x
 
 
