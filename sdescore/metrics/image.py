@@ -1,0 +1,352 @@
+r"""FID, KID and Inception score over any feature network, by way of torchmetrics.
+
+The only module that imports torchmetrics (the optional extra `metrics`). torchmetrics'
+`FrechetInceptionDistance` (Heusel et al. 2017), `KernelInceptionDistance` (Bińkowski et al.
+2018) and `InceptionScore` (Salimans et al. 2016) accept any `nn.Module` as the feature
+extractor and keep the streaming statistics; this module feeds them images in the library's
+convention, `(B, C, H, W)` in [-1, 1], in batches, and returns `SampleMetric`s with floors.
+
+The `*_digits` functions use the shipped `DigitsFeatureNet` ("FID-digits"). To use Inception
+instead, when its weights are available locally, pass torchmetrics' (torch-fidelity's) network
+and a `transform` to its input convention (uint8 RGB in [0, 255]):
+
+    from torchmetrics.image.fid import NoTrainInceptionV3
+    inception = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])
+    to_uint8 = lambda x: ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1)
+    fid(samples, real, feature_net=inception, transform=to_uint8)
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from .._checks import check_callable, check_int
+from ._common import SampleMetric, check_pair, check_samples
+from .digits import DigitsLogits, digits_feature_net
+
+__all__ = ["fid", "fid_digits", "inception_score", "inception_score_digits", "kid", "kid_digits"]
+
+
+def _torchmetrics_image():
+    # The submodules themselves: torchmetrics.image only re-exports these classes when
+    # torch-fidelity is installed, which a custom feature network does not need.
+    try:
+        from torchmetrics.image import fid, inception, kid
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            'FID, KID and the Inception score need torchmetrics: pip install "sdescore[metrics]"'
+        ) from err
+    return SimpleNamespace(
+        FrechetInceptionDistance=fid.FrechetInceptionDistance,
+        KernelInceptionDistance=kid.KernelInceptionDistance,
+        InceptionScore=inception.InceptionScore,
+    )
+
+
+class _Features(nn.Module):
+    """`transform`, then the user's network, flattened to `(B, d)` in float64."""
+
+    def __init__(self, net: nn.Module, transform):
+        super().__init__()
+        self.net, self.transform = net, transform
+        if hasattr(net, "num_features"):
+            self.num_features = net.num_features  # spares torchmetrics a probe pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x if self.transform is None else self.transform(x)
+        with torch.no_grad():
+            f = self.net(x)
+        return f.reshape(f.shape[0], -1).to(torch.float64)
+
+
+def _check_images(x, name: str, *, min_samples: int = 2) -> torch.Tensor:
+    check_samples(x, name, min_samples=min_samples)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be images of shape (B, C, H, W), got {tuple(x.shape)}")
+    return x
+
+
+def _setup(feature_net, transform, batch_size, probe: torch.Tensor):
+    if not isinstance(feature_net, nn.Module):
+        raise TypeError(f"feature_net must be a torch.nn.Module, got {type(feature_net).__name__}")
+    if transform is not None:
+        check_callable("transform", transform)
+    check_int("batch_size", batch_size)
+    feats = _Features(feature_net, transform)
+    if not hasattr(feats, "num_features"):
+        # torchmetrics would probe with a 299x299 RGB image; probe with the user's own data.
+        feats.num_features = feats(probe[:2]).shape[1]
+    return feats
+
+
+def _feed(metric, x, batch_size, **kw):
+    for k in range(0, x.shape[0], batch_size):
+        metric.update(x[k : k + batch_size], **kw)
+
+
+def _seed(generator):
+    # torchmetrics draws its subsets and shuffles from the global RNG: run it on a forked
+    # global state seeded from `generator`, so results are reproducible and the caller's global
+    # RNG is left as it was.
+    if generator is None:
+        return None
+    return int(torch.randint(0, 2**62, (1,), generator=generator).item())
+
+
+def _fid_value(feats, x, y, batch_size):
+    metric = _torchmetrics_image().FrechetInceptionDistance(feature=feats, normalize=True)
+    metric.set_dtype(torch.float64)
+    _feed(metric, y, batch_size, real=True)
+    _feed(metric, x, batch_size, real=False)
+    return metric.compute().item()
+
+
+def fid(
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    feature_net: nn.Module,
+    reference: torch.Tensor | None = None,
+    transform=None,
+    batch_size: int = 500,
+) -> SampleMetric:
+    r"""Fréchet distance between the Gaussians fitted to the features of `samples` and `real`.
+
+    torchmetrics' `FrechetInceptionDistance` with `feature_net` as the extractor; statistics
+    and the distance in float64. FID is biased upwards at finite sizes (Bińkowski et al. 2018):
+    compare values only at equal sizes, and against the floor.
+
+    Args:
+        samples: `(N, C, H, W)` model samples in [-1, 1], N >= 2.
+        real: `(M, C, H, W)` real images in [-1, 1].
+        feature_net: `nn.Module` mapping (transformed) images to features `(B, d)`.
+        reference: optional real images independent of `real`; the floor is the FID between
+            its first `min(R, N)` images and `real`.
+        transform: optional callable applied to each batch before `feature_net`.
+        batch_size: images per forward pass.
+
+    Returns:
+        `SampleMetric` named `"fid"` (`stderr` is `None`).
+
+    Raises:
+        ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
+        ValueError, TypeError: for non-image inputs, different image shapes, < 2 images, NaN.
+    """
+    _check_images(samples, "samples")
+    _check_images(real, "real")
+    feats = _setup(feature_net, transform, batch_size, real)
+    check_pair(samples, real, ("samples", "real"))
+    value = _fid_value(feats, samples, real, batch_size)
+    floor, extra = None, {}
+    if reference is not None:
+        _check_images(reference, "reference")
+        check_pair(reference, real, ("reference", "real"))
+        floor = _fid_value(feats, reference[: samples.shape[0]], real, batch_size)
+        extra["floor_n"] = min(reference.shape[0], samples.shape[0])
+    return SampleMetric("fid", value, floor, None, samples.shape[0], extra)
+
+
+def _kid_value(feats, x, y, batch_size, subsets, subset_size, seed):
+    image = _torchmetrics_image()
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        metric = image.KernelInceptionDistance(
+            feature=feats, subsets=subsets, subset_size=subset_size, normalize=True
+        )
+        _feed(metric, y, batch_size, real=True)
+        _feed(metric, x, batch_size, real=False)
+        mean, std = metric.compute()
+    return mean.item(), std.item()
+
+
+def kid(
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    feature_net: nn.Module,
+    reference: torch.Tensor | None = None,
+    transform=None,
+    subsets: int = 100,
+    subset_size: int | None = None,
+    batch_size: int = 500,
+    generator: torch.Generator | None = None,
+) -> SampleMetric:
+    r"""Kernel Inception distance: unbiased MMD² with the cubic polynomial kernel on features.
+
+    torchmetrics' `KernelInceptionDistance` (Bińkowski et al. 2018), averaged over `subsets`
+    random subsets of `subset_size` features from each set. Unbiased, so its floor is near 0.
+
+    Args:
+        samples: `(N, C, H, W)` model samples in [-1, 1], N >= 2.
+        real: `(M, C, H, W)` real images in [-1, 1].
+        feature_net: `nn.Module` mapping (transformed) images to features `(B, d)`.
+        reference: optional real images independent of `real`, for the floor.
+        transform: optional callable applied to each batch before `feature_net`.
+        subsets: number of random subsets.
+        subset_size: their size; default `min(N, M, 1000)`.
+        batch_size: images per forward pass.
+        generator: `torch.Generator` seeding the subsets.
+
+    Returns:
+        `SampleMetric` named `"kid"`, `stderr` the standard deviation over the subsets.
+
+    Raises:
+        ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
+        ValueError, TypeError: for bad images, or `subset_size` above either set's size.
+    """
+    _check_images(samples, "samples")
+    _check_images(real, "real")
+    feats = _setup(feature_net, transform, batch_size, real)
+    check_pair(samples, real, ("samples", "real"))
+    check_int("subsets", subsets)
+    n = min(samples.shape[0], real.shape[0])
+    subset_size = (
+        min(n, 1000) if subset_size is None else check_int("subset_size", subset_size, minimum=2)
+    )
+    if subset_size > n:
+        raise ValueError(f"subset_size must be <= min(N, M) = {n}, got {subset_size}")
+    seed = _seed(generator)
+    value, std = _kid_value(feats, samples, real, batch_size, subsets, subset_size, seed)
+    floor, extra = None, {"subset_size": subset_size}
+    if reference is not None:
+        _check_images(reference, "reference")
+        check_pair(reference, real, ("reference", "real"))
+        ref = reference[: samples.shape[0]]
+        size = min(subset_size, ref.shape[0])
+        floor = _kid_value(feats, ref, real, batch_size, subsets, size, seed)[0]
+        extra["floor_n"] = ref.shape[0]
+    return SampleMetric("kid", value, floor, std, samples.shape[0], extra)
+
+
+def _is_value(logits_net, x, batch_size, splits, seed):
+    image = _torchmetrics_image()
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        metric = image.InceptionScore(feature=logits_net, splits=splits)
+        _feed(metric, x, batch_size)
+        mean, std = metric.compute()
+    return mean.item(), std.item()
+
+
+def inception_score(
+    samples: torch.Tensor,
+    *,
+    logits_net: nn.Module,
+    reference: torch.Tensor | None = None,
+    transform=None,
+    splits: int = 10,
+    batch_size: int = 500,
+    generator: torch.Generator | None = None,
+) -> SampleMetric:
+    r"""Inception score $\exp E_x[\mathrm{KL}(p(y\mid x)\,\|\,p(y))]$ (Salimans et al. 2016).
+
+    torchmetrics' `InceptionScore` with `logits_net` giving class logits; the mean over
+    `splits` groups. Higher is better, at most the number of classes.
+
+    Args:
+        samples: `(N, C, H, W)` images in [-1, 1], N >= `splits`.
+        logits_net: `nn.Module` mapping (transformed) images to class logits `(B, classes)`.
+        reference: optional real images: the "floor" is their score at the samples' size
+            (what real data scores, a ceiling in value).
+        transform: optional callable applied to each batch before `logits_net`.
+        splits: number of groups.
+        batch_size: images per forward pass.
+        generator: `torch.Generator` seeding the shuffle into groups.
+
+    Returns:
+        `SampleMetric` named `"inception_score"`, `stderr` the standard deviation over splits.
+
+    Raises:
+        ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
+        ValueError, TypeError: for non-image inputs, fewer images than `splits`, NaN.
+    """
+    check_int("splits", splits)
+    _check_images(samples, "samples", min_samples=max(2, splits))
+    net = _setup(logits_net, transform, batch_size, samples)
+    seed = _seed(generator)
+    value, std = _is_value(net, samples, batch_size, splits, seed)
+    floor, extra = None, {}
+    if reference is not None:
+        _check_images(reference, "reference", min_samples=max(2, splits))
+        check_pair(samples, reference, ("samples", "reference"))
+        floor = _is_value(net, reference[: samples.shape[0]], batch_size, splits, seed)[0]
+        extra["floor_n"] = min(reference.shape[0], samples.shape[0])
+    return SampleMetric("inception_score", value, floor, std, samples.shape[0], extra)
+
+
+def fid_digits(
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    reference: torch.Tensor | None = None,
+    batch_size: int = 500,
+) -> SampleMetric:
+    """FID-digits: `fid` with the shipped `DigitsFeatureNet`'s 64 penultimate features.
+
+    Args:
+        samples: `(N, 1, 8, 8)` model samples in [-1, 1] (see `digits_to_images`).
+        real: `(M, 1, 8, 8)` real digits, e.g. `digits_data("test")[0]`.
+        reference: optional independent real digits (e.g. `digits_data("train")[0]`) for the
+            floor.
+        batch_size: images per forward pass.
+
+    Returns:
+        `SampleMetric` named `"fid"`.
+    """
+    net = digits_feature_net(device=samples.device if isinstance(samples, torch.Tensor) else None)
+    return fid(samples, real, feature_net=net, reference=reference, batch_size=batch_size)
+
+
+def kid_digits(
+    samples: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    reference: torch.Tensor | None = None,
+    subsets: int = 100,
+    subset_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> SampleMetric:
+    """KID on the `DigitsFeatureNet` features; arguments as in `kid` and `fid_digits`."""
+    net = digits_feature_net(device=samples.device if isinstance(samples, torch.Tensor) else None)
+    return kid(
+        samples,
+        real,
+        feature_net=net,
+        reference=reference,
+        subsets=subsets,
+        subset_size=subset_size,
+        generator=generator,
+    )
+
+
+def inception_score_digits(
+    samples: torch.Tensor,
+    *,
+    reference: torch.Tensor | None = None,
+    splits: int = 10,
+    generator: torch.Generator | None = None,
+) -> SampleMetric:
+    """Inception-style score from the `DigitsFeatureNet` classifier's softmax (10 classes).
+
+    Args:
+        samples: `(N, 1, 8, 8)` images in [-1, 1], N >= `splits`.
+        reference: optional real digits, scored the same way at the samples' size.
+        splits: number of groups.
+        generator: `torch.Generator` seeding the shuffle into groups.
+
+    Returns:
+        `SampleMetric` named `"inception_score"`.
+    """
+    net = digits_feature_net(device=samples.device if isinstance(samples, torch.Tensor) else None)
+    return inception_score(
+        samples,
+        logits_net=DigitsLogits(net),
+        reference=reference,
+        splits=splits,
+        generator=generator,
+    )
