@@ -24,6 +24,7 @@ __all__ = [
     "check_finite_tensor",
     "check_output_shape",
     "check_real",
+    "check_sigma_positive",
     "check_state",
 ]
 
@@ -174,6 +175,24 @@ def _check_time_range(t: torch.Tensor, T: float, name: str) -> None:
         bad = torch.isnan(t) | (t < 0) | (t > T)
         if bool(bad.any()):
             raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t[bad][0].item()}")
+
+
+def check_sigma_positive(sigma: torch.Tensor, t: torch.Tensor, sde, what: str) -> None:
+    """Refuse times where the kernel std $\\sigma(t)$ vanishes (t = 0 for VP, sub-VP, LinearSDE).
+
+    `what` names the quantity that divides by $\\sigma(t)$. Checked for CPU tensors only (no device sync).
+
+    Raises:
+        ValueError: naming the first such time, the SDE and what to do.
+    """
+    if sigma.device.type == "cpu":
+        bad = ~(sigma > 0)
+        if bool(bad.any()):
+            raise ValueError(
+                f"t must be > 0 where sigma(t) = 0: {what} is undefined at "
+                f"t = {t.reshape(-1)[bad.reshape(-1)][0].item()} for {sde!r}; "
+                "use times t >= eps > 0 (the samplers and losses default to eps = 1e-5)"
+            )
 
 
 def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:

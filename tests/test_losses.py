@@ -195,3 +195,56 @@ def test_validation_messages():
         ncsn_loss(score, x, sde=sde)
     with pytest.raises(ValueError, match="weighting\\(t\\) must return"):
         dsm_loss(score, x, sde=sde, weighting=lambda t: 1.0)
+
+
+@pytest.mark.parametrize("sde_name", sorted(SDES))
+@pytest.mark.parametrize("weighting", ["sigma2", "likelihood", "none"])
+def test_dsm_at_t_zero_refused_where_sigma_vanishes(sde_name, weighting):
+    # The DSM target -z / sigma(t) is undefined where sigma(t) = 0 (t = 0 for VP, sub-VP and
+    # LinearSDE): refused clearly instead of Inf/NaN. VE (sigma(0) = sigma_min) stays finite.
+    sde, data = SDES[sde_name], mixture_2d()
+    x = _samples(data, 16)
+    model = sdescore.ScoreModel(lambda y, s: torch.zeros_like(y), sde, "eps")
+    if float(sde.sigma(0.0)) == 0.0:
+        for t in (0.0, torch.tensor([0.3] * 15 + [0.0], dtype=torch.float64)):
+            with pytest.raises(ValueError, match=r"t must be > 0 where sigma\(t\) = 0"):
+                dsm_loss(model, x, sde=sde, t=t, weighting=weighting)
+            with pytest.raises(ValueError, match=r"t must be > 0 where sigma\(t\) = 0"):
+                dsm_loss(data.score_fn(sde), x, sde=sde, t=t, weighting=weighting)
+    else:
+        loss = dsm_loss(model, x, sde=sde, t=0.0, weighting=weighting)
+        assert bool(torch.isfinite(loss).all())
+
+
+def test_ism_ssm_at_t_zero():
+    # ISM/SSM need no kernel: with a plain score at t = 0 they are finite (the exact data score);
+    # an eps-ScoreModel cannot be evaluated there and says so.
+    sde, data = SDES["vp"], mixture_2d()
+    x = _samples(data, 16)
+    for fn in (ism_loss, ssm_loss):
+        loss = fn(data.score_fn(sde), x, sde=sde, t=0.0, weighting="none")
+        assert bool(torch.isfinite(loss).all())
+        eps_model = sdescore.ScoreModel(lambda y, s: torch.zeros_like(y), sde, "eps")
+        with pytest.raises(ValueError, match=r"t must be > 0 where sigma\(t\) = 0"):
+            fn(eps_model, x, sde=sde, t=0.0)
+
+
+@pytest.mark.parametrize("loss_fn", [dsm_loss, ddpm_loss, ncsn_loss])
+def test_score_scaled_by_sigma_is_eps_with_the_sign_flipped(loss_fn):
+    # Issue 16 item 7: "score" with scale_by_sigma=True returns net / sigma; "eps" returns
+    # -net / sigma. With net_eps = -net_score the losses, and their gradients, are bit-identical.
+    sde = SDES["vp"]
+    torch.manual_seed(0)
+    net = sdescore.MLPScoreNet(2, hidden=16, depth=2).double()
+    score_model = sdescore.ScoreModel(net, sde, "score", scale_by_sigma=True)
+    eps_model = sdescore.ScoreModel(lambda y, s: -net(y, s), sde, "eps")
+    x = _samples(mixture_2d(), 64)
+    kw = {"t_min": 0.01} if loss_fn is ncsn_loss else {}
+    grads = []
+    for model in (score_model, eps_model):
+        net.zero_grad()
+        loss = loss_fn(model, x, sde=sde, generator=torch.Generator().manual_seed(3), **kw)
+        loss.mean().backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(grads[0][1], grads[1][1], strict=True))

@@ -13,6 +13,14 @@ For a Gaussian kernel $x_t = \alpha(t) x_0 + \sigma(t)\varepsilon$ the network m
 (Tweedie: $E[x_0 \mid x_t] = (x_t + \sigma^2 \nabla\log p_t(x_t)) / \alpha$, Efron 2011. For `"v"`,
 $\sigma x_t + \alpha v = (\alpha^2 + \sigma^2)\varepsilon$, which is $\varepsilon$ for VP SDEs.)
 
+`"score"` with `scale_by_sigma=True` *is* the `"eps"` parameterization with the sign flipped: its
+network learns $\sigma s = -\varepsilon$, so a net $n$ there and the net $-n$ under `"eps"` give
+bit-identical scores, losses and gradients (tested).
+
+Every head except plain `"score"` divides by $\sigma(t)$, so it refuses times where
+$\sigma(t) = 0$ (t = 0 for VP, sub-VP and `LinearSDE`; VE has $\sigma(0) = \sigma_{min} > 0$)
+with a `ValueError`; the score it stands for is infinite there.
+
 With a *Gaussian baseline* (`fit_baseline`) the network only learns the residual to the score of
 $N(\mu, \operatorname{diag}(c^2))$ fitted to the data and diffused by the SDE:
 $s = -(x - \alpha\mu) / (\alpha^2 c^2 + \sigma^2) + s_{\text{net}}$.
@@ -23,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import as_time, check_callable, check_state
+from .._checks import as_time, check_callable, check_real, check_sigma_positive, check_state
 from .._shapes import append_dims
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
@@ -46,7 +54,13 @@ class ScoreModel(nn.Module):
             `scale_by_sigma`) needs a `GaussianSDE` for $\alpha(t)$ and $\sigma(t)$.
         parameterization: one of `"score"`, `"eps"`, `"x0"`, `"v"`, `"energy"`.
         scale_by_sigma: with `"score"`, return `net(x, t) / sigma(t)` (Song et al. 2021, App. H),
-            so that the network output has unit scale at every noise level.
+            so that the network output has unit scale at every noise level; this is `"eps"`
+            with the sign flipped (bit-identical training with the negated net).
+
+    Raises:
+        TypeError: `net` not callable, `sde` not an `SDE`, or a head that needs
+            $\alpha(t), \sigma(t)$ without a `GaussianSDE`.
+        ValueError: an unknown parameterization, or `scale_by_sigma` with another head.
     """
 
     def __init__(self, net, sde: SDE, parameterization: str = "score", *, scale_by_sigma=False):
@@ -82,11 +96,22 @@ class ScoreModel(nn.Module):
     def has_baseline(self) -> bool:
         return self.baseline_mean is not None
 
-    def fit_baseline(self, data: torch.Tensor) -> ScoreModel:
+    def fit_baseline(self, data: torch.Tensor, *, min_std: float | None = None) -> ScoreModel:
         """Fit the Gaussian baseline $N(\\mu, \\operatorname{diag}(c^2))$ to `data: (N, *D)`.
 
         Stores the per-coordinate mean and std as buffers (saved in checkpoints) on the data's
         device and dtype; returns `self` so that `ScoreModel(net, sde).fit_baseline(x)` chains.
+
+        Args:
+            data: `(N, *D)` training data, N >= 2.
+            min_std: floor for the per-coordinate std $c$. A constant coordinate (the border
+                pixels of digits, as bin centres) has $c = 0$, which would make the baseline
+                score $-(x - \\alpha\\mu)/\\sigma^2$ diverge as $t \\to 0$. For data dequantized
+                with bin width $w$ use $w/\\sqrt{12}$, the std of the uniform noise in one bin:
+                the exact std of the dequantized data along a constant coordinate.
+
+        Raises:
+            ValueError: a coordinate has zero variance and `min_std` is not given.
         """
         check_state(data, "data")
         if data.shape[0] < 2:
@@ -95,10 +120,19 @@ class ScoreModel(nn.Module):
             raise TypeError(
                 f"the Gaussian baseline needs a GaussianSDE, got {type(self.sde).__name__}"
             )
+        if min_std is not None:
+            min_std = check_real("min_std", min_std, positive=True)
         d = data.detach()
         std = d.std(dim=0)
-        if not bool((std > 0).all()):
-            raise ValueError("data has a coordinate with zero variance; cannot fit the baseline")
+        if min_std is not None:
+            std = std.clamp_min(min_std)
+        elif not bool((std > 0).all()):
+            n = int((std == 0).sum())
+            raise ValueError(
+                f"data has {n} constant coordinate(s) (zero variance), e.g. border pixels; pass "
+                "min_std= (for dequantized levels the bin width / sqrt(12)), or fit the baseline "
+                "to dequantized data"
+            )
         self.set_baseline(d.mean(dim=0), std)
         return self
 
@@ -144,6 +178,15 @@ class ScoreModel(nn.Module):
         if p == "score" and not self.scale_by_sigma and not self.has_baseline:
             return out
         alpha, sigma = self._coeffs(t)
+        if p != "score" or self.scale_by_sigma:
+            # Every other head divides by sigma(t): at sigma = 0 the score it stands for is
+            # infinite, so refuse rather than return Inf/NaN.
+            check_sigma_positive(
+                sigma,
+                t,
+                self.sde,
+                f"the score of parameterization {self._head()} (it divides by sigma(t))",
+            )
         a, s = append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
         if p == "score":
             score = out / s if self.scale_by_sigma else out
@@ -157,6 +200,11 @@ class ScoreModel(nn.Module):
             r, v = self._baseline_var(x, alpha, sigma)
             score = score - r / v
         return score
+
+    def _head(self) -> str:
+        if self.scale_by_sigma:
+            return "'score' with scale_by_sigma=True"
+        return repr(self.parameterization)
 
     def energy(self, x: torch.Tensor, t) -> torch.Tensor:
         """The energy $E_\\theta(x, t)$ `(B,)` (parameterization `"energy"` only).

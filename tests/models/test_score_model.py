@@ -130,3 +130,49 @@ def test_energy_model_through_exact_likelihood():
     x = data.sample(4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     res = sdescore.likelihood(model, x, estimator="exact")
     torch.testing.assert_close(res.log_prob, data.log_prob(x), rtol=0, atol=5e-3)
+
+
+HEADS = {  # every head that divides by sigma(t): (parameterization, scale_by_sigma)
+    "eps": ("eps", False),
+    "x0": ("x0", False),
+    "v": ("v", False),
+    "score_scaled": ("score", True),
+}
+
+
+@pytest.mark.parametrize("sde_name", sorted(SDES))
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_t_zero_is_refused_where_sigma_vanishes_else_exact(sde_name, head):
+    # sigma(0) = 0 for VP, sub-VP and every LinearSDE: those heads stand for an infinite score
+    # there, so t = 0 is refused clearly (it used to return Inf/NaN). VE has sigma(0) = sigma_min
+    # > 0, and there t = 0 is finite and exact.
+    sde, data = SDES[sde_name], mixture_2d()
+    param, scaled = HEADS[head]
+    net = _oracle_nets(data, sde)["eps" if scaled else param]
+    if scaled:  # sigma * score = -eps
+        net = lambda x, t, f=net: -f(x, t)  # noqa: E731
+    model = ScoreModel(net, sde, param, scale_by_sigma=scaled)
+    x = data.sample(4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    t = torch.tensor([0.5, 0.0, 0.3, 0.2], dtype=torch.float64)
+    if float(sde.sigma(0.0)) == 0.0:
+        with pytest.raises(ValueError, match=r"t must be > 0 where sigma\(t\) = 0.*t = 0.0"):
+            model(x, t)
+        with pytest.raises(ValueError, match=r"t must be > 0 where sigma\(t\) = 0"):
+            model(x, 0.0)
+    else:
+        torch.testing.assert_close(model(x, t), data.marginal_score(x, t, sde), **TOL)
+
+
+@pytest.mark.parametrize("sde_name", sorted(SDES))
+def test_t_zero_plain_score_and_baseline_are_finite_and_exact(sde_name):
+    # The plain "score" head and the Gaussian baseline never divide by sigma alone
+    # (the baseline's variance is alpha^2 c^2 + sigma^2 > 0), so t = 0 is valid and exact.
+    sde = SDES[sde_name]
+    mu, c = torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 2.0]).double()
+    data = gaussian(mu, covariance=torch.diag(c**2))
+    model = ScoreModel(lambda x, t: torch.zeros_like(x), sde)
+    model.set_baseline(mu, c)
+    x = data.sample(8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    torch.testing.assert_close(model(x, 0.0), data.marginal_score(x, 0.0, sde), **TOL)
+    plain = ScoreModel(data.score_fn(sde), sde)
+    torch.testing.assert_close(plain(x, 0.0), data.marginal_score(x, 0.0, sde), **TOL)
