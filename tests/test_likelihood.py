@@ -63,11 +63,16 @@ def test_eight_gaussians_vp_mae_target():
 def test_image_shaped_float64():
     sde, data = SDES["vp"], image_gaussian((1, 3, 3))
     x = sample(data, 6)
-    res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact")
+    res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x")
     assert res.latent.shape == x.shape and res.log_prob.dtype == F64
     assert identity_error(data, sde, x, res).max() < 1e-3
     hut = sdescore.likelihood(
-        data.score_fn(sde), x, sde=sde, probes=32, generator=torch.Generator().manual_seed(0)
+        data.score_fn(sde),
+        x,
+        sde=sde,
+        probes=32,
+        generator=torch.Generator().manual_seed(0),
+        step_control="x",
     )
     # Same steps as the exact run (step control on x only): only the probe noise differs.
     assert hut.nfe == res.nfe
@@ -90,11 +95,12 @@ def test_hutchinson_is_unbiased_along_the_same_path():
     channel is an unbiased estimate of the exact-trace result computed with the *same* steps."""
     sde, data = SDES["vp"], mixture_2d()
     x = sample(data, 8, seed=2)
-    exact = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact")
+    kw = dict(sde=sde, step_control="x")
+    exact = sdescore.likelihood(data.score_fn(sde), x, estimator="exact", **kw)
     for noise in ("rademacher", "gaussian"):
         res = sdescore.likelihood(
-            data.score_fn(sde), x, sde=sde, noise=noise, probes=256,
-            generator=torch.Generator().manual_seed(3),
+            data.score_fn(sde), x, noise=noise, probes=256,
+            generator=torch.Generator().manual_seed(3), **kw,
         )  # fmt: skip
         assert res.nfe == exact.nfe
         z = (res.log_prob - exact.log_prob) / res.log_prob_stderr
