@@ -1,10 +1,40 @@
-"""The examples run end to end (with small sizes here; CI also runs toy_2d.py at full size)."""
+"""The examples run end to end in their --quick mode (CI also runs toy_2d.py at full size).
 
+Each example runs in a subprocess, as a user runs it, writing into a temporary --out; the test
+checks the files it wrote and that metrics.json holds the promised keys with finite numbers.
+"""
+
+import json
+import math
+import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name: str, out: Path, *args: str) -> dict:
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, str(EXAMPLES / name), "--quick", "--out", str(out), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "metrics.json").read_text())
+
+
+def finite_numbers(obj):
+    """Every number inside a JSON value (dicts and lists walked)."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from finite_numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from finite_numbers(v)
+    elif isinstance(obj, int | float) and not isinstance(obj, bool):
+        yield obj
 
 
 def test_quickstart_runs(capsys):
@@ -13,16 +43,28 @@ def test_quickstart_runs(capsys):
     assert "Euler PF ODE, 200 steps" in out
 
 
-def test_toy_2d_runs_small(tmp_path, monkeypatch):
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import toy_2d
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    out = tmp_path / "toy.png"
-    report = toy_2d.main(
-        ["--steps", "30", "--samples", "256", "--test-points", "64", "--out", str(out)]
-    )
-    assert out.stat().st_size > 10_000
-    # 30 steps from the fitted Gaussian baseline: a finite NLL within a few nats of the exact one
-    assert abs(report["test_nll"] - report["exact_nll"]) < 3.0
+def test_toy_2d_quick(tmp_path):
+    m = run_example("toy_2d.py", tmp_path)
+    for fig in ("samples", "score_field", "density", "trajectories", "loss"):
+        assert (tmp_path / f"{fig}.png").stat().st_size > 10_000, fig
+    for key in ("test_nll", "test_nll_se", "exact_nll", "stages", "config", "version", "seed"):
+        assert key in m, key
+    for stage in ("train", "likelihood", "PF ODE, dpm_solver", "annealed Langevin"):
+        assert {"nfe", "seconds"} <= set(m["stages"][stage]), stage
+    assert m["stages"]["PF ODE, dpm_solver"]["nfe"] == 20
+    assert all(math.isfinite(v) for v in finite_numbers(m))
+    # 300 quick steps from the fitted Gaussian baseline: within a few nats of the exact NLL
+    assert abs(m["test_nll"] - m["exact_nll"]) < 8.0
+
+
+def test_toy_2d_no_plots_other_sde(tmp_path):
+    m = run_example("toy_2d.py", tmp_path, "--dataset", "two_moons", "--sde", "cosine", "--no-plots")
+    assert not list(tmp_path.glob("*.png"))
+    assert "exact_nll" not in m and m["config"]["sde"] == "cosine"
+    assert all(math.isfinite(v) for v in finite_numbers(m))
+
+
+def test_toy_2d_rejects_bad_option(tmp_path):
+    cmd = [sys.executable, str(EXAMPLES / "toy_2d.py"), "--dataset", "spiral", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
