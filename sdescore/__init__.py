@@ -2,11 +2,12 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import losses, models, solvers, toy
+from . import losses, metrics, models, solvers, toy
 from .elbo import ELBOResult, elbo
 from .ema import EMA
 from .likelihood import LikelihoodResult, likelihood
 from .losses import ddpm_loss, dsm_loss, ism_loss, ncsn_loss, ssm_loss
+from .metrics import evaluate
 from .models import (
     GaussianFourierFeatures,
     MLPScoreNet,
@@ -40,6 +41,8 @@ __all__ = [
     "SubVPSDE",
     "__version__",
     "elbo",
+    "evaluate",
+    "metrics",
     "likelihood",
     "toy",
     "EMA",

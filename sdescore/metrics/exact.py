@@ -38,7 +38,8 @@ def mode_statistics(samples: torch.Tensor, mixture: GaussianMixture) -> dict:
 
     Returns:
         dict of float64 tensors: `"weights"` `(K,)`, `"spreads"` `(K,)` (per-coordinate RMS
-        distance to the mode's mean), `"true_weights"`, `"true_spreads"`, and `"log_prob"`
+        distance to the mode's mean; NaN for a mode with less than one sample's worth of
+        responsibility), `"true_weights"`, `"true_spreads"`, and `"log_prob"`
         `(N,)` the exact log-density of each sample.
 
     Raises:
@@ -61,6 +62,9 @@ def mode_statistics(samples: torch.Tensor, mixture: GaussianMixture) -> dict:
     d2 = (x.reshape(x.shape[0], 1, -1) - mu).square().sum(-1)  # (N, K)
     mass = r.sum(0)
     spreads = ((r * d2).sum(0) / (mixture.dim * mass.clamp(min=1e-300))).sqrt()
+    # A mode holding less than one sample's worth of responsibility has no spread to speak of
+    # (its estimate would be set by far-away points); its weight already shows it is missing.
+    spreads = torch.where(mass >= 1, spreads, torch.full_like(spreads, float("nan")))
     return {
         "weights": mass / x.shape[0],
         "spreads": spreads,
@@ -73,7 +77,7 @@ def mode_statistics(samples: torch.Tensor, mixture: GaussianMixture) -> dict:
 def _summaries(stats: dict):
     lp = stats["log_prob"]
     tv = 0.5 * (stats["weights"] - stats["true_weights"]).abs().sum().item()
-    rel = (stats["spreads"] / stats["true_spreads"] - 1).abs().max().item()
+    rel = (stats["spreads"] / stats["true_spreads"] - 1).abs().nan_to_num(nan=0.0).max().item()
     return lp.mean().item(), lp.std().item() / math.sqrt(lp.shape[0]), tv, rel
 
 
@@ -92,7 +96,7 @@ def mixture_metrics(
         floors: the mean exact log-density (nats, with its standard error); the total-variation
         distance $\\frac12\\sum_k|\\hat w_k - w_k|$ between the per-mode weights and the true
         ones (`extra` holds both); the largest relative spread error
-        $\\max_k|\\hat s_k/s_k - 1|$ (`extra` holds both).
+        $\\max_k|\\hat s_k/s_k - 1|$ over the modes that hold samples (`extra` holds both).
 
     Raises:
         TypeError, ValueError: as for `mode_statistics`.

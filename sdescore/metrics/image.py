@@ -18,6 +18,7 @@ and a `transform` to its input convention (uint8 RGB in [0, 255]):
 
 from __future__ import annotations
 
+import warnings
 from types import SimpleNamespace
 
 import torch
@@ -82,6 +83,13 @@ def _setup(feature_net, transform, batch_size, probe: torch.Tensor):
     return feats
 
 
+def _new(cls, **kw):
+    # KID and IS announce that they "will save all extracted features in buffer": expected here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Metric .* will save all extracted features")
+        return cls(**kw)
+
+
 def _feed(metric, x, batch_size, **kw):
     for k in range(0, x.shape[0], batch_size):
         metric.update(x[k : k + batch_size], **kw)
@@ -97,7 +105,7 @@ def _seed(generator):
 
 
 def _fid_value(feats, x, y, batch_size):
-    metric = _torchmetrics_image().FrechetInceptionDistance(feature=feats, normalize=True)
+    metric = _new(_torchmetrics_image().FrechetInceptionDistance, feature=feats, normalize=True)
     metric.set_dtype(torch.float64)
     _feed(metric, y, batch_size, real=True)
     _feed(metric, x, batch_size, real=False)
@@ -154,8 +162,12 @@ def _kid_value(feats, x, y, batch_size, subsets, subset_size, seed):
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        metric = image.KernelInceptionDistance(
-            feature=feats, subsets=subsets, subset_size=subset_size, normalize=True
+        metric = _new(
+            image.KernelInceptionDistance,
+            feature=feats,
+            subsets=subsets,
+            subset_size=subset_size,
+            normalize=True,
         )
         _feed(metric, y, batch_size, real=True)
         _feed(metric, x, batch_size, real=False)
@@ -227,7 +239,7 @@ def _is_value(logits_net, x, batch_size, splits, seed):
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        metric = image.InceptionScore(feature=logits_net, splits=splits)
+        metric = _new(image.InceptionScore, feature=logits_net, splits=splits)
         _feed(metric, x, batch_size)
         mean, std = metric.compute()
     return mean.item(), std.item()
