@@ -6,6 +6,7 @@ random state, and `train(...)` as a one-call front end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -14,14 +15,24 @@ import torch
 from tqdm.auto import tqdm
 
 from ._checks import check_callable, check_int, check_real
+from .dequantization import check_bins, dequantize, to_levels
 from .ema import EMA
 from .losses import dsm_loss
-from .models.checkpoint import atomic_save, model_from_state, model_state, safe_load
+from .models.checkpoint import (
+    TRAINER_FORMAT,
+    atomic_save,
+    check_model_state,
+    load_model_state,
+    model_state,
+    safe_load,
+)
 from .models.score_model import ScoreModel
 
 __all__ = ["TrainResult", "Trainer", "train"]
 
-FORMAT = "sdescore.Trainer"
+FORMAT = TRAINER_FORMAT
+VERSION = 2  # 2: the network's own RNG stream (dropout) is in the checkpoint
+STOP_REASONS = ("steps", "max_seconds", "callback")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +46,8 @@ class TrainResult:
         losses: `(steps,)` float64 loss per step, from the first step (also across resumes).
         steps: number of optimizer steps taken in all.
         seconds: wall-clock time of this call.
+        stop_reason: why the run ended: `"steps"` (all done), `"max_seconds"` (the time budget
+            ran out) or `"callback"` (the callback returned `True`).
     """
 
     model: ScoreModel
@@ -42,6 +55,7 @@ class TrainResult:
     losses: torch.Tensor
     steps: int
     seconds: float
+    stop_reason: str = "steps"
 
 
 class Trainer:
@@ -51,8 +65,18 @@ class Trainer:
     `seed`) or any iterable of batches, e.g. a `DataLoader` (cycled; an item may be a tensor or
     a tuple/list whose first element is the batch). Batches are moved to the model's device
     and dtype. With tensor data, `load` + `run` continues *exactly* as an uninterrupted run
-    (same weights bit for bit on the same machine): the data and noise generators, optimizer,
-    EMA and step are all in the checkpoint. An iterable restarts from its beginning on resume.
+    (same weights bit for bit on the same machine): the data and noise generators, the
+    network's own random stream (dropout), optimizer, EMA and step are all in the checkpoint.
+    An iterable restarts from its beginning on resume.
+
+    Randomness inside the network (dropout, or a loss that ignores `generator=`) draws from
+    torch's global RNG; each step runs with that RNG forked (`torch.random.fork_rng`) onto a
+    stream seeded by `seed` and kept in the checkpoint (CPU, and the model's CUDA device), so
+    training neither depends on nor advances the caller's global RNG.
+
+    A step checks that the loss and the gradient are finite before the optimizer step (one host
+    synchronisation per step, which reading the loss value needs anyway); on failure it raises
+    `FloatingPointError` naming the step, with the weights, EMA and optimizer as before it.
 
     Args:
         model: the `ScoreModel` to train (updated in place).
@@ -67,6 +91,11 @@ class Trainer:
         warmup_steps: linear learning-rate warm-up over this many steps (0 for none).
         grad_clip: clip the gradient norm to this value (None for no clipping).
         ema_decay: EMA decay of the weights, or None for no EMA.
+        dequantize: for discrete data, the number of levels `bins`: `data` then holds integer
+            levels `0 .. bins-1` and every batch is uniformly dequantized afresh onto
+            `data_range` (see `sdescore.dequantization.dequantize`), with noise from the data
+            generator, so exact resume holds. None (default) for continuous data.
+        data_range: `(a, b)`, the interval the dequantized data fill (with `dequantize`).
         seed: seeds the data and noise generators (nothing global is seeded).
         checkpoint_path: where `run` writes checkpoints (every `checkpoint_every` steps and at
             the end); None for none.
@@ -90,6 +119,8 @@ class Trainer:
         warmup_steps: int = 0,
         grad_clip: float | None = None,
         ema_decay: float | None = 0.999,
+        dequantize: int | None = None,
+        data_range: tuple[float, float] = (-1.0, 1.0),
         seed: int = 0,
         checkpoint_path=None,
         checkpoint_every: int | None = None,
@@ -106,10 +137,18 @@ class Trainer:
             check_callable("callback", callback)
         if loss_kwargs is not None and not isinstance(loss_kwargs, dict):
             raise TypeError(f"loss_kwargs must be a dict, got {type(loss_kwargs).__name__}")
+        self.bins = self.data_range = None
+        if dequantize is not None:
+            self.bins, self.data_range = check_bins(dequantize, data_range)
         if isinstance(data, torch.Tensor):
-            if data.ndim < 1 or data.shape[0] < 1 or not data.is_floating_point():
+            if data.ndim < 1 or data.shape[0] < 1:
+                raise ValueError(f"data must be a tensor (N, *D), got shape {tuple(data.shape)}")
+            if self.bins is not None:
+                to_levels(data, self.bins, None)  # checks the levels once, not per batch
+            elif not data.is_floating_point():
                 raise ValueError(
-                    f"data must be a floating tensor (N, *D), got {data.dtype} {tuple(data.shape)}"
+                    f"data must be a floating tensor (N, *D), got {data.dtype}; for integer "
+                    "levels pass dequantize=bins (and data_range=) to dequantize each batch"
                 )
         elif not hasattr(data, "__iter__"):
             raise TypeError(
@@ -134,6 +173,15 @@ class Trainer:
         data_device = data.device if isinstance(data, torch.Tensor) else "cpu"
         self.data_generator = torch.Generator(data_device).manual_seed(seed)
         self.noise_generator = torch.Generator(self.device).manual_seed(seed + 1)
+        # The stream the global RNG is forked onto during a step (dropout): CPU, plus the
+        # model's CUDA device, seeded from `seed` like the other two.
+        self._rng_cuda = self.device.index if self.device.type == "cuda" else None
+        if self._rng_cuda is None and self.device.type == "cuda":
+            self._rng_cuda = torch.cuda.current_device()
+        self.rng_state = {"cpu": torch.Generator().manual_seed(seed + 2).get_state()}
+        if self._rng_cuda is not None:
+            gen = torch.Generator(f"cuda:{self._rng_cuda}").manual_seed(seed + 2)
+            self.rng_state["cuda"] = gen.get_state()
         self.step = 0
         self.losses: list[float] = []
         self._iter = None
@@ -161,41 +209,91 @@ class Trainer:
                 x = x[0]
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"data batches must be tensors, got {type(x).__name__}")
+        if self.bins is not None:
+            g = self.data_generator
+            x, _ = dequantize(
+                x.to(g.device), self.bins, self.data_range, generator=g, dtype=self.dtype
+            )
         return x.to(device=self.device, dtype=self.dtype)
 
+    @contextlib.contextmanager
+    def _own_rng(self):
+        """Run with torch's global RNG forked onto this trainer's stream; keep its new state."""
+        cuda = [] if self._rng_cuda is None else [self._rng_cuda]
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            torch.set_rng_state(self.rng_state["cpu"])
+            if cuda:
+                torch.cuda.set_rng_state(self.rng_state["cuda"], cuda[0])
+            yield
+            state = {"cpu": torch.get_rng_state()}
+            if cuda:
+                state["cuda"] = torch.cuda.get_rng_state(cuda[0])
+        self.rng_state = state  # only after a step that completed
+
     def train_step(self) -> float:
-        """One optimizer step; returns the loss. Raises `FloatingPointError` on a NaN/Inf loss."""
+        """One optimizer step; returns the loss.
+
+        Raises:
+            FloatingPointError: the loss or the gradient is NaN/Inf; the weights, EMA,
+                optimizer and random state are those before this step.
+        """
         self.model.train()
-        x = self._next_batch()
-        loss = self.loss(self.model, x, generator=self.noise_generator, **self.loss_kwargs)
-        loss = loss.mean()
-        value = float(loss.detach())
-        if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(
-                f"the loss became {value} at step {self.step + 1}; lower lr, set grad_clip, or "
-                "check the data (the model weights are those before this step)"
-            )
-        if self.warmup_steps:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr * min(1.0, (self.step + 1) / self.warmup_steps)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        with self._own_rng():
+            x = self._next_batch()
+            loss = self.loss(self.model, x, generator=self.noise_generator, **self.loss_kwargs)
+            loss = loss.mean()
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            if self.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            # One host sync for both checks: the loss value is read every step anyway. A NaN or
+            # Inf in any gradient makes the total norm non-finite.
+            value, norm = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
+            step = self.step + 1
+            if not torch.isfinite(torch.tensor(value)):
+                raise FloatingPointError(
+                    f"the loss became {value} at step {step}; lower lr, set grad_clip, or "
+                    "check the data (the model weights are those before this step)"
+                )
+            if not torch.isfinite(torch.tensor(norm)):
+                raise FloatingPointError(
+                    f"the gradient became non-finite (norm {norm}) at step {step} although the "
+                    f"loss is finite ({value}); check the network and loss for operations with "
+                    "infinite derivatives (sqrt or log at 0), or lower lr (the weights, EMA and "
+                    "optimizer are those before this step)"
+                )
+            if self.warmup_steps:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr * min(1.0, step / self.warmup_steps)
+            self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
         self.losses.append(value)
         return value
 
-    def run(self, steps: int) -> TrainResult:
-        """Train until `self.step == steps` (a total, so a resumed trainer finishes the same run)."""
-        check_int("steps", steps)
+    def run(self, steps: int | None, *, max_seconds: float | None = None) -> TrainResult:
+        """Train until `self.step == steps` or `max_seconds` have passed, then checkpoint.
+
+        Args:
+            steps: total number of steps (a total, so a resumed trainer finishes the same run);
+                None to stop on the time budget only.
+            max_seconds: wall-clock budget of this call in seconds, checked after each step; the
+                run then stops, writes its checkpoint and reports `stop_reason="max_seconds"`.
+        """
+        check_int("steps", steps, allow_none=True)
+        if max_seconds is not None:
+            max_seconds = check_real("max_seconds", max_seconds, positive=True)
+        elif steps is None:
+            raise ValueError("give steps=, max_seconds=, or both")
         start = time.perf_counter()
+        reason = "steps"
         bar = tqdm(total=steps, initial=self.step, disable=not self.progress, desc="train")
         try:
-            while self.step < steps:
+            while steps is None or self.step < steps:
                 self.train_step()
                 bar.update(1)
                 if self.step % 25 == 0 or self.step == steps:
@@ -208,6 +306,10 @@ class Trainer:
                 ):
                     self.save(self.checkpoint_path)
                 if self.callback is not None and self.callback(self) is True:
+                    reason = "callback"
+                    break
+                if max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                    reason = "max_seconds"
                     break
         finally:
             bar.close()
@@ -219,11 +321,13 @@ class Trainer:
             torch.tensor(self.losses, dtype=torch.float64),
             self.step,
             time.perf_counter() - start,
+            reason,
         )
 
     def state_dict(self) -> dict:
         return {
             "format": FORMAT,
+            "version": VERSION,
             "model": model_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
@@ -231,46 +335,109 @@ class Trainer:
             "losses": torch.tensor(self.losses, dtype=torch.float64),
             "data_generator": self.data_generator.get_state(),
             "noise_generator": self.noise_generator.get_state(),
+            "rng": dict(self.rng_state),
         }
 
     def save(self, path) -> None:
-        """Write a checkpoint that `load` resumes from exactly."""
+        """Write a checkpoint that `load` resumes from exactly (see `atomic_save`)."""
         atomic_save(self.state_dict(), path)
 
     def load(self, path) -> Trainer:
-        """Restore the state saved by `save` into this trainer (built with the same arguments)."""
+        """Restore the state saved by `save` into this trainer (built with the same arguments).
+
+        The checkpoint is checked completely first (checksum, parameterization, SDE, network
+        keys and shapes, dtype, optimizer, EMA presence and settings, random states); only then
+        is anything copied, so a failed load leaves the model, EMA and optimizer unchanged. The
+        model's baseline is replaced by the saved one (or removed when none was saved).
+
+        Raises:
+            ValueError: the file is not a Trainer checkpoint of this kind of model and trainer.
+        """
         state = safe_load(path, map_location=self.device)
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"{os.fspath(path)!r} is not an sdescore Trainer checkpoint")
-        saved = model_from_state(state["model"], net=self.model.net, sde=self.model.sde)
-        if saved.parameterization != self.model.parameterization:
-            raise ValueError(
-                f"checkpoint parameterization {saved.parameterization!r} does not match the "
-                f"model's {self.model.parameterization!r}"
-            )
-        if saved.has_baseline:
-            self.model.set_baseline(saved.baseline_mean, saved.baseline_std)
-        # `saved` shares self.model.net, so the weights are already loaded in place.
+        if state.get("version") not in (1, VERSION):
+            raise ValueError(f"unsupported Trainer checkpoint version {state.get('version')!r}")
+        self._check(state)
+        load_model_state(self.model, state["model"]["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if (state["ema"] is None) != (self.ema is None):
-            raise ValueError("checkpoint and trainer disagree on whether an EMA is kept")
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.step = int(state["step"])
         self.losses = state["losses"].tolist()
-        self.data_generator.set_state(state["data_generator"])
+        self.data_generator.set_state(state["data_generator"].cpu())
         self.noise_generator.set_state(state["noise_generator"].cpu())
+        self.rng_state.update({k: v.cpu() for k, v in state.get("rng", {}).items()})
         self._iter = None
         return self
 
+    def _check(self, state: dict) -> None:
+        """Everything `load` will copy, checked without touching this trainer."""
+        check_model_state(state["model"], self.model)
+        saved_dtype = state["model"]["dtype"]
+        if saved_dtype is not None and getattr(torch, saved_dtype) != self.dtype:
+            raise ValueError(
+                f"checkpoint dtype {saved_dtype} differs from the model's {self.dtype}; exact "
+                f"resume needs the same dtype: model.to(torch.{saved_dtype})"
+            )
+        if (state["ema"] is None) != (self.ema is None):
+            kept = "keeps" if state["ema"] is not None else "does not keep"
+            raise ValueError(
+                f"the checkpoint {kept} an EMA but this trainer {'does not' if kept[0] == 'k' else 'does'}; "
+                "build the Trainer with the saved ema_decay"
+            )
+        if self.ema is not None:
+            self.ema.check_state_dict(state["ema"])
+        self._check_optimizer(state["optimizer"])
+        for name, gen in (("data", self.data_generator), ("noise", self.noise_generator)):
+            saved = state[f"{name}_generator"]
+            if not torch.is_tensor(saved) or saved.shape != gen.get_state().shape:
+                raise ValueError(f"checkpoint {name} generator state does not fit this trainer")
+        rng = state.get("rng", {})
+        for key, saved in rng.items():
+            if key not in self.rng_state or saved.shape != self.rng_state[key].shape:
+                raise ValueError(
+                    f"checkpoint random state {key!r} does not fit this trainer (saved on "
+                    "another device type?)"
+                )
+        if not torch.is_tensor(state["losses"]) or state["losses"].numel() != int(state["step"]):
+            raise ValueError("checkpoint losses and step disagree; the file is inconsistent")
 
-def train(model: ScoreModel, data, *, steps: int, resume: bool = False, **options) -> TrainResult:
+    def _check_optimizer(self, saved: dict) -> None:
+        groups = self.optimizer.param_groups
+        if not isinstance(saved, dict) or len(saved.get("param_groups", ())) != len(groups):
+            raise ValueError("checkpoint optimizer state does not fit this model's parameters")
+        params = []
+        for g, s in zip(groups, saved["param_groups"], strict=True):
+            if len(g["params"]) != len(s["params"]):
+                raise ValueError("checkpoint optimizer state does not fit this model's parameters")
+            params += list(zip(s["params"], g["params"], strict=True))
+        for key, p in params:
+            for name, v in saved["state"].get(key, {}).items():
+                if torch.is_tensor(v) and v.ndim > 0 and v.shape != p.shape:
+                    raise ValueError(
+                        f"checkpoint optimizer state {name!r} has shape {tuple(v.shape)} for a "
+                        f"parameter of shape {tuple(p.shape)}"
+                    )
+
+
+def train(
+    model: ScoreModel,
+    data,
+    *,
+    steps: int | None,
+    max_seconds: float | None = None,
+    resume: bool = False,
+    **options,
+) -> TrainResult:
     """Train `model` for `steps` optimizer steps; see `Trainer` for the options.
 
     Args:
         model: the `ScoreModel` (trained in place).
-        data: tensor `(N, *D)` or iterable of batches.
-        steps: total number of steps.
+        data: tensor `(N, *D)` or iterable of batches (integer levels with `dequantize=`).
+        steps: total number of steps (None: until `max_seconds`).
+        max_seconds: time budget of this call in seconds; training stops after the step that
+            exceeds it, writes the checkpoint, and `TrainResult.stop_reason` says so.
         resume: continue from `options["checkpoint_path"]` if that file exists.
         **options: `Trainer`'s keyword arguments (unknown names raise `TypeError`).
 
@@ -288,4 +455,4 @@ def train(model: ScoreModel, data, *, steps: int, resume: bool = False, **option
             raise ValueError("resume=True needs checkpoint_path")
         if os.path.exists(path):
             trainer.load(path)
-    return trainer.run(steps)
+    return trainer.run(steps, max_seconds=max_seconds)

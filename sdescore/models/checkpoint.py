@@ -11,13 +11,27 @@ When `sde` is passed for a checkpoint of a built-in SDE, it must match the saved
 
 **Networks:** `MLPScoreNet` and `UNet` are rebuilt from their saved configuration; any other
 network must be passed at load time, constructed as it was when saved (`load_model(path, net=...)`).
+
+**Integrity:** every file carries a SHA-256 checksum of its content (tensors' dtype, shape and
+bytes and the plain data, in a canonical order), verified on load, so a file altered in place
+raises instead of loading other weights. Saves go to a temporary file that is renamed over the
+target, so an interrupted save leaves the previous checkpoint intact and no temporary behind.
+
+**Validate first:** a checkpoint is checked completely against the objects it will be loaded
+into (keys, shapes, settings) before anything is copied, so a failed load changes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import os
+import sys
+import warnings
 
 import torch
+from torch import nn
 
 from ..sdes import SDE, VESDE, VPSDE, SubVPSDE
 from .mlp import MLPScoreNet
@@ -25,9 +39,12 @@ from .score_model import ScoreModel
 from .unet import UNet
 
 __all__ = ["load_model", "model_from_state", "model_state", "save_model"]
+_BASELINE = ("baseline_mean", "baseline_std")
+WEIGHTS = ("ema", "raw")
 
 FORMAT = "sdescore.ScoreModel"
-VERSION = 1
+TRAINER_FORMAT = "sdescore.Trainer"
+VERSION = 2  # 2: with a checksum
 _SDES = {
     "VPSDE": (VPSDE, ("beta_min", "beta_max", "T")),
     "SubVPSDE": (SubVPSDE, ("beta_min", "beta_max", "T")),
@@ -84,30 +101,106 @@ def _rebuild_sde(saved: dict, sde):
     return _SDES[name][0](**params)
 
 
-def model_from_state(state: dict, *, net=None, sde=None, map_location=None) -> ScoreModel:
-    """Rebuild a `ScoreModel` from `model_state`'s dictionary (see `load_model`)."""
+def _check_header(state) -> None:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"not an sdescore ScoreModel checkpoint (expected format {FORMAT!r})")
-    if state.get("version") != VERSION:
+    if state.get("version") not in (1, VERSION):
         raise ValueError(
             f"unsupported checkpoint version {state.get('version')!r}, expected {VERSION}"
         )
+
+
+def check_fits(saved: dict, module: nn.Module, what: str, *, ignore=()) -> None:
+    """Raise a `ValueError` listing every key or shape in `saved` that `module` lacks.
+
+    Args:
+        saved: a state dict (name -> tensor).
+        module: the module it is meant for.
+        what: how the error names the checkpoint part ("the network", "the EMA").
+        ignore: names checked elsewhere (the optional baseline buffers).
+    """
+    have = {k: v for k, v in module.state_dict().items() if k not in ignore}
+    got = {k: v for k, v in saved.items() if k not in ignore}
+    missing, extra = sorted(have.keys() - got.keys()), sorted(got.keys() - have.keys())
+    shapes = [
+        f"{k}: {tuple(got[k].shape)} saved, {tuple(v.shape)} here"
+        for k, v in have.items()
+        if k in got and (not torch.is_tensor(got[k]) or got[k].shape != v.shape)
+    ]
+    if missing or extra or shapes:
+        parts = [f"missing {missing}"] * bool(missing) + [f"unexpected {extra}"] * bool(extra)
+        raise ValueError(
+            f"checkpoint does not fit the network ({what}): "
+            + "; ".join(parts + [f"other shapes {shapes}"] * bool(shapes))
+            + "; build it as it was when saved (same class, sizes and depth)"
+        )
+
+
+def check_model_state(state: dict, model: ScoreModel) -> None:
+    """Check that `model_state`'s dictionary loads into `model` (nothing is modified)."""
+    _check_header(state)
+    saved = (state["parameterization"], state["scale_by_sigma"])
+    if saved != (model.parameterization, model.scale_by_sigma):
+        raise ValueError(
+            f"checkpoint parameterization {saved[0]!r} (scale_by_sigma={saved[1]}) does not "
+            f"match the model's {model.parameterization!r} (scale_by_sigma={model.scale_by_sigma})"
+        )
+    _rebuild_sde(state["sde"], model.sde)
+    check_fits(state["state_dict"], model, "the network", ignore=_BASELINE)
+    shape = state["baseline_shape"]
+    sd = state["state_dict"]
+    if shape is not None and any(
+        k not in sd or not torch.is_tensor(sd[k]) or list(sd[k].shape) != shape for k in _BASELINE
+    ):
+        raise ValueError(f"checkpoint baseline does not have its recorded shape {shape}")
+
+
+def load_model_state(model: ScoreModel, state_dict: dict) -> None:
+    """Copy a checked state dict into `model`: the baseline is set (or removed) as saved."""
+    if "baseline_mean" in state_dict:
+        model.set_baseline(state_dict["baseline_mean"], state_dict["baseline_std"])
+    else:
+        model.baseline_mean = model.baseline_std = None
+    model.load_state_dict(state_dict)
+
+
+def model_from_state(
+    state: dict, *, net=None, sde=None, map_location=None, state_dict=None
+) -> ScoreModel:
+    """Rebuild a `ScoreModel` from `model_state`'s dictionary (see `load_model`).
+
+    `state_dict` replaces the saved weights (the EMA's, from a training checkpoint). The whole
+    state is checked before a caller's `net` is touched; its dtype is kept.
+    """
+    _check_header(state)
     sde = _rebuild_sde(state["sde"], sde)
-    if net is None:
+    fresh = net is None
+    if fresh:
         name = state["net"]["class"]
         if name is None:
             raise ValueError("the checkpoint's network is not a library network; pass it: net=...")
         net = _NETS[name](**state["net"]["config"])
     model = ScoreModel(net, sde, state["parameterization"], scale_by_sigma=state["scale_by_sigma"])
-    if state["baseline_shape"] is not None:
-        shape = tuple(state["baseline_shape"])
-        model.set_baseline(torch.zeros(shape), torch.ones(shape))
-    if state["dtype"] is not None:
-        model.to(getattr(torch, state["dtype"]))
-    try:
-        model.load_state_dict(state["state_dict"])
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint does not fit the network: {err}") from err
+    if state_dict is not None:
+        state = {**state, "state_dict": state_dict}
+    check_model_state(state, model)
+    saved_dtype = state["dtype"]
+    if fresh and saved_dtype is not None:
+        model.to(getattr(torch, saved_dtype))
+    elif saved_dtype is not None:
+        floats = (
+            [p for p in net.state_dict().values() if p.is_floating_point()]
+            if isinstance(net, nn.Module)
+            else []
+        )
+        if floats and floats[0].dtype != getattr(torch, saved_dtype):
+            warnings.warn(
+                f"the checkpoint holds {saved_dtype} weights and net is {floats[0].dtype}: they "
+                "are loaded in the net's dtype, so outputs are not bit-identical to the saved "
+                f"model's (pass net.to(torch.{saved_dtype}) for that)",
+                stacklevel=3,
+            )
+    load_model_state(model, state["state_dict"])
     if map_location is not None:
         model.to(map_location)
     return model
@@ -118,18 +211,82 @@ def save_model(model: ScoreModel, path) -> None:
     atomic_save(model_state(model), path)
 
 
-def atomic_save(obj, path) -> None:
-    """`torch.save` to a temporary file, then rename, so a crash never leaves half a file."""
+def _digest(obj) -> str:
+    """SHA-256 of `obj` (nested dicts, lists, tuples, tensors, plain scalars) in a canonical order."""
+    h = hashlib.sha256()
+
+    def walk(o):
+        if torch.is_tensor(o):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            h.update(f"D{len(o)}".encode())
+            for k in sorted(o, key=lambda k: (type(k).__name__, repr(k))):
+                walk(k)
+                walk(o[k])
+        elif isinstance(o, (list, tuple)):
+            h.update(f"{type(o).__name__[0]}{len(o)}".encode())
+            for v in o:
+                walk(v)
+        elif o is None or isinstance(o, (bool, int, float, str, torch.dtype, torch.device)):
+            h.update(f"{type(o).__name__}:{o!r};".encode())
+        else:
+            raise TypeError(f"cannot checkpoint a {type(o).__name__}: tensors and plain data only")
+
+    walk(obj)
+    return h.hexdigest()
+
+
+def atomic_save(obj: dict, path) -> None:
+    """Write `obj` plus its checksum to `path` atomically.
+
+    `torch.save` writes to `path.tmp<pid>`, which is renamed over `path` only when complete, so a
+    crash never leaves half a file and the previous checkpoint survives. A failed or interrupted
+    write removes its temporary file; temporaries left by killed processes (which cannot clean
+    up) are removed at the next successful save to the same path.
+
+    Raises:
+        OSError: the file could not be written (disk full, permissions, ...), including the
+            `RuntimeError` that torch raises for a failed write.
+    """
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    obj = {**obj, "checksum": _digest(obj)}
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as err:  # also KeyboardInterrupt: never leave the temporary behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(err, RuntimeError):  # torch's stream writer reports I/O failures this way
+            raise OSError(f"could not write the checkpoint {path!r}: {err}") from err
+        raise
+    _remove_stale_temporaries(path)
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    # Only temporaries whose writer no longer exists (POSIX: signal 0 probes a pid without
+    # touching it; on Windows os.kill would terminate, so nothing is removed there).
+    if sys.platform == "win32":
+        return
+    for tmp in glob.glob(glob.escape(path) + ".tmp*"):
+        pid = tmp[len(path) + 4 :]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        except OSError:  # exists but is not ours (EPERM): leave it
+            pass
 
 
 def safe_load(path, map_location=None):
-    """`torch.load(weights_only=True)`, turning an unreadable file into a clear `ValueError`."""
+    """`torch.load(weights_only=True)` and verify the checksum; unreadable files raise `ValueError`."""
     try:
-        return torch.load(os.fspath(path), map_location=map_location, weights_only=True)
+        state = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as err:  # unpickling, truncated zip, disallowed global: all "corrupt"
@@ -137,21 +294,54 @@ def safe_load(path, map_location=None):
             f"{os.fspath(path)!r} is not a readable sdescore checkpoint: it is corrupt, truncated, "
             f"or holds more than tensors and plain data ({type(err).__name__})"
         ) from err
+    if isinstance(state, dict) and state.get("format") in (FORMAT, TRAINER_FORMAT):
+        state = dict(state)
+        saved = state.pop("checksum", None)
+        if saved is None and state.get("version", 1) >= VERSION:
+            raise ValueError(f"{os.fspath(path)!r} has lost its checksum; it was altered")
+        if saved is not None and saved != _digest(state):
+            raise ValueError(
+                f"{os.fspath(path)!r} fails its checksum: the file was altered or damaged after "
+                "it was written; use another copy"
+            )
+    return state
 
 
-def load_model(path, *, net=None, sde=None, map_location=None) -> ScoreModel:
-    """Load a `ScoreModel` saved by `save_model`; outputs are bit-identical to the saved model's.
+def load_model(path, *, net=None, sde=None, map_location=None, weights="ema") -> ScoreModel:
+    """Load a `ScoreModel` saved by `save_model`, or the model in a `train` checkpoint.
+
+    Outputs are bit-identical to the saved model's (in the saved dtype). The model is returned
+    in **eval mode** (dropout off), ready for sampling and likelihoods; call `.train()` to train
+    it further. The file is verified (checksum, keys, shapes, settings) before anything is
+    loaded, so a failed load leaves a passed `net` unchanged.
 
     Args:
-        path: the checkpoint file.
-        net: the network, required when it is not an `MLPScoreNet` or `UNet`.
+        path: a file written by `save_model`, or a training checkpoint written by `train` /
+            `Trainer.save` (its `checkpoint_path`).
+        net: the network, required when it is not an `MLPScoreNet` or `UNet`. Its weights are
+            overwritten in place, in its own dtype (a warning says when that differs from the
+            saved dtype); it is set to eval mode.
         sde: the SDE, required for a `LinearSDE` (or custom SDE); checked against the file otherwise.
         map_location: device to load onto.
+        weights: for a training checkpoint, `"ema"` (default) loads the EMA weights, the ones
+            `TrainResult.ema_model` holds (the raw weights when training kept no EMA); `"raw"`
+            loads the last optimizer weights (`TrainResult.model`). A `save_model` file holds
+            one set of weights, which either value loads.
 
     Raises:
-        ValueError: for a corrupt file, a file that is not a ScoreModel checkpoint, a missing or
-            mismatched SDE, or weights that do not fit the network.
+        ValueError: for a corrupt or altered file, a file that is not a ScoreModel or training
+            checkpoint, a missing or mismatched SDE, or weights that do not fit the network.
     """
-    return model_from_state(
-        safe_load(path, map_location), net=net, sde=sde, map_location=map_location
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
+    state = safe_load(path, map_location)
+    state_dict = None
+    if isinstance(state, dict) and state.get("format") == TRAINER_FORMAT:
+        ema = state.get("ema")
+        if weights == "ema" and ema is not None:
+            state_dict = ema["model"]
+        state = state["model"]
+    model = model_from_state(
+        state, net=net, sde=sde, map_location=map_location, state_dict=state_dict
     )
+    return model.eval()

@@ -113,3 +113,84 @@ def test_checkpoint_cannot_run_code(tmp_path):
         with pytest.raises(ValueError, match="not a readable sdescore checkpoint"):
             load_model(p)
     assert not hasattr(sdescore, "_pwned")
+
+
+def _snapshot(module):
+    return {k: (v.clone(), v.dtype) for k, v in module.state_dict().items()}
+
+
+def _unchanged(module, snap):
+    now = module.state_dict()
+    return now.keys() == snap.keys() and all(
+        torch.equal(now[k], v) and now[k].dtype == dt for k, (v, dt) in snap.items()
+    )
+
+
+def test_failed_load_leaves_the_callers_net_untouched(tmp_path):
+    save_model(_mlp_model(sdescore.VPSDE()), tmp_path / "m.pt")  # float32, depth 2
+    # a deeper float64 net: the first layers fit, the rest does not; nothing may be copied
+    deeper = MLPScoreNet(2, hidden=16, depth=3).double()
+    snap = _snapshot(deeper)
+    with pytest.raises(ValueError, match="does not fit the network"):
+        load_model(tmp_path / "m.pt", net=deeper)
+    assert _unchanged(deeper, snap)
+
+
+def test_load_keeps_the_callers_dtype(tmp_path):
+    model = _mlp_model(sdescore.VPSDE(), dtype=torch.float64)
+    save_model(model, tmp_path / "m.pt")
+    net = MLPScoreNet(2, hidden=16, depth=2)  # float32
+    with pytest.warns(UserWarning, match="float64.*float32"):
+        loaded = load_model(tmp_path / "m.pt", net=net)
+    assert all(p.dtype == torch.float32 for p in net.parameters()) and loaded.net is net
+    x = torch.randn(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x.float(), 0.4).double(), model(x, 0.4), rtol=1e-5, atol=1e-5)
+
+
+def test_load_model_returns_eval_mode(tmp_path):
+    model = _mlp_model(sdescore.VPSDE()).train()
+    save_model(model, tmp_path / "m.pt")
+    assert not load_model(tmp_path / "m.pt").training
+    net = MLPScoreNet(2, hidden=16, depth=2).train()
+    assert not load_model(tmp_path / "m.pt", net=net).training and not net.training
+
+
+def test_a_checkpoint_altered_in_the_middle_is_refused(tmp_path):
+    model = _mlp_model(sdescore.VPSDE())
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    raw = bytearray(path.read_bytes())
+    # flip one byte inside the stored weights of the output layer (not in a zip header)
+    where = raw.find(model.net.out.weight.detach().numpy().tobytes())
+    assert where > 0
+    raw[where + 5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum"):
+        load_model(path)
+
+
+class _DiskFull(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("error", [_DiskFull, KeyboardInterrupt, OSError])
+def test_failed_save_leaves_no_temporary_and_keeps_the_old_file(tmp_path, monkeypatch, error):
+    model = _mlp_model(sdescore.VPSDE())
+    path = tmp_path / "m.pt"
+    save_model(model, path)
+    real_save = torch.save
+
+    def half_save(obj, f, *args, **kwargs):  # write part of the file, then fail like torch does
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as fh:
+            fh.truncate(100)
+        raise error("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", half_save)
+    other = _mlp_model(sdescore.VPSDE(), baseline=False)
+    with pytest.raises(KeyboardInterrupt if error is KeyboardInterrupt else OSError):
+        save_model(other, path)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    x = torch.randn(4, 2)
+    assert torch.equal(load_model(path)(x, 0.3), model(x, 0.3))
