@@ -8,6 +8,7 @@ $\alpha(t) = \exp\int_0^t f$ and $\sigma(t)^2 = \alpha(t)^2 \int_0^t g^2 / \alph
 from __future__ import annotations
 
 import abc
+import math
 
 import torch
 
@@ -16,6 +17,12 @@ from .._shapes import append_dims
 from .base import SDE
 
 __all__ = ["GaussianSDE", "as_log_snr"]
+
+# The kernel must be usable in float32, the working precision of most models: alpha(t) neither
+# overflows nor flushes to zero, and sigma^2, g^2 and the prior variance stay below float32's max.
+_F32 = torch.finfo(torch.float32)
+_LOG_TINY, _LOG_MAX = math.log(_F32.tiny), math.log(_F32.max)
+_SQRT_MAX = math.sqrt(_F32.max)
 
 
 def as_log_snr(lam) -> torch.Tensor:
@@ -48,6 +55,57 @@ class GaussianSDE(SDE):
 
     @abc.abstractmethod
     def _sigma(self, t: torch.Tensor) -> torch.Tensor: ...
+
+    def _check_schedule(self, *, prior: bool = True) -> None:
+        """Refuse, at construction, a schedule whose kernel does not fit float32 on $[0, T]$.
+
+        Checks on a grid of 257 times (float64) that $\\alpha(t)$ is finite and within float32's
+        normal range, that $\\sigma(t)$ and $g(t)$ are finite with squares below float32's max,
+        and (with `prior`) the same for `prior_std`. Subclasses call it at the end of `__init__`.
+
+        Raises:
+            ValueError: naming the SDE, the quantity, its value and the time, and what to change.
+        """
+        t = torch.linspace(0.0, self.T, 257, dtype=torch.float64)
+        with torch.no_grad():
+            la, sigma, g = self._log_alpha(t), self._sigma(t), self._g(t)
+        bad = ~torch.isfinite(la) | (la < _LOG_TINY) | (la > _LOG_MAX)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            v = la[i].item()
+            problem = (
+                "is not finite"
+                if not math.isfinite(v)
+                else "flushes to zero in float32 (below 1.2e-38)"
+                if v < _LOG_TINY
+                else "overflows float32 (above 3.4e38)"
+            )
+            self._schedule_error(f"alpha(t) = exp({v:.4g})", t[i], problem)
+        for name, v in (("sigma(t)", sigma), ("g(t)", g)):
+            bad = ~torch.isfinite(v) | (v.abs() > _SQRT_MAX)
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0])
+                self._schedule_error(
+                    f"{name} = {v[i].item():.4g}",
+                    t[i],
+                    "is not finite or its square overflows float32 (must be <= 1.8e19)",
+                )
+        if prior:
+            s = self.prior_std
+            if not (math.isfinite(s) and 0 < s <= _SQRT_MAX):
+                raise ValueError(
+                    f"{self!r}: prior_std = {s:.4g} must be > 0 with a square that fits float32 "
+                    "(<= 1.8e19), or prior_logp and the samplers would produce Inf/NaN"
+                )
+
+    def _schedule_error(self, what: str, t, problem: str):
+        at = "" if t is None else f" at t = {float(t):.4g}"
+        raise ValueError(
+            f"{self!r}: {what}{at} {problem}, so solvers and losses would produce Inf/NaN; "
+            f"{self._schedule_hint}"
+        )
+
+    _schedule_hint = "choose parameters (or a shorter T) for which the kernel stays in range"
 
     # Public coefficient functions of time: accept a float or a tensor, return a tensor.
     def drift_coeff(self, t) -> torch.Tensor:

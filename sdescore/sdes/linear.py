@@ -68,12 +68,16 @@ class LinearSDE(GaussianSDE):
         self._h = self.T / panels
         self._cache: dict = {}
         self._build_tables()
+        self._check_schedule(prior=False)  # before the default prior, which exponentiates
         if prior_std is None:
             tT = torch.tensor([self.T], dtype=torch.float64)
             prior_std = math.sqrt(
                 math.exp(2 * self._log_alpha(tT).item()) + self._sigma(tT).item() ** 2
             )
         self._prior_std = check_real("prior_std", prior_std, positive=True)
+        self._check_schedule()
+
+    _schedule_hint = "rescale f and g or shorten T"
 
     def _build_tables(self) -> None:
         nodes = torch.arange(self.panels + 1, dtype=torch.float64) * self._h
@@ -149,4 +153,6 @@ class LinearSDE(GaussianSDE):
         return self._prior_std
 
     def __repr__(self) -> str:
-        return f"LinearSDE(f={self.f!r}, g={self.g!r}, T={self.T}, prior_std={self._prior_std})"
+        # getattr: a schedule refused during __init__ is described before prior_std exists.
+        prior = getattr(self, "_prior_std", None)
+        return f"LinearSDE(f={self.f!r}, g={self.g!r}, T={self.T}, prior_std={prior})"

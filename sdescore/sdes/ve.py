@@ -40,6 +40,9 @@ class VESDE(GaussianSDE):
                 f"sigma_max={self.sigma_max}"
             )
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+        self._check_schedule()
+
+    _schedule_hint = "lower sigma_max (or T); sigma(t) = sigma_min (sigma_max/sigma_min)^t"
 
     def _f(self, t):
         return torch.zeros_like(t)
@@ -60,7 +63,9 @@ class VESDE(GaussianSDE):
     @property
     def prior_std(self) -> float:
         # sigma(T); equals sigma_max for the default T = 1.
-        return self.sigma_min * math.exp(self.T * self._log_ratio)
+        # In log space: a huge T * log_ratio gives inf (refused by _check_schedule), not an error.
+        log_s = math.log(self.sigma_min) + self.T * self._log_ratio
+        return math.exp(log_s) if log_s < 709.0 else math.inf
 
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T})"

@@ -29,6 +29,12 @@ class _LinearBetaSDE(GaussianSDE):
                 f"beta_min must be <= beta_max, got beta_min={self.beta_min}, "
                 f"beta_max={self.beta_max}"
             )
+        self._check_schedule()
+
+    _schedule_hint = (
+        "lower beta_max (or T): log alpha(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2, "
+        "so the data signal is gone long before T"
+    )
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)

@@ -102,8 +102,13 @@ def test_bad_schedules_raise(kwargs, match):
 
 
 def test_strongly_contracting_schedule_stays_finite():
-    # alpha(1) = e^-200: a 1/alpha^2 formulation would overflow; sigma^2 -> g^2 / (2 |f|) = 1/400
-    sde = sdescore.LinearSDE(lambda t: -400 + 0 * t, lambda t: 1 + 0 * t)
+    # alpha(1) = e^-80 (float32 still holds it): a 1/alpha^2 formulation would overflow float32;
+    # sigma^2 -> g^2 / (2 |f|) = 1/160.
+    sde = sdescore.LinearSDE(lambda t: -80 + 0 * t, lambda t: 1 + 0 * t)
     t = torch.tensor([0.5, 1.0], dtype=torch.float64)
-    assert torch.allclose(sde.sigma(t) ** 2, torch.full_like(t, 1 / 800), rtol=1e-12)
-    assert torch.allclose(sde.log_alpha(t), -400 * t, rtol=1e-12)
+    assert torch.allclose(sde.sigma(t) ** 2, torch.full_like(t, 1 / 160), rtol=1e-12)
+    assert torch.allclose(sde.log_alpha(t), -80 * t, rtol=1e-12)
+    assert bool(torch.isfinite(sde.sigma(t.float())).all() and (sde.alpha(t.float()) > 0).all())
+    # e^-400 flushes to zero in float32: refused at construction (issue 8), not NaN later.
+    with pytest.raises(ValueError, match=r"alpha\(t\) = exp\(-8.*flushes to zero in float32"):
+        sdescore.LinearSDE(lambda t: -400 + 0 * t, lambda t: 1 + 0 * t)

@@ -29,6 +29,47 @@ def test_bad_sde_parameters(make, error, match):
         make()
 
 
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        # sigma(t)^2 overflows float32 from sigma ~ 1.8e19 on (issue 8: NaN samples before)
+        (
+            lambda: sdescore.VESDE(0.01, 1e40),
+            r"VESDE.*sigma\(t\) = .* overflows float32.*sigma_max",
+        ),
+        (
+            lambda: sdescore.VESDE(0.01, 50.0, T=1000.0),
+            r"sigma\(t\) = .*at t = .*sigma_max \(or T\)",
+        ),
+        # alpha(t) = exp(-t^2 beta_max / 4) flushes to zero in float32 at t ~ 0.02
+        (lambda: sdescore.VPSDE(0.1, 1e6), r"VPSDE.*alpha\(t\) = exp.*flushes to zero.*beta_max"),
+        (lambda: sdescore.SubVPSDE(0.1, 1e6), r"alpha\(t\) = exp.*flushes to zero.*beta_max"),
+        # a growing LinearSDE: alpha = e^{100 t} overflows float32
+        (
+            lambda: sdescore.LinearSDE(lambda t: 100 + 0 * t, lambda t: 1 + 0 * t),
+            r"alpha\(t\) = exp\(8.*overflows float32.*rescale f and g",
+        ),
+        (
+            lambda: sdescore.LinearSDE(lambda t: 0 * t, lambda t: 1e30 + 0 * t),
+            r"sigma\(t\) = .* overflows float32",
+        ),
+        (
+            lambda: sdescore.LinearSDE(lambda t: 0 * t, lambda t: 1 + 0 * t, prior_std=1e30),
+            r"prior_std = 1e\+30 must be > 0 with a square that fits float32",
+        ),
+    ],
+)
+def test_absurd_schedules_are_refused_at_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_extreme_but_usable_schedules_are_accepted():
+    sdescore.VPSDE(0.1, 300.0)  # alpha(1) = e^-75 still fits float32
+    sdescore.VESDE(1e-3, 1e15)
+    sdescore.LinearSDE(lambda t: 40 + 0 * t, lambda t: 1 + 0 * t)  # sigma(1) ~ 2e16
+
+
 def test_positional_contract_signatures():
     assert sdescore.VPSDE(0.2, 10.0).beta_max == 10.0
     assert sdescore.VESDE(0.1, 9.0).sigma_max == 9.0
