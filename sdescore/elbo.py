@@ -157,6 +157,11 @@ def elbo(
 
     Returns:
         An `ELBOResult`; `nll_bound` $\ge -\log p^{SDE}_\varepsilon(x)$ in expectation.
+
+    Raises:
+        ValueError: NaN/Inf in `x`, an empty batch, or a bad option value.
+        TypeError: a wrong argument type, or an SDE without a Gaussian kernel.
+        FloatingPointError: the score returned NaN/Inf, so the bound is not finite.
     """
     sde = resolve_sde(model, sde)
     if not isinstance(sde, GaussianSDE):
@@ -209,6 +214,13 @@ def elbo(
     diffusion = h.mean(0) + big_a * batch_sum(x.square()) + d * big_c
     prior = _prior_term(sde, x, eps)
     nll = prior + diffusion
+    bad = ~torch.isfinite(nll)
+    if bool(bad.any()):  # one host sync per call, after all network passes
+        raise FloatingPointError(
+            f"elbo produced non-finite bounds for {int(bad.sum())} of {b} examples. Check that "
+            "the score function returns finite values for t in [eps, T] (try it at t = eps) "
+            "and that the model and data dtypes match"
+        )
     return ELBOResult(
         nll_bound=nll,
         stderr=h.std(0) / math.sqrt(samples),

@@ -87,7 +87,17 @@ def test_nan_score_is_reported_not_returned(method, kw):
     x = torch.zeros(4, 2, dtype=torch.float64)
 
     def nan_score(x, t):
-        return torch.full_like(x, float("nan"))
+        return x * float("nan")  # keeps the graph for the divergence
 
     with pytest.raises((FloatingPointError, RuntimeError), match="(?i)nan|non-finite"):
         sdescore.likelihood(nan_score, x, sde=sde, method=method, **kw)
+
+
+def test_elbo_nan_score_is_reported_not_returned():
+    x = torch.zeros(4, 2, dtype=torch.float64)
+
+    def nan_score(x, t):
+        return x * float("nan")  # keeps the graph for the divergence
+
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        sdescore.elbo(nan_score, x, sde=SDES["vp"], samples=4)
