@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import losses, metrics, models, solvers, toy
+from .dequantization import bits_per_dim, dequantize, quantize
 from .elbo import ELBOResult, elbo
 from .ema import EMA
 from .likelihood import LikelihoodResult, likelihood
@@ -40,7 +41,10 @@ __all__ = [
     "ScoreModel",
     "SubVPSDE",
     "__version__",
+    "bits_per_dim",
+    "dequantize",
     "elbo",
+    "quantize",
     "evaluate",
     "metrics",
     "likelihood",

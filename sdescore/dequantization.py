@@ -13,7 +13,7 @@ import torch
 
 from ._checks import check_finite_tensor, check_int, check_real
 
-__all__ = ["bits_per_dim", "dequantize"]
+__all__ = ["bits_per_dim", "dequantize", "quantize"]
 
 
 def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
@@ -56,6 +56,34 @@ def dequantize(
     u = torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     width = (b - a) / bins
     return a + width * (y + u), math.log(width)
+
+
+def quantize(y: torch.Tensor, bins: int, data_range=(-1.0, 1.0)) -> torch.Tensor:
+    r"""Map continuous points back to integer levels: the inverse of `dequantize`.
+
+    $k = \lfloor (y - a) / w \rfloor$ with $w = (b - a)/n$, clamped to `[0, bins - 1]`, so every
+    point of the bin $[a + wk, a + w(k+1))$ that `dequantize` draws from returns level $k$, and
+    samples outside `data_range` go to the nearest end level.
+
+    Args:
+        y: continuous points `(B, *D)`, floating point, finite (e.g. samples of a model).
+        bins: number of levels n >= 2.
+        data_range: `(a, b)` with `a < b`, as given to `dequantize`.
+
+    Returns:
+        `(B, *D)` levels as `torch.long`.
+
+    Raises:
+        ValueError: a bad `bins`/`data_range`, or NaN/Inf in `y`.
+        TypeError: `y` is not a floating-point tensor.
+    """
+    bins, (a, b) = check_bins(bins, data_range)
+    if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+        got = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
+        raise TypeError(f"y must be a floating-point tensor (B, *D), got {got}")
+    check_finite_tensor(y, "y")
+    width = (b - a) / bins
+    return torch.floor((y - a) / width).clamp(0, bins - 1).long()
 
 
 def check_bins(bins, data_range) -> tuple[int, tuple[float, float]]:

@@ -40,9 +40,10 @@ from ._checks import (
     check_state,
 )
 from ._shapes import append_dims, batch_sum, flat_dim
-from .dequantization import bits_per_dim
+from .dequantization import bits_per_dim, check_bins, dequantize
 from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
 from .likelihood import ESTIMATORS, resolve_sde
+from .models.mode import check_data_scale, evaluation_mode
 from .sdes.gaussian import GaussianSDE
 
 __all__ = ["ELBOResult", "elbo"]
@@ -121,6 +122,38 @@ def _reference_integrals(sde: GaussianSDE, eps: float, like: torch.Tensor, panel
     return A.to(like.dtype).to(like.device), C.to(like.dtype).to(like.device)
 
 
+def _integrand(model, sde, xs, ts, probes, lo, d) -> torch.Tensor:
+    """Theorem 1's integrand minus the control variate for the pairs `xs: (n, *D)`, `ts: (n,)`."""
+    with torch.no_grad():
+        if probes is None:
+            s, div = divergence_exact(model, xs, ts)
+        else:
+            s, est = divergence_hutchinson(model, xs, ts, probes[lo : lo + xs.shape[0]][None])
+            div = est[0]
+    g2 = sde.diffusion(ts).square()
+    # Integrand of Theorem 1 with div f = d f(t) for the linear drift f(t) x, minus the
+    # control variate: the same integrand for the reference score -x_t / V(t).
+    big_v = sde.alpha(ts).square() + sde.sigma(ts).square()
+    h_ref = g2 * (0.5 * batch_sum(xs.square()) / big_v.square() - d / big_v)
+    return g2 * (div + 0.5 * batch_sum(s.square())) - h_ref
+
+
+def _integrand(model, sde, xs, ts, probes, lo, d) -> torch.Tensor:
+    """Theorem 1's integrand minus the control variate for the pairs `xs: (n, *D)`, `ts: (n,)`."""
+    with torch.no_grad():
+        if probes is None:
+            s, div = divergence_exact(model, xs, ts)
+        else:
+            s, est = divergence_hutchinson(model, xs, ts, probes[lo : lo + xs.shape[0]][None])
+            div = est[0]
+    g2 = sde.diffusion(ts).square()
+    # Integrand of Theorem 1 with div f = d f(t) for the linear drift f(t) x, minus the
+    # control variate: the same integrand for the reference score -x_t / V(t).
+    big_v = sde.alpha(ts).square() + sde.sigma(ts).square()
+    h_ref = g2 * (0.5 * batch_sum(xs.square()) / big_v.square() - d / big_v)
+    return g2 * (div + 0.5 * batch_sum(s.square())) - h_ref
+
+
 def elbo(
     model,
     x: torch.Tensor,
@@ -132,6 +165,8 @@ def elbo(
     noise: str = "rademacher",
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    bins: int | None = None,
+    data_range: tuple[float, float] = (-1.0, 1.0),
 ) -> ELBOResult:
     r"""Monte Carlo upper bound on $-\log p_\varepsilon(x)$ of the SDE model (no ODE solve).
 
@@ -154,6 +189,11 @@ def elbo(
         noise: probe distribution for Hutchinson, `"rademacher"` or `"gaussian"`.
         generator: `torch.Generator` for t, the kernel noise and the probes.
         batch_size: at most this many (example, draw) pairs per network call; default all.
+        bins: if given, `x` holds discrete levels `0 .. bins-1`, dequantized once per example
+            onto `data_range` as in `likelihood`; the result then bounds $-\log P(k)$:
+            $-\log P(k) \le -E_u\log p(y) - d\log w$ (see `dequantize`), so `nll_bound`
+            and `bits_per_dim` are directly comparable with `likelihood(..., bins=)`.
+        data_range: `(a, b)`, the continuous interval the model's data live on (with `bins`).
 
     Returns:
         An `ELBOResult`; `nll_bound` $\ge -\log p^{SDE}_\varepsilon(x)$ in expectation.
@@ -168,8 +208,20 @@ def elbo(
         raise TypeError(
             f"elbo needs a GaussianSDE (closed-form transition kernel), got {type(sde).__name__}"
         )
-    check_state(x)
-    check_finite_tensor(x)
+    if bins is None:
+        if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex():
+            raise TypeError(
+                f"x has integer dtype {x.dtype}: for discrete levels pass bins=... and "
+                "data_range=, so that they are dequantized onto the model's range"
+            )
+        check_state(x)
+        check_finite_tensor(x)
+        check_data_scale(model, x)
+        log_volume = 0.0
+    else:
+        check_bins(bins, data_range)
+        x, log_w = dequantize(x, bins, data_range, generator=generator)
+        log_volume = flat_dim(x) * log_w
     check_choice("estimator", estimator, ESTIMATORS)
     check_choice("noise", noise, NOISES)
     check_int("samples", samples, minimum=2)
@@ -193,27 +245,16 @@ def elbo(
 
     n = samples * b
     bs = n if batch_size is None else batch_size
-    vals = []
-    for lo in range(0, n, bs):
-        sl = slice(lo, min(lo + bs, n))
-        with torch.no_grad():
-            if probes is None:
-                s, div = divergence_exact(model, xt[sl], t[sl])
-            else:
-                s, est = divergence_hutchinson(model, xt[sl], t[sl], probes[sl][None])
-                div = est[0]
-        ts, xs = t[sl], xt[sl]
-        g2 = sde.diffusion(ts).square()
-        # Integrand of Theorem 1 with div f = d f(t) for the linear drift f(t) x, minus the
-        # control variate: the same integrand for the reference score -x_t / V(t).
-        big_v = sde.alpha(ts).square() + sde.sigma(ts).square()
-        h_ref = g2 * (0.5 * batch_sum(xs.square()) / big_v.square() - d / big_v)
-        vals.append(g2 * (div + 0.5 * batch_sum(s.square())) - h_ref)
+    with evaluation_mode(model):
+        vals = [
+            _integrand(model, sde, xt[lo : lo + bs], t[lo : lo + bs], probes, lo, d)
+            for lo in range(0, n, bs)
+        ]
     h = (sde.T - eps) * torch.cat(vals).reshape(samples, b)
     big_a, big_c = _reference_integrals(sde, eps, x)
     diffusion = h.mean(0) + big_a * batch_sum(x.square()) + d * big_c
     prior = _prior_term(sde, x, eps)
-    nll = prior + diffusion
+    nll = prior + diffusion - log_volume
     bad = ~torch.isfinite(nll)
     if bool(bad.any()):  # one host sync per call, after all network passes
         raise FloatingPointError(
