@@ -96,9 +96,23 @@ def check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
-def check_callable(name: str, fn) -> None:
-    if not callable(fn):
-        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+def check_callable(name: str, fn, *, example: str | None = None) -> None:
+    """Raise unless `fn` is callable; a string gets "pass the object, not its name".
+
+    Args:
+        name: the argument's name.
+        fn: the value received.
+        example: a callable to suggest, e.g. `"sdescore.losses.ddpm_loss"`.
+    """
+    if callable(fn):
+        return
+    hint = f" such as {example}" if example else ""
+    if isinstance(fn, str):
+        raise TypeError(
+            f"{name} must be callable{hint}, got the string {fn!r}; pass the function or "
+            "object itself, not its name"
+        )
+    raise TypeError(f"{name} must be callable{hint}, got {type(fn).__name__}")
 
 
 def check_state(x, name: str = "x") -> torch.Tensor:

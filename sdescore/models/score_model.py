@@ -39,6 +39,9 @@ from ..sdes.gaussian import GaussianSDE
 __all__ = ["PARAMETERIZATIONS", "ScoreModel"]
 
 PARAMETERIZATIONS = ("score", "eps", "x0", "v", "energy")
+# The tensor/module method that casts to each dtype, for the dtype-mismatch message.
+_CAST = {torch.float32: "float", torch.float64: "double", torch.float16: "half"}
+_CAST[torch.bfloat16] = "bfloat16"
 
 
 class ScoreModel(nn.Module):
@@ -162,9 +165,29 @@ class ScoreModel(nn.Module):
     def _coeffs(self, t: torch.Tensor):
         return self.sde.log_alpha(t).exp(), self.sde.sigma(t)
 
+    def _check_dtype(self, x: torch.Tensor) -> None:
+        # Up front, so a float32 net fed float64 data says what to do instead of torch's matmul
+        # dtype error from deep inside the network. Autocast mixes dtypes on purpose: skip it.
+        if not isinstance(self.net, nn.Module) or torch.is_autocast_enabled(x.device.type):
+            return
+        w = next((p for p in self.net.parameters() if p.is_floating_point()), None)
+        if w is not None and w.dtype != x.dtype:
+            raise TypeError(
+                f"x has dtype {x.dtype} but the network's parameters are {w.dtype}; convert the "
+                f"data with x.{_CAST.get(w.dtype, 'to')}() or the model with "
+                f"model.{_CAST.get(x.dtype, 'to')}()"
+            )
+
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """The score $s_\\theta(x, t)$, shaped like `x: (B, *D)`."""
+        """The score $s_\\theta(x, t)$, shaped like `x: (B, *D)`.
+
+        Raises:
+            TypeError: if `x`'s dtype differs from the network's parameters (outside autocast).
+            ValueError: for a bad `x` or `t`, a net output of the wrong shape, or a time where
+                $\\sigma(t) = 0$ with a head that divides by it.
+        """
         check_state(x)
+        self._check_dtype(x)
         t = as_time(t, x, self.sde.T)
         if self.parameterization == "energy":
             return self._energy_score(x, t)
@@ -217,6 +240,7 @@ class ScoreModel(nn.Module):
                 f"energy() needs parameterization='energy', this model uses {self.parameterization!r}"
             )
         check_state(x)
+        self._check_dtype(x)
         return self._energy(x, as_time(t, x, self.sde.T))
 
     def _energy(self, x, t):

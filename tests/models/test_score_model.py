@@ -176,3 +176,27 @@ def test_t_zero_plain_score_and_baseline_are_finite_and_exact(sde_name):
     torch.testing.assert_close(model(x, 0.0), data.marginal_score(x, 0.0, sde), **TOL)
     plain = ScoreModel(data.score_fn(sde), sde)
     torch.testing.assert_close(plain(x, 0.0), data.marginal_score(x, 0.0, sde), **TOL)
+
+
+def test_dtype_mismatch_says_how_to_convert():
+    # Issue 8 s.5: a float32 net with float64 data used to fail with torch's matmul dtype error.
+    model = ScoreModel(sdescore.MLPScoreNet(2, hidden=8, depth=1), sdescore.VPSDE(), "eps")
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    msg = r"x has dtype torch.float64 but the network's parameters are torch.float32; .*x.float\(\).*model.double\(\)"
+    with pytest.raises(TypeError, match=msg):
+        model(x, 0.5)
+    energy = ScoreModel(sdescore.MLPScoreNet(2, hidden=8, depth=1, out_dim=1), model.sde, "energy")
+    with pytest.raises(TypeError, match=msg):
+        energy.energy(x, 0.5)
+    with pytest.raises(
+        TypeError, match=r"torch.float32 but .* torch.float64; .*x.double\(\).*model.float\(\)"
+    ):
+        model.double()(x.float(), 0.5)
+    assert model(x, 0.5).dtype == torch.float64  # after model.double()
+
+
+def test_a_name_where_a_callable_is_expected_says_pass_the_object():
+    with pytest.raises(
+        TypeError, match=r"net must be callable, got the string 'mlp'; pass the function"
+    ):
+        ScoreModel("mlp", sdescore.VPSDE())
