@@ -1,7 +1,15 @@
-"""Data with exact scores (Gaussians and Gaussian mixtures) and 2-D toy datasets."""
+"""Data with exact scores (Gaussians and Gaussian mixtures) and 2-D toy datasets.
+
+Every dataset is an object with `.sample(n, *, generator=None, device=None, dtype=None)`.
+"""
 
 from .datasets import (
     TOY_DATASETS,
+    Checkerboard,
+    Rings,
+    SwissRoll,
+    ToyDataset,
+    TwoMoons,
     checkerboard,
     eight_gaussians,
     rings,
@@ -13,6 +21,11 @@ from .mixture import ExactScore, GaussianMixture, gaussian
 
 __all__ = [
     "TOY_DATASETS",
+    "Checkerboard",
+    "Rings",
+    "SwissRoll",
+    "ToyDataset",
+    "TwoMoons",
     "ExactScore",
     "GaussianMixture",
     "checkerboard",

@@ -21,6 +21,9 @@ __all__ = ["ExactScore", "GaussianMixture", "gaussian"]
 class GaussianMixture:
     r"""Mixture $\sum_k w_k N(\mu_k, C_k)$ on states of shape `event_shape`.
 
+    Every parameter is checked at construction: NaN or Inf means, stds, covariances or weights
+    raise `ValueError` naming the argument (rather than NaN samples and scores later).
+
     Args:
         means: `(K, *D)` component means.
         stds: isotropic component standard deviations, a float or `(K,)` (so $C_k = s_k^2 I$).
@@ -33,6 +36,8 @@ class GaussianMixture:
         if means.ndim < 2:
             raise ValueError(f"means must have shape (K, *D), got {tuple(means.shape)}")
         means = means.detach().to(torch.float64)
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("means must be finite, got NaN or Inf entries")
         K = means.shape[0]
         self.event_shape = tuple(means.shape[1:])
         self.dim = math.prod(self.event_shape)
@@ -46,6 +51,8 @@ class GaussianMixture:
             lam, U = stds.square()[:, None].expand(K, self.dim).clone(), None
         else:
             cov = torch.as_tensor(covariances, dtype=torch.float64)
+            if not bool(torch.isfinite(cov).all()):
+                raise ValueError("covariances must be finite, got NaN or Inf entries")
             if cov.shape != (K, self.dim, self.dim):
                 raise ValueError(
                     f"covariances must have shape {(K, self.dim, self.dim)}, got {tuple(cov.shape)}"
@@ -58,8 +65,8 @@ class GaussianMixture:
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
-        if weights.shape != (K,) or not bool((weights > 0).all()):
-            raise ValueError(f"weights must be {K} positive numbers, got {weights}")
+        if weights.shape != (K,) or not bool(((weights > 0) & torch.isfinite(weights)).all()):
+            raise ValueError(f"weights must be {K} finite positive numbers, got {weights}")
         self._base = {"mu": flat, "lam": lam, "logw": (weights / weights.sum()).log()}
         if U is not None:
             self._base["U"] = U

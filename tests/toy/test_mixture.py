@@ -139,6 +139,61 @@ def test_toy_datasets(name):
 
 
 def test_checkerboard_only_fills_dark_squares():
-    x = sdescore.toy.checkerboard(5000, generator=torch.Generator().manual_seed(0))
+    x = sdescore.toy.checkerboard().sample(5000, generator=torch.Generator().manual_seed(0))
     cells = torch.floor((x + 4) / 2).long()
     assert ((cells[:, 0] + cells[:, 1]) % 2 == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(sdescore.toy.TOY_DATASETS))
+def test_every_toy_dataset_has_one_calling_convention(name):
+    # Issue 8 s.5: eight_gaussians() returned an object, two_moons(n) a tensor. Now every
+    # sdescore.toy.<name>() is an object with .sample(n, *, generator, device, dtype).
+    data = getattr(sdescore.toy, name)()
+    x = data.sample(100, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert x.shape == (100, 2) and x.dtype == torch.float64
+    assert data.sample(3).dtype == torch.get_default_dtype()
+    same = sdescore.toy.sample_toy(
+        name, 100, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    assert torch.equal(x, same)
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
+        data.sample(0)
+
+
+@pytest.mark.parametrize("name", ["two_moons", "checkerboard", "swiss_roll", "rings"])
+def test_old_tensor_form_still_works_with_a_deprecation_warning(name):
+    make = getattr(sdescore.toy, name)
+    with pytest.warns(DeprecationWarning, match=rf"{name}\(n\) returning a tensor is deprecated"):
+        old = make(50, generator=torch.Generator().manual_seed(2))
+    new = make().sample(50, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(old, new)
+    with pytest.raises(TypeError, match=r"belong to .*\.sample\(n, \.\.\.\)"):
+        make(generator=torch.Generator())
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: GaussianMixture(torch.tensor([[0.0, NAN]]), 1.0), "means must be finite"),
+        (lambda: GaussianMixture(torch.tensor([[0.0, INF]]), 1.0), "means must be finite"),
+        (lambda: GaussianMixture(torch.zeros(2, 2), [1.0, NAN]), "stds must be finite"),
+        (lambda: GaussianMixture(torch.zeros(2, 2), 1.0, weights=[1.0, INF]), "weights must be"),
+        (lambda: GaussianMixture(torch.zeros(2, 2), 1.0, weights=[1.0, NAN]), "weights must be"),
+        (
+            lambda: GaussianMixture(torch.zeros(1, 2), covariances=torch.full((1, 2, 2), NAN)),
+            "covariances must be finite",
+        ),
+        (lambda: eight_gaussians(radius=NAN), "radius must be finite"),
+        (lambda: eight_gaussians(std=INF), "std must be finite"),
+        (lambda: gaussian(torch.tensor([NAN]), 1.0), "means must be finite"),
+        (lambda: sdescore.toy.two_moons(noise=NAN), "noise must be finite"),
+        (lambda: sdescore.toy.swiss_roll(noise=-1.0), "noise must be >= 0"),
+        (lambda: sdescore.toy.rings(noise=INF), "noise must be finite"),
+    ],
+)
+def test_non_finite_toy_parameters_are_refused_at_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
