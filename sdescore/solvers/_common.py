@@ -1,4 +1,5 @@
-"""Plumbing shared by every sampler: the result type, score counting, time grids, Tweedie.
+"""Plumbing shared by every sampler: the result type, score counting, time grids, Tweedie, and
+the errors a numerical failure raises.
 
 Nothing here knows a particular algorithm; solvers receive a `CountedScore` and a `Recorder` and
 return a plain tensor.
@@ -16,15 +17,119 @@ from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
 
 __all__ = [
+    "DEFAULT_MAX_STEPS",
     "CountedScore",
+    "FiniteWatch",
+    "MaxStepsError",
+    "NonFiniteError",
     "Recorder",
     "SampleResult",
+    "check_finite",
     "finish",
+    "grid_dtype",
     "noise_like",
     "progress_bar",
     "time_grid",
     "tweedie",
 ]
+
+DEFAULT_MAX_STEPS = 10_000
+
+
+class NonFiniteError(FloatingPointError):
+    """A solver met NaN or Inf: raised instead of returning non-finite samples.
+
+    The message names the method, the first score (or drift) call whose input or output was not
+    finite and its time, and what to check. A `FloatingPointError`, so `except ArithmeticError`
+    catches it too.
+    """
+
+
+class MaxStepsError(RuntimeError):
+    """An adaptive solver used up its step budget (`max_steps`) before reaching the end time."""
+
+
+def _probe(v: torch.Tensor) -> torch.Tensor:
+    # One reduction, no host sync: the sum is NaN/Inf iff `v` holds NaN/Inf (or overflows, which
+    # only happens on the way to Inf). Accumulated in float32 at least: a float16 sum of
+    # ordinary values overflows at 65504.
+    return v.sum(dtype=torch.float64 if v.dtype == torch.float64 else torch.float32)
+
+
+def _time_probe(t: torch.Tensor) -> torch.Tensor:
+    if t.ndim == 0:
+        return t
+    if t.numel() == 1 or t.stride(0) == 0:  # one time broadcast to the batch: a view, no kernel
+        return t[0]
+    return t.amax()  # per-example times (gotta_go_fast): the batch's latest
+
+
+class FiniteWatch:
+    """Remember, lazily on the device, whether each call of a user function saw finite values.
+
+    Each call stores three 0-d tensors (the time, and probes of the input and the output); they
+    are read back only when a solve has failed, so a loop on an accelerator never waits for them.
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, out) -> None:
+        outs = out if isinstance(out, tuple) else (out,)
+        probe = _probe(outs[0])
+        for o in outs[1:]:
+            probe = probe + _probe(o)
+        self.calls.append((_time_probe(t), _probe(x), probe))
+
+    def first_bad(self) -> tuple[int, list[bool], float] | None:
+        """`(call index, [time, input, output finite], time)` of the first call that saw NaN or
+        Inf, or `None` (one host sync; for error paths only)."""
+        if not self.calls:
+            return None
+        cols = [
+            torch.stack([c[k].to(self.calls[0][k].dtype) for c in self.calls]) for k in range(3)
+        ]
+        flags = torch.stack([torch.isfinite(c) for c in cols], 1)
+        ok = flags.all(1)
+        if bool(ok.all()):
+            return None
+        k = int((~ok).nonzero()[0, 0])
+        return k, flags[k].tolist(), float(cols[0][k])
+
+    def explain(self, method: str, dtype: torch.dtype) -> str:
+        """Why the solve went non-finite, from the first call that saw NaN/Inf (one sync)."""
+        n = len(self.calls)
+        bad = self.first_bad()
+        fix = (
+            f"use more steps (or a smaller dt, or looser rtol/atol), check the SDE's drift and "
+            f"schedule, and the dtype ({dtype}: largest value {torch.finfo(dtype).max:.3g})"
+        )
+        if bad is None:
+            return (
+                f"{method} returned NaN or Inf although all {n} calls of {self.what} had finite "
+                f"input and output: the last step overflowed. To fix: {fix}."
+            )
+        k, (t_ok, x_ok, out_ok), t = bad
+        at = f"call {k + 1} of {n} of {self.what}"
+        if not t_ok:
+            return (
+                f"{method}: the solver's time became NaN/Inf at {at}: its step-size control broke "
+                "down (a NaN/Inf error estimate, e.g. tolerances below the dtype's resolution). "
+                f"To fix: {fix}."
+            )
+        if not x_ok and k == 0:
+            return f"{method}: the start state contains NaN or Inf (at t = {t:.6g})."
+        if not x_ok:
+            return (
+                f"{method}: the state became NaN or Inf before {at} (t = {t:.6g}), although "
+                f"every earlier call returned finite values: a step overflowed. To fix: {fix}."
+            )
+        return (
+            f"{method}: {self.what} returned NaN or Inf at {at} (t = {t:.6g}) for a finite "
+            "input. Check the function at that time (a diverged network, a division by "
+            "sigma(t) -> 0 near t = 0, a log of 0)."
+        )
 
 
 @dataclass(frozen=True)
@@ -48,17 +153,21 @@ class SampleResult:
 class CountedScore:
     """Wrap a score function: check every output's shape and count the calls.
 
-    The shape check compares metadata only (no device synchronisation). With a tqdm bar, each
-    call advances it by one, so progress is measured in score evaluations for every method.
+    The shape check compares metadata only (no device synchronisation); a `FiniteWatch` keeps
+    lazy finiteness probes of every input and output for the error message should the solve fail.
+    With a tqdm bar, each call advances it by one, so progress is measured in score evaluations
+    for every method.
     """
 
     def __init__(self, score_fn, *, progress=None):
         self.score_fn = score_fn
         self.nfe = 0
         self.progress = progress
+        self.watch = FiniteWatch("score_fn(x, t)")
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = check_output_shape(self.score_fn(x, t), x, "score_fn(x, t)")
+        self.watch(x, t, out)
         self.nfe += 1
         if self.progress is not None:
             self.progress.update(1)
@@ -84,14 +193,25 @@ class Recorder:
         return torch.stack(self.states), torch.stack(self.times)
 
 
+def grid_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype of time grids and step coefficients for a state like `like`: float64 for a
+    float64 state, float32 otherwise.
+
+    A float16/bfloat16 grid would be far too coarse (bfloat16 has 8 significant bits: half of
+    1000 uniform steps on [1e-3, 1] would have zero length); the state may stay low precision.
+    """
+    return torch.float64 if like.dtype == torch.float64 else torch.float32
+
+
 def time_grid(T: float, eps: float, steps: int, like: torch.Tensor) -> torch.Tensor:
-    """Decreasing uniform grid `(steps + 1,)` from `T` to `eps`, on `like`'s device and dtype."""
-    return torch.linspace(T, eps, steps + 1, device=like.device, dtype=like.dtype)
+    """Decreasing uniform grid `(steps + 1,)` from `T` to `eps` on `like`'s device, in
+    `grid_dtype(like)` (at least float32)."""
+    return torch.linspace(T, eps, steps + 1, device=like.device, dtype=grid_dtype(like))
 
 
 def batch_time(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Expand a 0-d time to the per-example `(B,)` that score functions receive."""
-    return t.reshape(1).expand(x.shape[0])
+    """Expand a 0-d time to the per-example `(B,)` that score functions receive (in x's dtype)."""
+    return t.to(x.dtype).reshape(1).expand(x.shape[0])
 
 
 def noise_like(x: torch.Tensor, generator) -> torch.Tensor:
@@ -114,10 +234,11 @@ def tweedie(sde: SDE, score, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             "denoise=True needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE) for Tweedie's "
             f"formula, got {type(sde).__name__}"
         )
-    tb = batch_time(t, x)
-    s = score(x, tb)
-    alpha, sigma = sde.alpha(tb), sde.sigma(tb)
-    return (x + append_dims(sigma.square(), x.ndim) * s) / append_dims(alpha, x.ndim)
+    s = score(x, batch_time(t, x))
+    # Coefficients in the grid's precision (at least float32), then cast to the state's.
+    tg = t.to(grid_dtype(x)).reshape(1)
+    alpha, sigma2 = sde.alpha(tg).to(x.dtype), sde.sigma(tg).square().to(x.dtype)
+    return (x + append_dims(sigma2, x.ndim) * s) / append_dims(alpha, x.ndim)
 
 
 def progress_bar(enabled: bool, total: int | None, desc: str):
@@ -129,10 +250,29 @@ def progress_bar(enabled: bool, total: int | None, desc: str):
     return tqdm(total=total, desc=desc, unit="nfe")
 
 
-def finish(x: torch.Tensor, score: CountedScore, record: Recorder, *, return_info: bool):
-    """Close the progress bar; return `x` or a `SampleResult`."""
+def check_finite(x: torch.Tensor, watch: FiniteWatch, method: str, cause=None) -> torch.Tensor:
+    """Return `x` if it is finite (one host sync), else raise `NonFiniteError` explaining why."""
+    if cause is None and bool(torch.isfinite(x).all()):
+        return x
+    raise NonFiniteError(watch.explain(method, x.dtype)) from cause
+
+
+def finish(
+    x: torch.Tensor,
+    score: CountedScore,
+    record: Recorder,
+    *,
+    return_info: bool,
+    method: str = "the sampler",
+):
+    """Close the progress bar, check that `x` is finite; return `x` or a `SampleResult`.
+
+    Raises:
+        NonFiniteError: when `x` holds NaN or Inf; the message says where it first appeared.
+    """
     if score.progress is not None:
         score.progress.close()
+    check_finite(x, score.watch, method)
     if not return_info:
         return x
     trajectory, times = record.stacked()

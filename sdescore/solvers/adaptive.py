@@ -18,7 +18,9 @@ its Gaussian increment $\tfrac12(g_t + g_{t-h})\sqrt h\,z$ is drawn and the incr
 unbiased (weak order 1, like Euler–Maruyama).
 
 The loop stops when every example has reached the end time, which needs one host-device
-synchronisation per iteration (like any adaptive solver).
+synchronisation per iteration (like any adaptive solver); the same sync reports a NaN/Inf error
+estimate (`NonFiniteError`), and at most `max_steps` iterations run (`MaxStepsError`). Times, step
+sizes and the error estimate are kept in at least float32, whatever the state's dtype.
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ import torch
 
 from .._shapes import append_dims, batch_sum, flat_dim
 from ..sdes.base import SDE
-from ._common import noise_like
+from ._common import MaxStepsError, NonFiniteError, grid_dtype, noise_like
 
 __all__ = ["sample_gotta_go_fast"]
 
-_SAFETY, _EXPONENT, _MAX_ITERS = 0.9, 0.9, 100_000
+_SAFETY, _EXPONENT = 0.9, 0.9
 
 
 def _reverse_drift(sde: SDE, score, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    g2 = append_dims(sde.diffusion(t).square(), x.ndim)
-    return sde.drift(x, t) - g2 * score(x, t)
+    # t in the grid's precision for g; the drift and the score get it in the state's dtype.
+    g2 = append_dims(sde.diffusion(t).square().to(x.dtype), x.ndim)
+    tx = t.to(x.dtype)
+    return sde.drift(x, tx) - g2 * score(x, tx)
 
 
 def sample_gotta_go_fast(
@@ -51,6 +55,7 @@ def sample_gotta_go_fast(
     rtol: float,
     atol: float,
     dt: float | None,
+    max_steps: int,
     generator,
     record,
 ) -> torch.Tensor:
@@ -63,32 +68,46 @@ def sample_gotta_go_fast(
         rtol: the relative tolerance $\\epsilon_{rel}$.
         atol: the absolute tolerance $\\epsilon_{abs}$.
         dt: the initial step (default 0.01 T, as in the paper).
+        max_steps: the most iterations (accepted or rejected steps) before giving up.
         generator: `torch.Generator` for the noise.
         record: a `Recorder`; states are recorded after every iteration, at the batch's
             largest remaining time.
+
+    Raises:
+        NonFiniteError: when the error estimate becomes NaN/Inf (a NaN score or state, or an
+            overflow); the message names the first score call that saw it.
+        MaxStepsError: after `max_steps` iterations without reaching `t1`.
     """
     B, nd = x.shape[0], x.ndim
-    t = torch.full((B,), t0, device=x.device, dtype=x.dtype)
+    t = torch.full((B,), t0, device=x.device, dtype=grid_dtype(x))
     h = torch.full_like(t, 0.01 * t0 if dt is None else dt)
     x_prev = x
     sqrt_d = math.sqrt(flat_dim(x))
+    finite = torch.ones((), dtype=torch.bool, device=x.device)
     record(t.max(), x)
-    for _ in range(_MAX_ITERS):
+    for it in range(max_steps + 1):
         active = t > t1
-        if not bool(active.any()):  # the one host sync per iteration
+        # The one host sync per iteration: is anyone left, and was the last error estimate finite?
+        more, ok = torch.stack([active.any(), finite]).tolist()
+        if not ok:
+            raise NonFiniteError(score.watch.explain("gotta_go_fast", x.dtype))
+        if not more:
             return x
+        if it == max_steps:
+            break
         h = torch.where(active, torch.minimum(h, t - t1), torch.zeros_like(h))
-        hb, t_next = append_dims(h, nd), (t - h).clamp_min(t1)
-        g_now, g_next = (append_dims(sde.diffusion(s), nd) for s in (t, t_next))
+        t_next = (t - h).clamp_min(t1)
+        hb = append_dims(h, nd).to(x.dtype)
+        g_now, g_next = (append_dims(sde.diffusion(s), nd).to(x.dtype) for s in (t, t_next))
         # Deterministic predictor and corrector: the error estimate, hence accept/reject, is
         # decided before the noise is drawn (see the module docstring).
         drift = _reverse_drift(sde, score, x, t)
         x1 = x - hb * drift
         x2 = x - 0.5 * hb * (drift + _reverse_drift(sde, score, x1, t_next))
-        delta = torch.maximum(
-            torch.full_like(x, atol), rtol * torch.maximum(x1.abs(), x_prev.abs())
-        )
-        err = batch_sum(((x1 - x2) / delta).square()).sqrt() / sqrt_d
+        a1, a2, ap = (v.to(t.dtype) for v in (x1, x2, x_prev))  # error in >= float32
+        delta = torch.maximum(torch.full_like(a1, atol), rtol * torch.maximum(a1.abs(), ap.abs()))
+        err = batch_sum(((a1 - a2) / delta).square()).sqrt() / sqrt_d
+        finite = torch.isfinite(err).all()
         accept = active & (err <= 1)
         ab = append_dims(accept, nd)
         noise = 0.5 * (g_now + g_next) * hb.sqrt() * noise_like(x, generator)
@@ -96,7 +115,8 @@ def sample_gotta_go_fast(
         t = torch.where(accept, torch.where(h >= t - t1, torch.full_like(t, t1), t - h), t)
         h = _SAFETY * h * err.clamp_min(1e-10) ** -_EXPONENT
         record(t.max(), x)
-    raise RuntimeError(
-        f"gotta_go_fast did not reach t = {t1} in {_MAX_ITERS} iterations; loosen rtol/atol "
-        "or check the score for NaN/Inf"
+    raise MaxStepsError(
+        f"gotta_go_fast: max steps exceeded ({max_steps} iterations) before reaching t = {t1} "
+        f"(still at t = {float(t.max()):.6g}); loosen rtol/atol or raise max_steps, and check "
+        "the score for NaN/Inf or stiffness near t = 0"
     )

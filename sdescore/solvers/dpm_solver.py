@@ -26,6 +26,7 @@ import math
 import torch
 
 from ..sdes.gaussian import GaussianSDE
+from ._common import grid_dtype
 
 __all__ = [
     "DEFAULT_SCHEDULE",
@@ -56,8 +57,8 @@ def dpm_orders(nfe: int, order: int) -> list[int]:
 def _boundaries(
     sde: GaussianSDE, t0: float, t1: float, n: int, schedule: str, like
 ) -> torch.Tensor:
-    """Step boundary times `(n + 1,)` from `t0` to `t1`, endpoints exact."""
-    opts = {"device": like.device, "dtype": like.dtype}
+    """Step boundary times `(n + 1,)` from `t0` to `t1`, endpoints exact, in `grid_dtype(like)`."""
+    opts = {"device": like.device, "dtype": grid_dtype(like)}
     if schedule == "time_uniform":
         ts = torch.linspace(t0, t1, n + 1, **opts)
     elif schedule == "time_quadratic":
@@ -79,10 +80,14 @@ class _Point:
         self.t, self.alpha, self.sigma, self.lam = t, alpha, sigma, lam
 
 
-def _points(sde: GaussianSDE, times: torch.Tensor, batch: int) -> list[_Point]:
-    """`_Point`s for all `times` at once: three vectorised calls before the loop, none inside."""
+def _points(sde: GaussianSDE, times: torch.Tensor, like: torch.Tensor) -> list[_Point]:
+    """`_Point`s for all `times` at once: three vectorised calls before the loop, none inside.
+
+    The coefficients stay 0-d in the grid's precision (a 0-d tensor does not promote the state's
+    dtype); the score's times are in the state's dtype, `(B,)` for `like: (B, *D)`.
+    """
     alpha, sigma, lam = sde.alpha(times), sde.sigma(times), sde.log_snr(times)
-    tb = times[:, None].expand(len(times), batch).unbind(0)
+    tb = times.to(like.dtype)[:, None].expand(len(times), like.shape[0]).unbind(0)
     return [
         _Point(*v) for v in zip(tb, alpha.unbind(0), sigma.unbind(0), lam.unbind(0), strict=True)
     ]
@@ -128,10 +133,10 @@ def dpm_solver(
     stage_t = ts[:0]
     if rs:
         idx = torch.tensor([i for i, k in enumerate(orders) for _ in _STAGES[k]], device=x.device)
-        r = torch.tensor(rs, device=x.device, dtype=x.dtype)
+        r = torch.tensor(rs, device=x.device, dtype=ts.dtype)
         stage_lam = lam_b[idx] + r * (lam_b[idx + 1] - lam_b[idx])
-        stage_t = sde.t_from_log_snr(stage_lam).to(x.dtype)
-    pts = _points(sde, torch.cat([ts, stage_t]), x.shape[0])
+        stage_t = sde.t_from_log_snr(stage_lam).to(ts.dtype)
+    pts = _points(sde, torch.cat([ts, stage_t]), x)
     bounds, stages = pts[: len(ts)], pts[len(ts) :]
     record(ts[0], x)
     j = 0
@@ -207,7 +212,7 @@ def dpm_solver_multistep(
             f"multistep=True supports prediction='data' only (DPM-Solver++), got {prediction!r}"
         )
     ts = _boundaries(sde, t0, t1, steps, schedule, x)
-    pts = _points(sde, ts, x.shape[0])
+    pts = _points(sde, ts, x)
     record(ts[0], x)
     hist: list[tuple[torch.Tensor, torch.Tensor]] = []  # (lambda, x0-prediction), newest last
     for i in range(steps):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..sdes.base import SDE
-from ._common import noise_like
+from ._common import grid_dtype, noise_like
 from .native import Predictor, StepCoefficients, _require_gaussian, batch_times
 
 __all__ = ["annealing_levels", "langevin_correct", "sample_annealed_langevin", "sample_pc"]
@@ -32,6 +32,7 @@ def langevin_correct(
     # eps = 2 alpha (snr r)^2 and sqrt(2 eps) = 2 snr sqrt(alpha) r, with r = |z| / |s|.
     c_step, c_noise = 2 * alpha * snr**2, 2 * snr * alpha**0.5
     tiny = torch.finfo(x.dtype).tiny
+    t = t.to(x.dtype)  # the grid may be float32 for a low-precision state (no-op otherwise)
     for _ in range(steps):
         s = score(x, t)
         z = noise_like(x, generator)
@@ -86,8 +87,8 @@ def annealing_levels(sde, eps: float, steps: int, like: torch.Tensor) -> torch.T
     """
     _require_gaussian(sde, "annealed_langevin")
     if steps == 1:
-        return torch.full((1,), eps, device=like.device, dtype=like.dtype)
-    opts = {"device": like.device, "dtype": like.dtype}
+        return torch.full((1,), eps, device=like.device, dtype=grid_dtype(like))
+    opts = {"device": like.device, "dtype": grid_dtype(like)}  # at least float32
     ends = sde.log_snr(torch.tensor([sde.T, eps], **opts))
     lam = ends[0] + torch.linspace(0, 1, steps, **opts) * (ends[1] - ends[0])
     levels = sde.t_from_log_snr(lam).to(**opts)
@@ -116,7 +117,7 @@ def sample_annealed_langevin(
     _require_gaussian(sde, "annealed_langevin")
     sigma = sde.sigma(ts)
     alphas = (step_size * (sigma / sigma[-1]).square()).tolist()
-    times = batch_times(ts, x.shape[0])
+    times = batch_times(ts.to(x.dtype), x.shape[0])
     record(ts[0], x)
     for i in range(len(ts)):
         a = alphas[i]

@@ -110,6 +110,8 @@ class Predictor:
 
     def __call__(self, x: torch.Tensor, i: int, z: torch.Tensor) -> torch.Tensor:
         t = self.t[i]
+        if t.dtype != x.dtype:  # grid in float32 for a low-precision state; the score gets x's
+            t = t.to(x.dtype)
         s = self.score(x, t)
         if self.a is None:  # Euler-Maruyama on an SDE without a closed-form kernel
             out = x - self.h[i] * self.sde.drift(x, t)

@@ -10,7 +10,7 @@ import torch
 
 from .._checks import check_bool, check_choice, check_end_time, check_int, check_state
 from ..sdes.gaussian import GaussianSDE
-from ._common import CountedScore, Recorder, finish, progress_bar, tweedie
+from ._common import DEFAULT_MAX_STEPS, CountedScore, Recorder, finish, progress_bar, tweedie
 from .dpm_solver import (
     DEFAULT_SCHEDULE,
     PREDICTIONS,
@@ -32,7 +32,7 @@ ODE_METHODS = ("dpm_solver", *ODE_ADAPTIVE, *ODE_FIXED)
 
 _OPTIONS = {
     "dpm_solver": frozenset({"steps", "order", "schedule", "prediction", "multistep"}),
-    **{m: frozenset({"rtol", "atol"}) for m in ODE_ADAPTIVE},
+    **{m: frozenset({"rtol", "atol", "max_steps"}) for m in ODE_ADAPTIVE},
     **{m: frozenset({"steps"}) for m in ODE_FIXED},
 }
 
@@ -58,6 +58,7 @@ def sample(
     multistep: bool | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    max_steps: int | None = None,
 ):
     r"""Draw samples: a prior draw (or `x_T`) carried by the ODE from $T$ to `eps`.
 
@@ -91,9 +92,18 @@ def sample(
             one score call per step (DPM-Solver++(3M), Lu et al. 2022b).
         rtol: relative tolerance, adaptive torchdiffeq methods only (default 1e-5).
         atol: absolute tolerance, adaptive torchdiffeq methods only (default 1e-5).
+        max_steps: adaptive torchdiffeq methods only: the most steps before a `MaxStepsError`
+            (default 10 000).
 
     Returns:
         Samples `(B, *D)` at `eps`, or a `SampleResult`.
+
+    Raises:
+        ValueError, TypeError: for a bad option (named in the message), a score of the wrong
+            shape, or a float16/bfloat16 state with an adaptive method.
+        NonFiniteError: the result holds NaN/Inf (checked once, after the solve); the message
+            names the first score call that saw NaN/Inf and its time, and what to check.
+        MaxStepsError: an adaptive method exceeded `max_steps`.
     """
     if x_T is None:
         x_T = resolve_start(
@@ -117,6 +127,7 @@ def sample(
         multistep=multistep,
         rtol=rtol,
         atol=atol,
+        max_steps=max_steps,
     )
 
 
@@ -137,6 +148,7 @@ def decode(
     multistep: bool | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    max_steps: int | None = None,
 ):
     """Map latents `z: (B, *D)` at time T to data at `eps` (the inverse of `encode`).
 
@@ -157,6 +169,7 @@ def decode(
         multistep=multistep,
         rtol=rtol,
         atol=atol,
+        max_steps=max_steps,
         denoise=denoise,
         progress=progress,
         return_info=return_info,
@@ -180,6 +193,7 @@ def encode(
     multistep: bool | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    max_steps: int | None = None,
 ):
     """Map data `x: (B, *D)` at time `eps` to latents at T by integrating the ODE forwards.
 
@@ -201,6 +215,7 @@ def encode(
         multistep=multistep,
         rtol=rtol,
         atol=atol,
+        max_steps=max_steps,
         denoise=False,
         progress=progress,
         return_info=return_info,
@@ -222,6 +237,7 @@ def _solve(
     multistep,
     rtol,
     atol,
+    max_steps,
     denoise,
     progress,
     return_info,
@@ -238,6 +254,7 @@ def _solve(
         multistep=multistep,
         rtol=rtol,
         atol=atol,
+        max_steps=max_steps,
     )
     check_unused(method, given, _OPTIONS[method])
     check_flags(progress, return_info, trajectory, denoise)
@@ -286,8 +303,11 @@ def _solve(
             steps=steps,
             rtol=check_positive("rtol", 1e-5 if rtol is None else rtol),
             atol=check_positive("atol", 1e-5 if atol is None else atol),
+            max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
             record=record,
         )
     if denoise:
         x = tweedie(sde, score, x, torch.tensor(t1, device=x.device, dtype=x.dtype))
-    return finish(x, score, record, return_info=return_info)
+    return finish(
+        x, score, record, return_info=return_info, method=f"ProbabilityFlowODE (method={method!r})"
+    )

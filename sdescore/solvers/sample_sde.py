@@ -9,7 +9,15 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_bool, check_choice, check_end_time, check_int
-from ._common import CountedScore, Recorder, finish, progress_bar, time_grid, tweedie
+from ._common import (
+    DEFAULT_MAX_STEPS,
+    CountedScore,
+    Recorder,
+    finish,
+    progress_bar,
+    time_grid,
+    tweedie,
+)
 from .adaptive import sample_gotta_go_fast
 from .langevin import annealing_levels, sample_annealed_langevin, sample_pc
 from .native import PREDICTORS, sample_predictor
@@ -29,8 +37,11 @@ _OPTIONS = {
     **{p: frozenset({"steps"}) for p in PREDICTORS},
     "pc": frozenset({"steps", "predictor", "snr", "corrector_steps"}),
     "annealed_langevin": frozenset({"steps", "corrector_steps", "step_size"}),
-    "gotta_go_fast": frozenset({"rtol", "atol", "dt"}),
-    **{m: frozenset({"steps", "dt", "adaptive", "rtol", "atol"}) for m in TORCHSDE_METHODS},
+    "gotta_go_fast": frozenset({"rtol", "atol", "dt", "max_steps"}),
+    **{
+        m: frozenset({"steps", "dt", "adaptive", "rtol", "atol", "max_steps"})
+        for m in TORCHSDE_METHODS
+    },
 }
 
 
@@ -57,6 +68,7 @@ def sample(
     adaptive: bool | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    max_steps: int | None = None,
 ):
     r"""Draw samples by integrating the reverse SDE from $T$ (the prior) down to `eps`.
 
@@ -96,6 +108,8 @@ def sample(
             `"gotta_go_fast"` (default 1e-2).
         atol: absolute tolerance of torchsde's adaptive stepping (default 1e-4) or of
             `"gotta_go_fast"` (default 1e-2).
+        max_steps: adaptive methods only (`"gotta_go_fast"`, torchsde with `adaptive=True`):
+            the most steps before a `MaxStepsError` (default 10 000).
 
     Returns:
         Samples `(B, *D)` at time `eps` (or denoised), or a `SampleResult`.
@@ -103,6 +117,9 @@ def sample(
     Raises:
         ValueError, TypeError: for an unknown method (the valid ones are listed), an option
             the method does not use, a bad value, or a score of the wrong shape.
+        NonFiniteError: the samples hold NaN/Inf (checked once, after the loop); the message
+            names the first score call that saw NaN/Inf and its time, and what to check.
+        MaxStepsError: an adaptive method exceeded `max_steps`.
     """
     sde = process.sde
     check_choice("method", method, SDE_METHODS)
@@ -116,6 +133,7 @@ def sample(
         adaptive=adaptive,
         rtol=rtol,
         atol=atol,
+        max_steps=max_steps,
     )
     check_unused(method, given, _OPTIONS[method])
     check_flags(progress, return_info, trajectory, denoise)
@@ -158,10 +176,16 @@ def sample(
             rtol=check_positive("rtol", 1e-2 if rtol is None else rtol),
             atol=check_positive("atol", 1e-2 if atol is None else atol),
             dt=None if dt is None else check_positive("dt", dt),
+            max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
             **common,
         )
     else:
         adaptive = check_bool("adaptive", False if adaptive is None else adaptive)
+        if max_steps is not None and not adaptive:
+            raise ValueError(
+                f"max_steps bounds adaptive stepping; with method {method!r} it needs "
+                f"adaptive=True, got max_steps={max_steps!r} with adaptive=False"
+            )
         dt = (sde.T - eps) / steps if dt is None else check_positive("dt", dt)
         out_ts = ts if trajectory else ts[[0, -1]]
         x = sample_torchsde(
@@ -174,8 +198,11 @@ def sample(
             adaptive=adaptive,
             rtol=check_positive("rtol", 1e-5 if rtol is None else rtol),
             atol=check_positive("atol", 1e-4 if atol is None else atol),
+            max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
             **common,
         )
     if denoise:
         x = tweedie(sde, score, x, ts[-1])
-    return finish(x, score, record, return_info=return_info)
+    return finish(
+        x, score, record, return_info=return_info, method=f"ReverseSDE.sample(method={method!r})"
+    )

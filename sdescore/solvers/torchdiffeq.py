@@ -18,7 +18,8 @@ import torch
 import torchdiffeq
 from torchdiffeq._impl.odeint import SOLVERS as _SOLVERS
 
-from .._checks import check_callable, check_real, check_state
+from .._checks import check_callable, check_int, check_real, check_state
+from ._common import DEFAULT_MAX_STEPS, FiniteWatch, MaxStepsError, NonFiniteError
 
 __all__ = ["ADAPTIVE_RK_METHODS", "ODESolution", "STEP_CONTROLS", "odeint_drift"]
 
@@ -80,6 +81,7 @@ class _Vector:
         self.aux_shape = aux_shape
         self.lo, self.hi = lo, hi
         self.nfe = 0
+        self.watch = FiniteWatch("drift(x, t)")
 
     def __call__(self, t: torch.Tensor, y):
         self.nfe += 1
@@ -90,6 +92,7 @@ class _Vector:
         out = self.drift(x, tb)
         if self.aux_shape is None:
             _check_out(out, self.x_shape, "drift(x, t)")
+            self.watch(x, tb, out)
             return out
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError(
@@ -98,6 +101,7 @@ class _Vector:
             )
         _check_out(out[0], self.x_shape, "drift(x, t)[0]")
         _check_out(out[1], self.aux_shape, "drift(x, t)[1]")
+        self.watch(x, tb, out)
         return out
 
 
@@ -147,6 +151,7 @@ def odeint_drift(
     step_control: str = "x",
     save_at: Sequence[float] | torch.Tensor | None = None,
     options: dict | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
 ) -> ODESolution:
     r"""Integrate $dx/dt = v(x, t)$ from `t0` to `t1` with torchdiffeq.
 
@@ -179,6 +184,13 @@ def odeint_drift(
     method the time handed to `drift` is clamped to the interval. `step_control` only matters for
     adaptive methods.
 
+    **Failures are never silent.** Adaptive methods stop after `max_steps` steps (per interval
+    between output times) with a `MaxStepsError`; a NaN/Inf from `drift`, in the state or in the
+    result raises a `NonFiniteError` naming the first evaluation that saw it (the checks are
+    lazy device probes read once, after the solve or on failure). Adaptive methods need a
+    float32 or float64 state: float16/bfloat16 cannot resolve usual tolerances and their error
+    estimates overflow (a `TypeError` says so).
+
     Args:
         drift: callable `drift(x, t) -> (B, *D)`, or `-> ((B, *D), aux-shaped)` with `aux0`.
             It is called in the caller's autograd mode (wrap the call in `torch.no_grad()` when
@@ -195,19 +207,23 @@ def odeint_drift(
         step_control: `"x"`, `"x_per_example"` or `"all"`, see above.
         save_at: optional times strictly between `t0` and `t1`, in the direction of integration,
             at which the states are also returned (dense output, no extra steps).
-        options: extra torchdiffeq options, passed through (e.g. `max_num_steps`, `first_step`,
-            `step_size`, `step_t`; a `step_t` given here is merged with `t1`).
+        options: extra torchdiffeq options, passed through (e.g. `first_step`, `step_size`,
+            `step_t`; a `step_t` given here is merged with `t1`; a `max_num_steps` given here
+            overrides `max_steps`).
+        max_steps: the most steps an adaptive method may take (default 10 000).
 
     Returns:
         An `ODESolution` with the final `x`, the final `aux` (or `None`), the number of `drift`
         evaluations `nfe` and, with `save_at`, the path `times`, `xs`, `auxs`.
 
     Raises:
-        TypeError, ValueError: on a bad argument (each message names it), or when `drift`
-            returns the wrong type or shape.
-        RuntimeError: when the adaptive solver's step size underflows or it exceeds
-            `max_num_steps` (typically a velocity that blows up: raise the end time `eps`, loosen
-            the tolerances, or check the score for NaN).
+        TypeError, ValueError: on a bad argument (each message names it), when `drift`
+            returns the wrong type or shape, or for a float16/bfloat16 state with an adaptive
+            method.
+        NonFiniteError: `drift`, the state or the result became NaN/Inf (a `FloatingPointError`).
+        MaxStepsError: an adaptive method exceeded `max_steps` (a `RuntimeError`).
+        RuntimeError: when the adaptive solver's step size underflows (typically a velocity that
+            blows up: raise the end time `eps`, loosen the tolerances).
 
     Example:
         >>> pf = sde.probability_flow(score_fn)
@@ -230,7 +246,16 @@ def odeint_drift(
         raise ValueError(f"step_control must be one of {STEP_CONTROLS}, got {step_control!r}")
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+    max_steps = check_int("max_steps", max_steps)
     opts = dict(options or {})
+    if method in ADAPTIVE_RK_METHODS:
+        if x0.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"adaptive method {method!r} needs a float32 or float64 state, got {x0.dtype}: "
+                "its error estimate cannot resolve rtol/atol and overflows in half precision. "
+                "Cast the state (and model) to float32, or use a fixed-step method."
+            )
+        opts.setdefault("max_num_steps", max_steps)
     if aux0 is not None:
         if not isinstance(aux0, torch.Tensor):
             raise TypeError(f"aux0 must be a torch.Tensor or None, got {type(aux0).__name__}")
@@ -254,15 +279,32 @@ def odeint_drift(
 
     func = _Vector(drift, x0.shape, None if aux0 is None else aux0.shape, min(t0, t1), max(t0, t1))
     y0 = x0 if aux0 is None else (x0, aux0)
+    where = f"odeint_drift ({method}, t0={t0}, t1={t1})"
     try:
         ys = torchdiffeq.odeint(func, y0, grid, rtol=rtol, atol=atol, method=method, options=opts)
-    except AssertionError as err:  # torchdiffeq reports solver failure by assert
+    except Exception as err:
+        # A NaN drift or state first shows up elsewhere (a NaN time fails the SDE's range check,
+        # a NaN error ratio "underflows"): report the NaN itself when there was one.
+        if func.watch.first_bad() is not None:
+            raise NonFiniteError(func.watch.explain(where, x0.dtype)) from err
+        if not isinstance(err, AssertionError):  # torchdiffeq reports solver failure by assert
+            raise
+        if "max_num_steps" in str(err):
+            raise MaxStepsError(
+                f"{where}: max steps exceeded, loosen rtol/atol or raise max_steps "
+                f"(max_steps={opts['max_num_steps']}, rtol={rtol}, atol={atol}, {func.nfe} "
+                f"evaluations; a {x0.dtype} state resolves relative errors down to about "
+                f"{torch.finfo(x0.dtype).eps:.1e})"
+            ) from err
         raise RuntimeError(
-            f"torchdiffeq ({method}) failed between t0={t0} and t1={t1} after {func.nfe} "
-            f"evaluations: {err}. A velocity that blows up near the end time is the usual cause: "
-            "integrate to a larger eps, loosen rtol/atol, or check drift(x, t) for NaN/Inf."
+            f"{where} failed after {func.nfe} evaluations: {err}. A velocity that blows up "
+            "near the end time is the usual cause: integrate to a larger eps, or loosen "
+            f"rtol/atol (a {x0.dtype} state resolves about {torch.finfo(x0.dtype).eps:.1e})."
         ) from err
     xs, auxs = (ys, None) if aux0 is None else ys
+    last = xs[-1] if auxs is None else torch.cat([xs[-1].reshape(-1), auxs[-1].reshape(-1)])
+    if not bool(torch.isfinite(last).all()):  # the one sync of the check, after the solve
+        raise NonFiniteError(func.watch.explain(where, x0.dtype))
     path = save_at is not None
     return ODESolution(
         x=xs[-1],

@@ -11,6 +11,7 @@ import torch
 
 from .._shapes import append_dims
 from ..sdes.base import SDE
+from ._common import NonFiniteError
 from .torchdiffeq import odeint_drift
 
 __all__ = ["ODE_ADAPTIVE", "ODE_FIXED", "solve_torchdiffeq"]
@@ -52,6 +53,7 @@ def solve_torchdiffeq(
     steps: int | None,
     rtol: float,
     atol: float,
+    max_steps: int,
     record,
 ) -> torch.Tensor:
     """Integrate the PF ODE from `t0` to `t1`; `x: (B, *D)` at `t0`.
@@ -59,23 +61,31 @@ def solve_torchdiffeq(
     Fixed-step methods (`ODE_FIXED`) take `steps` equal steps; adaptive ones (`ODE_ADAPTIVE`)
     use `rtol`/`atol`. With a trajectory requested, states are saved at the fixed-step grid, or
     at 101 evenly spaced times for adaptive methods (dense output, no extra score calls).
+    Adaptive methods stop after `max_steps` steps (`MaxStepsError`); a NaN/Inf raises
+    `NonFiniteError` naming the first score call that returned it, if the score did.
     """
     n = steps if steps is not None else _TRAJECTORY_POINTS - 1
     save_at = None
     if record.enabled:
         save_at = torch.linspace(t0, t1, n + 1, dtype=torch.float64)[1:-1]
     options = None if steps is None else {"grid_constructor": _UniformGrid(steps)}
-    sol = odeint_drift(
-        _Velocity(sde, score),
-        x,
-        t0,
-        t1,
-        method=method,
-        rtol=rtol,
-        atol=atol,
-        save_at=save_at,
-        options=options,
-    )
+    try:
+        sol = odeint_drift(
+            _Velocity(sde, score),
+            x,
+            t0,
+            t1,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            save_at=save_at,
+            options=options,
+            max_steps=max_steps,
+        )
+    except NonFiniteError as err:
+        if score.watch.first_bad() is None:  # not the score's doing: keep the drift's account
+            raise
+        raise NonFiniteError(score.watch.explain(method, x.dtype)) from err
     if sol.xs is not None:
         for t, xt in zip(sol.times, sol.xs, strict=True):
             record(t, xt)

@@ -17,6 +17,7 @@ import torchsde
 
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
+from ._common import MaxStepsError, NonFiniteError, grid_dtype
 
 __all__ = ["TORCHSDE_METHODS", "sample_torchsde"]
 
@@ -24,6 +25,17 @@ _ITO = ("euler", "milstein", "srk")
 _STRATONOVICH = ("midpoint", "heun", "euler_heun", "log_ode")
 TORCHSDE_METHODS = _ITO + _STRATONOVICH
 _LEVY_AREA = {"srk": "space-time", "log_ode": "foster"}
+# Drift evaluations per step (measured with torchsde 0.2.6, additive noise); an adaptive step
+# solves three times (one full step and two half steps) to estimate its error.
+_CALLS_PER_STEP = {
+    "euler": 1,
+    "milstein": 1,
+    "srk": 3,
+    "midpoint": 2,
+    "heun": 2,
+    "euler_heun": 1,
+    "log_ode": 2,
+}
 
 
 class _FlippedReverseSDE(torch.nn.Module):
@@ -34,15 +46,19 @@ class _FlippedReverseSDE(torch.nn.Module):
 
     noise_type = "additive"
 
-    def __init__(self, sde: SDE, score, T: float, shape: tuple[int, ...], sde_type: str):
+    def __init__(
+        self, sde: SDE, score, T: float, shape: tuple[int, ...], sde_type: str, max_calls=None
+    ):
         super().__init__()
         self.forward_sde, self.score, self.T, self.shape = sde, score, T, shape
         self.sde_type = sde_type
         self.linear = isinstance(sde, GaussianSDE)
+        self.calls, self.max_calls = 0, max_calls
 
     def _t(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # 0-d forward time, clamped: an adaptive step may probe marginally past the end time.
-        return (self.T - u).clamp(0.0, self.T).to(y.dtype)
+        # At least float32 (the coefficients g, f are computed from it), whatever y's dtype.
+        return (self.T - u).clamp(0.0, self.T).to(grid_dtype(y))
 
     def _g(self, t: torch.Tensor) -> torch.Tensor:
         # The time is already valid here (clamped to [0, T]); a GaussianSDE's `_g` skips the
@@ -50,9 +66,12 @@ class _FlippedReverseSDE(torch.nn.Module):
         return self.forward_sde._g(t) if self.linear else self.forward_sde.diffusion(t)
 
     def f(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.max_calls is not None and self.calls > self.max_calls:
+            raise MaxStepsError(f"more than {self.max_calls} drift evaluations")
         t = self._t(u, y)
         x = y.reshape(self.shape)
-        tb = t.expand(x.shape[0])
+        tb = t.to(x.dtype).expand(x.shape[0])
         s = self.score(x, tb)
         if self.linear:  # f(t) x: one scalar coefficient instead of a validated drift call
             return (self._g(t).square() * s - self.forward_sde._f(t) * x).reshape(y.shape)
@@ -73,6 +92,7 @@ def sample_torchsde(
     adaptive: bool,
     rtol: float,
     atol: float,
+    max_steps: int,
     generator,
     record,
 ) -> torch.Tensor:
@@ -88,11 +108,28 @@ def sample_torchsde(
         adaptive: torchsde's adaptive step-size control.
         rtol: its relative tolerance.
         atol: its absolute tolerance.
+        max_steps: with `adaptive`, the most steps; torchsde does not expose its step count, so
+            drift evaluations are bounded at `max_steps` times those of one adaptive step.
         generator: seeds the Brownian motion (one integer is drawn from it).
+
+    Raises:
+        TypeError: `adaptive` with a float16/bfloat16 state.
+        NonFiniteError: torchsde's error estimate met NaN (the message names the first score
+            call that returned NaN/Inf, if one did).
+        MaxStepsError: `adaptive` stepping exceeded `max_steps`.
     """
     T = float(sde.T)
     sde_type = "ito" if method in _ITO else "stratonovich"
-    problem = _FlippedReverseSDE(sde, score, T, tuple(x.shape), sde_type)
+    max_calls = None
+    if adaptive:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(
+                f"adaptive=True needs a float32 or float64 state, got {x.dtype}: the error "
+                "estimate cannot resolve rtol/atol in half precision. Cast to float32, or use "
+                "fixed steps (adaptive=False)."
+            )
+        max_calls = 3 * _CALLS_PER_STEP[method] * max_steps + 1  # + torchsde's contract probe
+    problem = _FlippedReverseSDE(sde, score, T, tuple(x.shape), sde_type, max_calls)
     y0 = x.reshape(x.shape[0], -1)
     # Times in float64 whatever the state's dtype, and dt a hair above the nominal step: torchsde
     # steps `while t < t_end` with `min(t + dt, t_end)`, so accumulated rounding would otherwise
@@ -111,9 +148,19 @@ def sample_torchsde(
         dt=dt,
         levy_area_approximation=_LEVY_AREA.get(method, "none"),
     )
-    ys = torchsde.sdeint(
-        problem, y0, us, bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol
-    )
+    try:
+        ys = torchsde.sdeint(
+            problem, y0, us, bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol
+        )
+    except MaxStepsError as err:
+        raise MaxStepsError(
+            f"torchsde {method!r} (adaptive): max steps exceeded, loosen rtol/atol or raise "
+            f"max_steps (max_steps={max_steps}: {err}; rtol={rtol}, atol={atol})"
+        ) from err
+    except AssertionError as err:  # torchsde: "Found nans in the error estimate"
+        if score.watch.first_bad() is None:
+            raise
+        raise NonFiniteError(score.watch.explain(method, x.dtype)) from err
     for t, y in zip(ts, ys, strict=True):
         record(t, y.reshape(x.shape))
     return ys[-1].reshape(x.shape)
