@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import losses, metrics, models, solvers, toy
+from . import interop, losses, metrics, models, solvers, toy
 from .dequantization import bits_per_dim, dequantize, quantize
 from .elbo import ELBOResult, elbo
 from .ema import EMA
@@ -18,7 +18,7 @@ from .models import (
     save_model,
 )
 from .reverse import ProbabilityFlowODE, ReverseSDE
-from .sdes import SDE, VESDE, VPSDE, GaussianSDE, LinearSDE, SubVPSDE
+from .sdes import SDE, VESDE, VPSDE, DiscreteVPSDE, GaussianSDE, LinearSDE, SubVPSDE
 from .solvers import SampleResult
 from .training import Trainer, TrainResult, train
 
@@ -29,6 +29,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "SDE",
+    "DiscreteVPSDE",
     "ELBOResult",
     "VESDE",
     "VPSDE",
@@ -49,6 +50,7 @@ __all__ = [
     "metrics",
     "likelihood",
     "toy",
+    "interop",
     "EMA",
     "GaussianFourierFeatures",
     "MLPScoreNet",
