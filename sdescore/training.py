@@ -381,10 +381,10 @@ class Trainer:
                 f"resume needs the same dtype: model.to(torch.{saved_dtype})"
             )
         if (state["ema"] is None) != (self.ema is None):
-            kept = "keeps" if state["ema"] is not None else "does not keep"
+            saved = "no EMA" if state["ema"] is None else f"an EMA (decay {state['ema']['decay']})"
             raise ValueError(
-                f"the checkpoint {kept} an EMA but this trainer {'does not' if kept[0] == 'k' else 'does'}; "
-                "build the Trainer with the saved ema_decay"
+                f"the checkpoint has {saved} but this trainer has "
+                f"{'none' if self.ema is None else 'one'}; build it with the saved ema_decay"
             )
         if self.ema is not None:
             self.ema.check_state_dict(state["ema"])

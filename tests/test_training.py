@@ -159,7 +159,9 @@ def _other_depth():
 
 def _eps_model():
     torch.manual_seed(0)
-    return ScoreModel(MLPScoreNet(2, hidden=32, depth=2), sdescore.VPSDE(), "eps").fit_baseline(DATA)
+    return ScoreModel(MLPScoreNet(2, hidden=32, depth=2), sdescore.VPSDE(), "eps").fit_baseline(
+        DATA
+    )
 
 
 @pytest.mark.parametrize(
@@ -267,7 +269,10 @@ def test_ema_pairs_by_name_and_refuses_another_structure():
     for k, v in ema.model.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=0, atol=1e-7)
     before = {k: v.clone() for k, v in ema.model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"structure of the EMA's copy \(parameters differ: \['c.bias', 'c.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"structure of the EMA's copy \(parameters differ: \['c.bias', 'c.weight'\]",
+    ):
         wrong = _Pair(True)
         wrong.c = torch.nn.Linear(1, 1)
         ema.update(wrong)

@@ -194,3 +194,10 @@ def test_failed_save_leaves_no_temporary_and_keeps_the_old_file(tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
     x = torch.randn(4, 2)
     assert torch.equal(load_model(path)(x, 0.3), model(x, 0.3))
+
+
+def test_temporaries_of_killed_saves_are_removed(tmp_path):
+    path = tmp_path / "m.pt"
+    (tmp_path / "m.pt.tmp999999999").write_bytes(b"half a file")  # its writer was killed
+    save_model(_mlp_model(sdescore.VPSDE()), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
