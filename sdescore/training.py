@@ -14,7 +14,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ._checks import check_callable, check_int, check_real
+from ._checks import check_callable, check_int, check_real, check_state
 from .dequantization import check_bins, dequantize, to_levels
 from .ema import EMA
 from .losses import dsm_loss
@@ -132,7 +132,7 @@ class Trainer:
         params = list(model.parameters())
         if not params:
             raise ValueError("model has no trainable parameters (is net an nn.Module?)")
-        check_callable("loss", loss)
+        check_callable("loss", loss, example="sdescore.losses.ddpm_loss")
         if callback is not None:
             check_callable("callback", callback)
         if loss_kwargs is not None and not isinstance(loss_kwargs, dict):
@@ -142,7 +142,7 @@ class Trainer:
             self.bins, self.data_range = check_bins(dequantize, data_range)
         if isinstance(data, torch.Tensor):
             if data.ndim < 1 or data.shape[0] < 1:
-                raise ValueError(f"data must be a tensor (N, *D), got shape {tuple(data.shape)}")
+                check_state(data, "data")  # the library-wide message for a missing batch
             if self.bins is not None:
                 to_levels(data, self.bins, None)  # checks the levels once, not per batch
             elif not data.is_floating_point():

@@ -56,12 +56,7 @@ ENTRY_POINTS = {
     "likelihood": lambda: sdescore.likelihood(SCORE, EMPTY, sde=SDE),
     "elbo": lambda: sdescore.elbo(SCORE, EMPTY, sde=SDE, samples=2),
 }
-# training.py validates `data` with its own inline check (ValueError "data must be a floating
-# tensor ..."): refused, but not with the shared message, until it calls check_state.
-ENTRY_POINTS["train"] = pytest.param(
-    lambda: sdescore.train(_model(), EMPTY, steps=1, batch_size=2),
-    marks=pytest.mark.xfail(strict=True, reason="training.py: use check_state(data, 'data')"),
-)
+ENTRY_POINTS["train"] = lambda: sdescore.train(_model(), EMPTY, steps=1, batch_size=2)
 
 
 @pytest.mark.parametrize("call", list(ENTRY_POINTS.values()), ids=list(ENTRY_POINTS))
