@@ -40,6 +40,9 @@ class _ScoreDriven:
         check_state(x)
         t = as_time(t, x, self.T)
         f, g = self.sde.sde(x, t)
+        # The drift of a user SDE is checked as the score is: a (B, 1) drift for a (B, 2)
+        # state would otherwise broadcast silently.
+        f = check_output_shape(f, x, f"{type(self.sde).__name__}.drift(x, t)")
         s = check_output_shape(self.score_fn(x, t), x, "score_fn(x, t)")
         return f - weight * append_dims(g.square(), x.ndim) * s
 

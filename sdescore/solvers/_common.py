@@ -25,12 +25,14 @@ __all__ = [
     "Recorder",
     "SampleResult",
     "check_finite",
+    "checked_drift",
     "finish",
     "grid_dtype",
     "noise_like",
     "progress_bar",
     "time_grid",
     "tweedie",
+    "working_state",
 ]
 
 DEFAULT_MAX_STEPS = 10_000
@@ -61,7 +63,7 @@ def _time_probe(t: torch.Tensor) -> torch.Tensor:
         return t
     if t.numel() == 1 or t.stride(0) == 0:  # one time broadcast to the batch: a view, no kernel
         return t[0]
-    return t.amax()  # per-example times (gotta_go_fast): the batch's latest
+    return t.amin()  # per-example times (gotta_go_fast): the batch's earliest
 
 
 class FiniteWatch:
@@ -157,17 +159,25 @@ class CountedScore:
     lazy finiteness probes of every input and output for the error message should the solve fail.
     With a tqdm bar, each call advances it by one, so progress is measured in score evaluations
     for every method.
+
+    With `io_dtype` (a float16/bfloat16 caller, see `working_state`) the solver works in float32
+    and the score is called, and answers, in `io_dtype`.
     """
 
-    def __init__(self, score_fn, *, progress=None):
+    def __init__(self, score_fn, *, progress=None, io_dtype: torch.dtype | None = None):
         self.score_fn = score_fn
         self.nfe = 0
         self.progress = progress
+        self.io_dtype = io_dtype
         self.watch = FiniteWatch("score_fn(x, t)")
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        work = x.dtype
+        if self.io_dtype is not None:
+            x, t = x.to(self.io_dtype), t.to(self.io_dtype)
         out = check_output_shape(self.score_fn(x, t), x, "score_fn(x, t)")
         self.watch(x, t, out)
+        out = out.to(work)
         self.nfe += 1
         if self.progress is not None:
             self.progress.update(1)
@@ -191,6 +201,25 @@ class Recorder:
         if not self.enabled or not self.states:
             return None, None
         return torch.stack(self.states), torch.stack(self.times)
+
+
+def working_state(x: torch.Tensor) -> tuple[torch.Tensor, torch.dtype | None]:
+    """The state a solver works on, and the caller's dtype when it differs (else `None`).
+
+    A float16/bfloat16 state is integrated in float32 (mixed precision): in bfloat16 (8
+    significant bits) the many small increments of a 1000-step sampler round away (measured:
+    Euler-Maruyama on N(0.7, 0.4^2), mean 0.650, std 0.391). The score is still called in the
+    caller's dtype, and the result is returned in it.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.to(torch.float32), x.dtype
+    return x, None
+
+
+def checked_drift(sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`sde.drift(x, t)`, checked to be shaped like `x` exactly as the score is (metadata only:
+    a user SDE's `(B, 1)` drift for a `(B, 2)` state would otherwise broadcast silently)."""
+    return check_output_shape(sde.drift(x, t), x, f"{type(sde).__name__}.drift(x, t)")
 
 
 def grid_dtype(like: torch.Tensor) -> torch.dtype:
@@ -272,8 +301,12 @@ def finish(
     """
     if score.progress is not None:
         score.progress.close()
+    if score.io_dtype is not None:  # back to the caller's float16/bfloat16
+        x = x.to(score.io_dtype)
     check_finite(x, score.watch, method)
     if not return_info:
         return x
     trajectory, times = record.stacked()
+    if trajectory is not None:
+        trajectory = trajectory.to(x.dtype)
     return SampleResult(samples=x, nfe=score.nfe, trajectory=trajectory, times=times)

@@ -16,7 +16,7 @@ import torch
 
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
-from ._common import noise_like
+from ._common import checked_drift, noise_like
 
 __all__ = [
     "PREDICTORS",
@@ -114,7 +114,7 @@ class Predictor:
             t = t.to(x.dtype)
         s = self.score(x, t)
         if self.a is None:  # Euler-Maruyama on an SDE without a closed-form kernel
-            out = x - self.h[i] * self.sde.drift(x, t)
+            out = x - self.h[i] * checked_drift(self.sde, x, t)
         else:
             out = x * self.a[i]
         return out.add_(s, alpha=self.b[i]).add_(z, alpha=self.c[i])

@@ -10,7 +10,15 @@ import torch
 
 from .._checks import check_bool, check_choice, check_end_time, check_int, check_state
 from ..sdes.gaussian import GaussianSDE
-from ._common import DEFAULT_MAX_STEPS, CountedScore, Recorder, finish, progress_bar, tweedie
+from ._common import (
+    DEFAULT_MAX_STEPS,
+    CountedScore,
+    Recorder,
+    finish,
+    progress_bar,
+    tweedie,
+    working_state,
+)
 from .dpm_solver import (
     DEFAULT_SCHEDULE,
     PREDICTIONS,
@@ -259,6 +267,7 @@ def _solve(
     check_unused(method, given, _OPTIONS[method])
     check_flags(progress, return_info, trajectory, denoise)
     record = Recorder(trajectory)
+    x, io_dtype = working_state(x)
     if method == "dpm_solver":
         if not isinstance(sde, GaussianSDE):
             raise TypeError(
@@ -276,7 +285,9 @@ def _solve(
             if check_bool("multistep", False if multistep is None else multistep)
             else dpm_solver
         )
-        score = CountedScore(process.score_fn, progress=progress_bar(progress, steps, method))
+        score = CountedScore(
+            process.score_fn, progress=progress_bar(progress, steps, method), io_dtype=io_dtype
+        )
         x = solver(
             sde,
             score,
@@ -292,7 +303,9 @@ def _solve(
     else:
         fixed = method in ODE_FIXED
         steps = check_int("steps", 100 if steps is None else steps) if fixed else None
-        score = CountedScore(process.score_fn, progress=progress_bar(progress, None, method))
+        score = CountedScore(
+            process.score_fn, progress=progress_bar(progress, None, method), io_dtype=io_dtype
+        )
         x = solve_torchdiffeq(
             sde,
             score,

@@ -17,6 +17,7 @@ from ._common import (
     progress_bar,
     time_grid,
     tweedie,
+    working_state,
 )
 from .adaptive import sample_gotta_go_fast
 from .langevin import annealing_levels, sample_annealed_langevin, sample_pc
@@ -140,6 +141,7 @@ def sample(
     eps = check_end_time(eps, sde.T)
     steps = check_int("steps", 1000 if steps is None else steps)
     x = resolve_start(sde, shape, x_T, generator=generator, device=device, dtype=dtype)
+    x, io_dtype = working_state(x)
     ts = time_grid(sde.T, eps, steps, x)
     record = Recorder(trajectory)
     corrector_steps = check_int(
@@ -147,7 +149,9 @@ def sample(
     )
     total = {"pc": steps * (1 + corrector_steps), "annealed_langevin": steps * corrector_steps}
     total = total.get(method, steps if method in PREDICTORS else None)
-    score = CountedScore(process.score_fn, progress=progress_bar(progress, total, method))
+    score = CountedScore(
+        process.score_fn, progress=progress_bar(progress, total, method), io_dtype=io_dtype
+    )
     common = dict(generator=generator, record=record)
     if method in PREDICTORS:
         x = sample_predictor(sde, score, x, ts, predictor=method, **common)

@@ -11,7 +11,7 @@ import torch
 
 from .._shapes import append_dims
 from ..sdes.base import SDE
-from ._common import NonFiniteError
+from ._common import NonFiniteError, checked_drift
 from .torchdiffeq import odeint_drift
 
 __all__ = ["ODE_ADAPTIVE", "ODE_FIXED", "solve_torchdiffeq"]
@@ -29,7 +29,7 @@ class _Velocity:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         g2 = append_dims(self.sde.diffusion(t).square(), x.ndim)
-        return self.sde.drift(x, t) - 0.5 * g2 * self.score(x, t)
+        return checked_drift(self.sde, x, t) - 0.5 * g2 * self.score(x, t)
 
 
 class _UniformGrid:

@@ -17,7 +17,7 @@ import torchsde
 
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
-from ._common import MaxStepsError, NonFiniteError, grid_dtype
+from ._common import MaxStepsError, NonFiniteError, checked_drift, grid_dtype
 
 __all__ = ["TORCHSDE_METHODS", "sample_torchsde"]
 
@@ -75,7 +75,7 @@ class _FlippedReverseSDE(torch.nn.Module):
         s = self.score(x, tb)
         if self.linear:  # f(t) x: one scalar coefficient instead of a validated drift call
             return (self._g(t).square() * s - self.forward_sde._f(t) * x).reshape(y.shape)
-        return (self._g(t).square() * s - self.forward_sde.drift(x, tb)).reshape(y.shape)
+        return (self._g(t).square() * s - checked_drift(self.forward_sde, x, tb)).reshape(y.shape)
 
     def g_prod(self, u: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self._g(self._t(u, y)) * v
