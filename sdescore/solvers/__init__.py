@@ -4,8 +4,8 @@ Users reach them through `ReverseSDE.sample` and `ProbabilityFlowODE.sample/enco
 `SDE_METHODS` and `ODE_METHODS` list the method names those accept.
 """
 
-from ._common import SampleResult
+from ._common import MaxStepsError, NonFiniteError, SampleResult
 from .sample_ode import ODE_METHODS
 from .sample_sde import SDE_METHODS
 
-__all__ = ["ODE_METHODS", "SDE_METHODS", "SampleResult"]
+__all__ = ["ODE_METHODS", "SDE_METHODS", "MaxStepsError", "NonFiniteError", "SampleResult"]
