@@ -2,14 +2,26 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import interop, losses, metrics, models, solvers, toy
+from . import distributed, interop, losses, metrics, models, solvers, toy
 from .dequantization import bits_per_dim, dequantize, quantize
 from .elbo import ELBOResult, elbo
 from .ema import EMA
+from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 from .likelihood import LikelihoodResult, likelihood
-from .losses import ddpm_loss, dsm_loss, ism_loss, ncsn_loss, ssm_loss
+from .losses import (
+    classifier_loss,
+    ddpm_loss,
+    dsm_loss,
+    ism_loss,
+    label_dropout_loss,
+    ncsn_loss,
+    ssm_loss,
+    train_classifier,
+)
 from .metrics import evaluate
 from .models import (
+    ConditionalMLPScoreNet,
+    ConditionalScoreModel,
     GaussianFourierFeatures,
     MLPScoreNet,
     ScoreModel,
@@ -28,6 +40,10 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
+    "ConditionalMLPScoreNet",
+    "ConditionalScoreModel",
     "SDE",
     "DiscreteVPSDE",
     "ELBOResult",
@@ -51,13 +67,17 @@ __all__ = [
     "likelihood",
     "toy",
     "interop",
+    "distributed",
     "EMA",
     "GaussianFourierFeatures",
     "MLPScoreNet",
     "TrainResult",
     "Trainer",
     "UNet",
+    "classifier_loss",
     "ddpm_loss",
+    "label_dropout_loss",
+    "train_classifier",
     "dsm_loss",
     "ism_loss",
     "load_model",

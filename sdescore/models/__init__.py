@@ -1,12 +1,16 @@
 """Score models: `ScoreModel` (network + SDE + parameterization), time embeddings, networks."""
 
 from .checkpoint import load_model, save_model
+from .conditional import ConditionalMLPScoreNet, ConditionalScoreModel, LabeledScore
 from .embeddings import GaussianFourierFeatures
 from .mlp import MLPScoreNet
 from .score_model import PARAMETERIZATIONS, ScoreModel
 from .unet import UNet
 
 __all__ = [
+    "ConditionalMLPScoreNet",
+    "ConditionalScoreModel",
+    "LabeledScore",
     "PARAMETERIZATIONS",
     "GaussianFourierFeatures",
     "MLPScoreNet",

@@ -188,10 +188,13 @@ class ScoreModel(nn.Module):
         """
         check_state(x)
         self._check_dtype(x)
-        t = as_time(t, x, self.sde.T)
+        return self._score(x, as_time(t, x, self.sde.T))
+
+    def _score(self, x: torch.Tensor, t: torch.Tensor, extra: tuple = ()) -> torch.Tensor:
+        # `extra` are further network inputs after (x, t), e.g. the label of a conditional model.
         if self.parameterization == "energy":
-            return self._energy_score(x, t)
-        out = self.net(x, t)
+            return self._energy_score(x, t, extra)
+        out = self.net(x, t, *extra)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
@@ -243,8 +246,8 @@ class ScoreModel(nn.Module):
         self._check_dtype(x)
         return self._energy(x, as_time(t, x, self.sde.T))
 
-    def _energy(self, x, t):
-        e = self.net(x, t)
+    def _energy(self, x, t, extra: tuple = ()):
+        e = self.net(x, t, *extra)
         if not isinstance(e, torch.Tensor) or e.numel() != x.shape[0]:
             got = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
             raise ValueError(
@@ -257,13 +260,13 @@ class ScoreModel(nn.Module):
             e = e + 0.5 * (r.square() / v).reshape(x.shape[0], -1).sum(1)
         return e
 
-    def _energy_score(self, x, t):
+    def _energy_score(self, x, t, extra: tuple = ()):
         # Keep the graph when the caller differentiates (training, exact divergence); detach
         # otherwise. Never flip requires_grad on the caller's tensor.
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             xg = x if (x.requires_grad and create_graph) else x.detach().requires_grad_(True)
-            e = self._energy(xg, t)
+            e = self._energy(xg, t, extra)
             (grad,) = torch.autograd.grad(e.sum(), xg, create_graph=create_graph)
         return -grad
 

@@ -3,6 +3,7 @@
 Every dataset is an object with `.sample(n, *, generator=None, device=None, dtype=None)`.
 """
 
+from .classifier import ExactConditionalScore, MixtureClassifier, mixture_component
 from .datasets import (
     TOY_DATASETS,
     Checkerboard,
@@ -26,7 +27,10 @@ __all__ = [
     "SwissRoll",
     "ToyDataset",
     "TwoMoons",
+    "ExactConditionalScore",
     "ExactScore",
+    "MixtureClassifier",
+    "mixture_component",
     "GaussianMixture",
     "checkerboard",
     "eight_gaussians",
