@@ -143,11 +143,11 @@ def divergence_exact(
         v = check_output_shape(fn(xg, t), x, "fn(x, t)")
         for start in range(0, d, chunk):
             n = min(chunk, d - start)
-            rows = torch.arange(n, device=x.device)
-            # basis[j, b] = e_{start + j}, the same basis vector for every example.
-            basis = torch.zeros(n, b, d, dtype=x.dtype, device=x.device)
-            basis[rows, :, start + rows] = 1
+            # basis[j, b] = e_{start + j}, the same basis vector for every example; built from
+            # an identity block, not by index assignment (tensor indices sync with the device).
+            eye = torch.eye(n, d, dtype=x.dtype, device=x.device).roll(start, dims=1)
+            basis = eye[:, None, :].expand(n, b, d)
             vjps = _vjps(v, xg, basis.reshape(n, *x.shape), create_graph).reshape(n, b, d)
             # The j-th product's (start + j)-th coordinate is the diagonal entry J_ii.
-            div = div + vjps[rows, :, start + rows].sum(0)
+            div = div + vjps[:, :, start : start + n].diagonal(dim1=0, dim2=2).sum(-1)
     return (v if create_graph else v.detach()), div

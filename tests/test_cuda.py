@@ -1,14 +1,18 @@
 """CUDA: results match the CPU and the solver loops never synchronise with the host (issue 15).
 
 Skipped without CUDA. Run on a GPU machine with `python -m pytest -q -m cuda`.
-The sync checks count host synchronisations with `torch.cuda.set_sync_debug_mode("warn")`:
-the count must not grow with the number of steps (a sync inside a loop would add one per step;
-the one final finiteness check after a solve, and the adaptive solvers' termination tests, are the
-allowed ones).
+The sync checks count host synchronisations with `torch.cuda.set_sync_debug_mode("warn")`, by
+source line: sdescore's own count must not grow with the number of steps (a sync inside a loop
+would add one per step; the one final finiteness check after a solve is allowed). The third-party
+loops sync on their own, and that is documented rather than hidden: torchdiffeq's fixed-grid and
+adaptive loops compare times on the host once per step, and torchsde's solvers and Brownian
+interval several times per step. For sync-free GPU sampling use `dpm_solver` or the native
+samplers.
 """
 
 from __future__ import annotations
 
+import collections
 import warnings
 
 import pytest
@@ -16,6 +20,7 @@ import torch
 
 import sdescore
 from sdescore.solvers import ODE_METHODS, SDE_METHODS
+from sdescore.solvers.torchsde import TORCHSDE_METHODS
 
 pytestmark = [
     pytest.mark.cuda,
@@ -26,7 +31,8 @@ F64 = torch.float64
 SDE = sdescore.VPSDE(0.1, 20.0)
 DATA = sdescore.toy.eight_gaussians()
 FIXED_ODE = [m for m in ODE_METHODS if m in ("dpm_solver", "euler", "midpoint", "heun2", "rk4")]
-NATIVE_SDE = [m for m in SDE_METHODS if not m.startswith("torchsde") and m != "gotta_go_fast"]
+TORCHSDE = set(TORCHSDE_METHODS)
+FIXED_SDE = [m for m in SDE_METHODS if m != "gotta_go_fast"]
 
 
 def _sample(process, method, device, steps, seed=0):
@@ -36,7 +42,25 @@ def _sample(process, method, device, steps, seed=0):
     )
 
 
-def _count_syncs(fn) -> int:
+class Syncs(collections.Counter):
+    """Host synchronisations by source line; compares equal on the total count only."""
+
+    def total(self) -> int:
+        return sum(self.values())
+
+    def __eq__(self, other) -> bool:
+        return self.total() == other.total()
+
+    def __repr__(self) -> str:
+        return f"{self.total()} syncs: {dict(self.most_common(6))}"
+
+    def ours(self) -> Syncs:
+        """Only the syncs made by sdescore's own code."""
+        return Syncs({k: v for k, v in self.items() if "/sdescore/" in k})
+
+
+def _count_syncs(fn) -> Syncs:
+    fn()  # warm-up: lazy CUDA initialisation and per-device caches sync once
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -45,7 +69,11 @@ def _count_syncs(fn) -> int:
             fn()
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    return Syncs(
+        f"{w.filename.split('site-packages/')[-1]}:{w.lineno}"
+        for w in caught
+        if "synchroniz" in str(w.message)
+    )
 
 
 @pytest.mark.parametrize("method", FIXED_ODE)
@@ -64,20 +92,27 @@ def test_pf_ode_loops_do_not_sync(method):
     z = SDE.prior_sampling((256, 2), device="cuda", dtype=F64)
     few = _count_syncs(lambda: flow.sample(x_T=z, method=method, steps=10))
     many = _count_syncs(lambda: flow.sample(x_T=z, method=method, steps=40))
-    assert many == few, (few, many)
+    if method == "dpm_solver":  # ours end to end: no sync grows with the steps
+        assert many == few, (few, many)
+    else:  # torchdiffeq's fixed-grid loop syncs once per step; we add none
+        assert many.ours() == few.ours(), (few, many)
 
 
-@pytest.mark.parametrize("method", NATIVE_SDE)
-def test_native_sde_samplers_run_on_cuda_without_syncs_in_the_loop(method):
+@pytest.mark.parametrize("method", FIXED_SDE)
+def test_sde_samplers_run_on_cuda_without_syncs_in_our_loops(method):
     rev = SDE.reverse(DATA.score_fn(SDE))
-    x = _sample(rev, method, "cuda", 50)
+    x = _sample(rev, method, "cuda", 50, n=4096)
     assert x.device.type == "cuda" and torch.isfinite(x).all()
-    # Same law as on the CPU (different random streams): per-coordinate means within 0.3.
-    ref = _sample(rev, method, "cpu", 50)
-    assert (x.mean(0).cpu() - ref.mean(0)).abs().max() < 0.6
+    # Same law as on the CPU (different random streams): the per-coordinate means of 4096
+    # draws have a standard error of ~0.045 each (eight Gaussians, radius 4).
+    ref = _sample(rev, method, "cpu", 50, n=4096)
+    assert (x.mean(0).cpu() - ref.mean(0)).abs().max() < 0.3
     few = _count_syncs(lambda: _sample(rev, method, "cuda", 10))
     many = _count_syncs(lambda: _sample(rev, method, "cuda", 40))
-    assert many == few, (few, many)
+    if method in TORCHSDE:  # torchsde syncs inside its own loop; we add none
+        assert many.ours() == few.ours(), (few, many)
+    else:
+        assert many == few, (few, many)
 
 
 def test_likelihood_on_cuda_matches_cpu():
@@ -95,7 +130,9 @@ def test_likelihood_fixed_grid_does_not_sync_per_step():
     kw = dict(sde=SDE, estimator="exact", method="rk4")
     few = _count_syncs(lambda: sdescore.likelihood(score, x, steps=10, **kw))
     many = _count_syncs(lambda: sdescore.likelihood(score, x, steps=40, **kw))
-    assert many == few, (few, many)
+    # The exact divergence and the augmented drift add no sync per evaluation (the basis was
+    # once built by index assignment: one sync per evaluation); torchdiffeq's loop syncs.
+    assert many.ours() == few.ours(), (few, many)
 
 
 def test_losses_and_a_training_step_on_cuda():
@@ -107,7 +144,7 @@ def test_losses_and_a_training_step_on_cuda():
     g = torch.Generator(device="cuda").manual_seed(0)
     for loss in (sdescore.dsm_loss, sdescore.ddpm_loss):
         val = loss(model, x, generator=g)
-        assert val.device.type == "cuda" and torch.isfinite(val)
+        assert val.device.type == "cuda" and torch.isfinite(val).all()
     result = sdescore.train(model, x, steps=20, batch_size=128, progress=False)
     assert next(result.model.parameters()).device.type == "cuda"
     ll = sdescore.likelihood(result.ema_model, x[:16])
