@@ -31,7 +31,7 @@ from .models import (
 )
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .sdes import SDE, VESDE, VPSDE, DiscreteVPSDE, GaussianSDE, LinearSDE, SubVPSDE
-from .solvers import SampleResult
+from .solvers import Inpainting, MaxStepsError, NonFiniteError, SampleResult
 from .training import Trainer, TrainResult, train
 
 try:
@@ -50,8 +50,11 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "GaussianSDE",
+    "Inpainting",
     "LikelihoodResult",
     "LinearSDE",
+    "MaxStepsError",
+    "NonFiniteError",
     "ProbabilityFlowODE",
     "ReverseSDE",
     "SampleResult",

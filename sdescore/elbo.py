@@ -45,6 +45,7 @@ from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_pr
 from .likelihood import ESTIMATORS, resolve_sde
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.gaussian import GaussianSDE
+from .solvers._common import NonFiniteError
 
 __all__ = ["ELBOResult", "elbo"]
 
@@ -201,7 +202,7 @@ def elbo(
     Raises:
         ValueError: NaN/Inf in `x`, an empty batch, or a bad option value.
         TypeError: a wrong argument type, or an SDE without a Gaussian kernel.
-        FloatingPointError: the score returned NaN/Inf, so the bound is not finite.
+        NonFiniteError: (a `FloatingPointError`) the score returned NaN/Inf, so the bound is not finite.
     """
     sde = resolve_sde(model, sde)
     if not isinstance(sde, GaussianSDE):
@@ -257,7 +258,7 @@ def elbo(
     nll = prior + diffusion - log_volume
     bad = ~torch.isfinite(nll)
     if bool(bad.any()):  # one host sync per call, after all network passes
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"elbo produced non-finite bounds for {int(bad.sum())} of {b} examples. Check that "
             "the score function returns finite values for t in [eps, T] (try it at t = eps) "
             "and that the model and data dtypes match"

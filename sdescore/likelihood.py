@@ -37,7 +37,8 @@ from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_pr
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.base import SDE
 from .sdes.gaussian import GaussianSDE
-from .solvers.torchdiffeq import ADAPTIVE_RK_METHODS, STEP_CONTROLS, odeint_drift
+from .solvers._common import NonFiniteError
+from .solvers.torchdiffeq import ADAPTIVE_RK_METHODS, DEFAULT_MAX_STEPS, STEP_CONTROLS, odeint_drift
 
 # torchdiffeq's fixed-grid methods: they need a step count, or they take a single step.
 FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
@@ -166,6 +167,7 @@ def likelihood(
     batch_size: int | None = None,
     step_control: str = "all",
     steps: int | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
     options: dict | None = None,
     exact_chunk: int | None = None,
 ) -> LikelihoodResult:
@@ -222,6 +224,9 @@ def likelihood(
         steps: number of steps for a fixed-grid `method` (required there, refused for adaptive
             methods). The grid is uniform in the half log-SNR $\lambda(t)$ for a `GaussianSDE`
             (fine steps near the data, where the density is sharp), uniform in $t$ otherwise.
+        max_steps: the most steps an adaptive method may take per solve (default 10 000);
+            beyond it `MaxStepsError` says so instead of running on (a stiff or broken score,
+            or tolerances too tight for the dtype).
         options: extra torchdiffeq options; for adaptive Runge-Kutta methods `ifactor`
             (the largest step growth) defaults to 4 here instead of torchdiffeq's 10.
         exact_chunk: basis vectors per batched backward call for `estimator="exact"`.
@@ -236,9 +241,10 @@ def likelihood(
         TypeError: a wrong argument type, a `model` without an SDE and no `sde=`, or data in
             half precision (float16/bfloat16: the ODE state and the log-density accumulator
             need float32 at least; run the network under `torch.autocast` instead).
-        FloatingPointError: the solve produced a non-finite log-density (a score returning
+        NonFiniteError: (a `FloatingPointError`) the solve produced a non-finite log-density (a score returning
             NaN/Inf, or one that blows up near `eps`); the message says how many examples.
-        RuntimeError: the adaptive solver failed (step size underflow, too many steps).
+        MaxStepsError: an adaptive method exceeded `max_steps` (a `RuntimeError`).
+        RuntimeError: the adaptive solver failed (step size underflow).
     """
     sde = resolve_sde(model, sde)
     check_choice("estimator", estimator, ESTIMATORS)
@@ -281,8 +287,9 @@ def likelihood(
         # benchmark problems (never cost any there); not a general guarantee.
         options.setdefault("ifactor", 4.0)
     solver_kw = dict(
-        method=method, rtol=rtol, atol=atol, step_control=step_control, options=options
-    )
+        method=method, rtol=rtol, atol=atol, step_control=step_control, options=options,
+        max_steps=check_int("max_steps", max_steps),
+    )  # fmt: skip
     src = x.detach() if levels is None else levels
     _check_combination(estimator, probes, dequantization_samples, flat_dim(src))
     if steps is not None:
@@ -419,7 +426,7 @@ def _check_finite_result(result: LikelihoodResult, method: str) -> None:
     bad = ~torch.isfinite(result.log_prob)
     if bool(bad.any()):
         n_bad = int(bad.sum())
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"likelihood ({method}) produced non-finite log-densities for {n_bad} of "
             f"{bad.numel()} examples. Check that the score function returns finite values for "
             "t in [eps, T] (try it at t = eps), that the model and data dtypes match, and that "

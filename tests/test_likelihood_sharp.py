@@ -101,3 +101,10 @@ def test_elbo_nan_score_is_reported_not_returned():
 
     with pytest.raises(FloatingPointError, match="non-finite"):
         sdescore.elbo(nan_score, x, sde=SDES["vp"], samples=4)
+
+
+def test_adaptive_likelihood_stops_at_max_steps():
+    sde, data = SDES["vp"], sharp_mixture((2,))
+    x = data.sample(4, dtype=torch.float32)
+    with pytest.raises(sdescore.MaxStepsError, match="max steps exceeded"):
+        sdescore.likelihood(data.score_fn(sde), x, sde=sde, rtol=1e-12, atol=1e-12, max_steps=20)
