@@ -12,10 +12,14 @@ import os
 import time
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ._checks import check_callable, check_int, check_real, check_state
 from .dequantization import check_bins, dequantize, to_levels
+from .distributed import env as dist_env
+from .distributed import is_distributed, process_group, rank_seed, shard
 from .ema import EMA
 from .losses import dsm_loss
 from .models.checkpoint import (
@@ -69,6 +73,19 @@ class Trainer:
     network's own random stream (dropout), optimizer, EMA and step are all in the checkpoint.
     An iterable restarts from its beginning on resume.
 
+    **Several processes (DDP).** Inside an initialised process group of W > 1 processes (launched
+    by `torchrun`; `train` creates the group itself, `Trainer` uses one the caller created with
+    `sdescore.distributed.process_group`), the model is wrapped in `DistributedDataParallel`
+    (rank 0's initial weights are broadcast). `batch_size` stays the *global* batch: every rank
+    draws the same global batch (same data generator) and trains on its contiguous share, the
+    losses weighted so that the averaged gradient is that of the global batch even for unequal
+    shares. Noise and dropout streams differ per rank (`sdescore.distributed.rank_seed`), so a
+    run is reproducible for a fixed seed and world size; with a loss that draws no noise it
+    equals the single-process run to float rounding. The EMA is kept on every rank (identical);
+    checkpoints are written by rank 0 only, after gathering every rank's random state, and the
+    ranks meet after the write (a failed write raises on every rank). Resume needs the same
+    world size. An iterable must yield the same global batches on every rank (seed its shuffle).
+
     Randomness inside the network (dropout, or a loss that ignores `generator=`) draws from
     torch's global RNG; each step runs with that RNG forked (`torch.random.fork_rng`) onto a
     stream seeded by `seed` and kept in the checkpoint (CPU, and the model's CUDA device), so
@@ -102,7 +119,9 @@ class Trainer:
         checkpoint_every: steps between checkpoints.
         callback: called as `callback(trainer)` after every step (`trainer.step`,
             `trainer.losses[-1]`); return `True` to stop early.
-        progress: show a tqdm bar with the running loss.
+        progress: show a tqdm bar with the running loss (rank 0 only).
+        distributed: train under DDP: None (default) when a process group of more than one
+            process is initialised, True to require one, False to train this process alone.
     """
 
     def __init__(
@@ -126,6 +145,7 @@ class Trainer:
         checkpoint_every: int | None = None,
         callback=None,
         progress: bool = True,
+        distributed: bool | None = None,
     ):
         if not isinstance(model, ScoreModel):
             raise TypeError(f"model must be a ScoreModel, got {type(model).__name__}")
@@ -165,6 +185,7 @@ class Trainer:
         self.checkpoint_every = None if every is None else check_int("checkpoint_every", every)
         self.callback, self.progress = callback, bool(progress)
         self.device, self.dtype = params[0].device, params[0].dtype
+        self.rank, self.world_size = self._setup_distributed(distributed)
         self.optimizer = torch.optim.AdamW(
             params, lr=self.lr, betas=betas, weight_decay=weight_decay
         )
@@ -172,19 +193,51 @@ class Trainer:
         seed = check_int("seed", seed, minimum=0)
         data_device = data.device if isinstance(data, torch.Tensor) else "cpu"
         self.data_generator = torch.Generator(data_device).manual_seed(seed)
-        self.noise_generator = torch.Generator(self.device).manual_seed(seed + 1)
+        # Rank 0 keeps the single-process seeds (rank_seed(s, 0) == s); other ranks draw their
+        # own noise and dropout streams.
+        self.noise_generator = torch.Generator(self.device).manual_seed(
+            rank_seed(seed + 1, self.rank)
+        )
         # The stream the global RNG is forked onto during a step (dropout): CPU, plus the
         # model's CUDA device, seeded from `seed` like the other two.
         self._rng_cuda = self.device.index if self.device.type == "cuda" else None
         if self._rng_cuda is None and self.device.type == "cuda":
             self._rng_cuda = torch.cuda.current_device()
-        self.rng_state = {"cpu": torch.Generator().manual_seed(seed + 2).get_state()}
+        rng_seed = rank_seed(seed + 2, self.rank)
+        self.rng_state = {"cpu": torch.Generator().manual_seed(rng_seed).get_state()}
         if self._rng_cuda is not None:
-            gen = torch.Generator(f"cuda:{self._rng_cuda}").manual_seed(seed + 2)
+            gen = torch.Generator(f"cuda:{self._rng_cuda}").manual_seed(rng_seed)
             self.rng_state["cuda"] = gen.get_state()
         self.step = 0
         self.losses: list[float] = []
         self._iter = None
+
+    def _setup_distributed(self, distributed) -> tuple[int, int]:
+        """Wrap the model in DDP when asked or when a group exists; return (rank, world size)."""
+        self._net = self.model  # what the loss calls
+        if distributed is not None and not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be None or a bool, got {type(distributed).__name__}")
+        if distributed is None:
+            distributed = is_distributed()
+        if not distributed:
+            return 0, 1
+        if not is_distributed():
+            raise ValueError(
+                "distributed=True needs an initialised process group of more than one process: "
+                "launch with torchrun and build the Trainer inside "
+                "sdescore.distributed.process_group(), or call sdescore.train"
+            )
+        where = dist_env()
+        if self.batch_size < where.world_size:
+            raise ValueError(
+                f"batch_size is the global batch and must be at least the world size "
+                f"{where.world_size}, got {self.batch_size}"
+            )
+        ids = [self.device] if self.device.type == "cuda" else None
+        # Buffers (a fitted baseline) are synchronised once here, not at every forward.
+        ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+        self._net = _Replica(ddp, self.model)
+        return where.rank, where.world_size
 
     @property
     def ema_model(self) -> ScoreModel:
@@ -216,6 +269,19 @@ class Trainer:
             )
         return x.to(device=self.device, dtype=self.dtype)
 
+    def _local_batch(self) -> tuple[torch.Tensor, int]:
+        """This rank's share of the next global batch, and the global batch size."""
+        x = self._next_batch()  # the whole global batch, identical on every rank
+        total = x.shape[0]
+        if self.world_size > 1:
+            x = x[shard(total, self.rank, self.world_size)]
+            if x.shape[0] == 0:
+                raise ValueError(
+                    f"a batch of {total} examples leaves rank {self.rank} of {self.world_size} "
+                    "without data; yield batches of at least the world size"
+                )
+        return x, total
+
     @contextlib.contextmanager
     def _own_rng(self):
         """Run with torch's global RNG forked onto this trainer's stream; keep its new state."""
@@ -239,9 +305,13 @@ class Trainer:
         """
         self.model.train()
         with self._own_rng():
-            x = self._next_batch()
-            loss = self.loss(self.model, x, generator=self.noise_generator, **self.loss_kwargs)
+            x, total = self._local_batch()
+            loss = self.loss(self._net, x, generator=self.noise_generator, **self.loss_kwargs)
             loss = loss.mean()
+            if self.world_size > 1:
+                # DDP averages gradients over ranks; weighting each rank's mean by its share
+                # makes that average the gradient of the global batch's mean loss.
+                loss = loss * (x.shape[0] * self.world_size / total)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for p in self.model.parameters() if p.grad is not None]
@@ -251,7 +321,13 @@ class Trainer:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params])
             # One host sync for both checks: the loss value is read every step anyway. A NaN or
             # Inf in any gradient makes the total norm non-finite.
-            value, norm = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
+            stats = torch.stack([loss.detach(), norm.to(loss.dtype)])
+            if self.world_size > 1:
+                # Global mean loss; the norm is the same on every rank (gradients are averaged),
+                # so its mean is itself. All ranks then take the same decision below.
+                stats = stats / self.world_size
+                dist.all_reduce(stats)
+            value, norm = stats.tolist()
             step = self.step + 1
             if not torch.isfinite(torch.tensor(value)):
                 raise FloatingPointError(
@@ -291,7 +367,8 @@ class Trainer:
             raise ValueError("give steps=, max_seconds=, or both")
         start = time.perf_counter()
         reason = "steps"
-        bar = tqdm(total=steps, initial=self.step, disable=not self.progress, desc="train")
+        quiet = not self.progress or self.rank != 0
+        bar = tqdm(total=steps, initial=self.step, disable=quiet, desc="train")
         try:
             while steps is None or self.step < steps:
                 self.train_step()
@@ -305,11 +382,15 @@ class Trainer:
                     and self.step % self.checkpoint_every == 0
                 ):
                     self.save(self.checkpoint_path)
+                stop = None
                 if self.callback is not None and self.callback(self) is True:
-                    reason = "callback"
-                    break
-                if max_seconds is not None and time.perf_counter() - start >= max_seconds:
-                    reason = "max_seconds"
+                    stop = "callback"
+                elif max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                    stop = "max_seconds"
+                if self.world_size > 1 and (self.callback is not None or max_seconds is not None):
+                    stop = self._agree(stop)  # a rank stopping alone would leave the rest waiting
+                if stop is not None:
+                    reason = stop
                     break
         finally:
             bar.close()
@@ -324,7 +405,18 @@ class Trainer:
             reason,
         )
 
+    def _agree(self, stop: str | None) -> str | None:
+        """The stop decision of all ranks (any rank stopping stops all; callback wins)."""
+        code = torch.tensor([0 if stop is None else STOP_REASONS.index(stop)], device=self.device)
+        dist.all_reduce(code, op=dist.ReduceOp.MAX)
+        code = int(code.item())
+        return None if code == 0 else STOP_REASONS[code]
+
+    def _rank_state(self) -> dict:
+        return {"noise_generator": self.noise_generator.get_state(), "rng": dict(self.rng_state)}
+
     def state_dict(self) -> dict:
+        """This trainer's state (this rank's random streams; `save` adds every rank's)."""
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -336,11 +428,37 @@ class Trainer:
             "data_generator": self.data_generator.get_state(),
             "noise_generator": self.noise_generator.get_state(),
             "rng": dict(self.rng_state),
+            "world_size": self.world_size,
         }
 
     def save(self, path) -> None:
-        """Write a checkpoint that `load` resumes from exactly (see `atomic_save`)."""
-        atomic_save(self.state_dict(), path)
+        """Write a checkpoint that `load` resumes from exactly (see `atomic_save`).
+
+        Under DDP every rank must call it (the run loop does): the ranks' random states are
+        gathered, rank 0 writes, and the ranks meet again after the write.
+
+        Raises:
+            OSError: the write failed (on every rank under DDP).
+        """
+        state = self.state_dict()
+        if self.world_size == 1:
+            atomic_save(state, path)
+            return
+        ranks = [None] * self.world_size
+        dist.all_gather_object(ranks, self._rank_state())  # also the barrier before the write
+        state["ranks"] = ranks
+        error = None
+        if self.rank == 0:
+            try:
+                atomic_save(state, path)
+            except Exception as err:  # reported to every rank below, then re-raised here
+                error = err
+        failed = torch.tensor([0 if error is None else 1], device=self.device)
+        dist.all_reduce(failed)  # the barrier after: no rank reads a half-written file
+        if error is not None:
+            raise error
+        if failed.item():
+            raise OSError(f"rank 0 failed to write the checkpoint {os.fspath(path)!r}")
 
     def load(self, path) -> Trainer:
         """Restore the state saved by `save` into this trainer (built with the same arguments).
@@ -366,8 +484,9 @@ class Trainer:
         self.step = int(state["step"])
         self.losses = state["losses"].tolist()
         self.data_generator.set_state(state["data_generator"].cpu())
-        self.noise_generator.set_state(state["noise_generator"].cpu())
-        self.rng_state.update({k: v.cpu() for k, v in state.get("rng", {}).items()})
+        mine = state["ranks"][self.rank] if self.world_size > 1 else state
+        self.noise_generator.set_state(mine["noise_generator"].cpu())
+        self.rng_state.update({k: v.cpu() for k, v in mine.get("rng", {}).items()})
         self._iter = None
         return self
 
@@ -389,11 +508,24 @@ class Trainer:
         if self.ema is not None:
             self.ema.check_state_dict(state["ema"])
         self._check_optimizer(state["optimizer"])
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world_size:
+            raise ValueError(
+                f"the checkpoint was written by a run of {saved_world} process(es) and this one "
+                f"has {self.world_size}; exact resume needs the same world size (each rank has "
+                "its own random streams)"
+            )
+        mine = state
+        if self.world_size > 1:
+            ranks = state.get("ranks")
+            if not isinstance(ranks, list) or len(ranks) != self.world_size:
+                raise ValueError("checkpoint per-rank random states are missing or incomplete")
+            mine = ranks[self.rank]
         for name, gen in (("data", self.data_generator), ("noise", self.noise_generator)):
-            saved = state[f"{name}_generator"]
+            saved = (state if name == "data" else mine).get(f"{name}_generator")
             if not torch.is_tensor(saved) or saved.shape != gen.get_state().shape:
                 raise ValueError(f"checkpoint {name} generator state does not fit this trainer")
-        rng = state.get("rng", {})
+        rng = mine.get("rng", {})
         for key, saved in rng.items():
             if key not in self.rng_state or saved.shape != self.rng_state[key].shape:
                 raise ValueError(
@@ -448,11 +580,34 @@ def train(
         >>> model = ScoreModel(MLPScoreNet(2), VPSDE()).fit_baseline(x)  # doctest: +SKIP
         >>> result = train(model, x, steps=2000, lr=1e-3, batch_size=1024)  # doctest: +SKIP
     """
-    trainer = Trainer(model, data, **options)
     path = options.get("checkpoint_path")
-    if resume:
-        if path is None:
-            raise ValueError("resume=True needs checkpoint_path")
-        if os.path.exists(path):
-            trainer.load(path)
+    if resume and path is None:
+        raise ValueError("resume=True needs checkpoint_path")
+    # Under torchrun without a group yet: create it for this call (destroyed on return).
+    launched = dist_env().world_size > 1 and options.get("distributed") is not False
+    if not launched:  # validation errors first, before any group is created
+        return _train(model, data, steps, max_seconds, resume, path, options)
+    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+    with process_group(params[0].device if params else "cpu"):
+        return _train(model, data, steps, max_seconds, resume, path, options)
+
+
+def _train(model, data, steps, max_seconds, resume, path, options) -> TrainResult:
+    trainer = Trainer(model, data, **options)
+    if resume and os.path.exists(path):
+        trainer.load(path)
     return trainer.run(steps, max_seconds=max_seconds)
+
+
+class _Replica:
+    """The model as the loss sees it under DDP: calls go through `DistributedDataParallel` (which
+    synchronises the gradients), attributes (`sde`, `parameterization`, ...) come from the model."""
+
+    def __init__(self, ddp: DistributedDataParallel, model: ScoreModel):
+        self._ddp, self._model = ddp, model
+
+    def __call__(self, *args, **kwargs):
+        return self._ddp(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
