@@ -5,7 +5,15 @@ Users reach them through `ReverseSDE.sample` and `ProbabilityFlowODE.sample/enco
 """
 
 from ._common import MaxStepsError, NonFiniteError, SampleResult
+from .projection import Inpainting
 from .sample_ode import ODE_METHODS
 from .sample_sde import SDE_METHODS
 
-__all__ = ["ODE_METHODS", "SDE_METHODS", "MaxStepsError", "NonFiniteError", "SampleResult"]
+__all__ = [
+    "Inpainting",
+    "ODE_METHODS",
+    "SDE_METHODS",
+    "MaxStepsError",
+    "NonFiniteError",
+    "SampleResult",
+]
