@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import default_threads
 
 import sdescore
 from sdescore.toy import eight_gaussians
@@ -95,7 +96,7 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="outputs/custom_sde", help="output directory (created)")
     p.add_argument("--quick", action="store_true", help="CI-sized run")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=default_threads())
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = args.steps or (200 if args.quick else 2000)
