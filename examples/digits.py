@@ -291,8 +291,10 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> N
     import matplotlib.pyplot as plt
 
     def grid(imgs, rows, cols):
-        imgs = imgs[: rows * cols].reshape(rows, cols, 8, 8).permute(0, 2, 1, 3)
-        return imgs.reshape(rows * 8, cols * 8)
+        # a one-pixel white border around each digit keeps neighbours apart
+        imgs = torch.nn.functional.pad(imgs[: rows * cols, 0], (1, 1, 1, 1), value=-1.0)
+        imgs = imgs.reshape(rows, cols, 10, 10).permute(0, 2, 1, 3)
+        return imgs.reshape(rows * 10, cols * 10)
 
     real = test / 8.0 - 1.0
     n = min(64, len(samples), len(real))
