@@ -317,6 +317,8 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> N
     plt.close(fig)
 
     traj, times = res.trajectory.cpu(), res.times.cpu()
+    keep = torch.cat([torch.tensor([True]), times[1:] != times[:-1]])  # drop repeated times
+    traj, times = traj[keep], times[keep]
     picks = torch.linspace(0, len(traj) - 1, 11).round().long()
     fig, axes = plt.subplots(4, len(picks), figsize=(1.2 * len(picks), 5.2))
     for j, s in enumerate(picks.tolist()):
