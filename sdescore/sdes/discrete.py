@@ -94,6 +94,7 @@ class DiscreteVPSDE(GaussianSDE):
                     " to 0.999 as Nichol & Dhariwal 2021 do)"
                 )
             dla = 0.5 * torch.log1p(-b)
+            la = torch.cumsum(dla, 0)
         else:
             a = _as_table("alphas_cumprod", alphas_cumprod)
             bad = (a <= 0) | (a >= 1)
@@ -114,9 +115,10 @@ class DiscreteVPSDE(GaussianSDE):
                     f"{1.0 if i == 0 else a[i - 1].item():.8g}"
                 )
         self.num_timesteps = int(dla.numel())
-        # log alpha at the N + 1 nodes t_n = n / N, and the per-step increments (exact, not
-        # differences of rounded cumulative sums, so f is accurate even where beta is tiny).
-        self._base = {"la": torch.cat([dla.new_zeros(1), torch.cumsum(dla, 0)]), "dla": dla}
+        # log alpha at the N + 1 nodes t_n = n / N (from the table itself when one is given, so
+        # alpha(t_n)^2 reproduces it), and the per-step increments (from log1p(-beta) when betas
+        # are given, so that f is accurate even where beta is tiny).
+        self._base = {"la": torch.cat([la.new_zeros(1), la]), "dla": dla}
         self._cache: dict = {}
         self._check_schedule()
 
