@@ -10,7 +10,7 @@ import torch
 
 from ..sdes.base import SDE
 from ._common import grid_dtype, noise_like
-from .native import Predictor, StepCoefficients, _require_gaussian, batch_times
+from .native import Predictor, StepCoefficients, _require_gaussian, batch_times, last_noise
 
 __all__ = ["annealing_levels", "langevin_correct", "sample_annealed_langevin", "sample_pc"]
 
@@ -20,15 +20,31 @@ def _mean_norm(v: torch.Tensor) -> torch.Tensor:
 
 
 def langevin_correct(
-    score, x: torch.Tensor, t: torch.Tensor, *, snr: float, steps: int, alpha, generator
+    score,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    snr: float,
+    steps: int,
+    alpha,
+    sigma: float | None,
+    generator,
 ) -> torch.Tensor:
     r"""Langevin corrector of Song et al. (2021), Algorithms 4–5, at times `t: (B,)`.
 
-    Step size $\epsilon = 2\alpha\,(r\,\lVert z\rVert / \lVert s\rVert)^2$ with $r$ the target
-    signal-to-noise ratio `snr`. As in the reference implementation, the two norms are batch
-    means of per-example norms: this keeps $\epsilon$ finite where one example's score vanishes,
-    at the price of coupling the examples of a batch.
+    With `sigma` = $\sigma(t)$ of a Gaussian-kernel SDE, the step is
+    $\epsilon = 2\alpha\,(r\,\sigma)^2$, $r$ = `snr`: the paper's
+    $2\alpha\,(r\,\lVert z\rVert / \lVert s\rVert)^2$ at the score norm
+    $\lVert s\rVert = \lVert z\rVert/\sigma$ of the kernel itself. Since $p_t$ is the data
+    smoothed by the kernel, $-\nabla^2 \log p_t \preceq I/\sigma^2$, so this step is stable
+    ($\epsilon L \le 2\alpha r^2$) for any data, in any dimension; and $\epsilon$ does not
+    depend on the model, so an inaccurate score (a trained one, too small at low noise) cannot
+    inflate it. Without `sigma` (an SDE without a kernel) the paper's rule is used with
+    batch-mean norms, as in the reference code (finite where one example's score vanishes, but
+    coupling the examples of a batch).
     """
+    if sigma is not None:  # eps = 2 alpha (snr sigma)^2, sqrt(2 eps) = 2 snr sigma sqrt(alpha)
+        step, noise = 2 * alpha * (snr * sigma) ** 2, 2 * snr * sigma * alpha**0.5
     # eps = 2 alpha (snr r)^2 and sqrt(2 eps) = 2 snr sqrt(alpha) r, with r = |z| / |s|.
     c_step, c_noise = 2 * alpha * snr**2, 2 * snr * alpha**0.5
     tiny = torch.finfo(x.dtype).tiny
@@ -36,6 +52,9 @@ def langevin_correct(
     for _ in range(steps):
         s = score(x, t)
         z = noise_like(x, generator)
+        if sigma is not None:
+            x = x.add(s, alpha=step).add_(z, alpha=noise)
+            continue
         r = _mean_norm(z) / _mean_norm(s).clamp_min(tiny)
         x = torch.addcmul(torch.addcmul(x, s, r.square() * c_step), z, r * c_noise)
     return x
@@ -50,17 +69,22 @@ def sample_pc(
     predictor: str,
     snr: float,
     corrector_steps: int,
+    final_noise: bool,
     generator,
     record,
+    project=None,
 ) -> torch.Tensor:
     """Predictor–corrector sampling (Song et al. 2021, Algorithm 1): at each grid time, first
     `corrector_steps` Langevin steps at $t_i$, then one predictor step to $t_{i+1}$.
 
     Costs `(1 + corrector_steps)` score evaluations per step. Shapes: `x: (B, *D)`, `ts: (N + 1,)`.
+    Without `final_noise` the last predictor step returns its mean, as the reference code does
+    (`x_mean if denoise`).
     """
     c = StepCoefficients(sde, ts)
     step = Predictor(predictor, sde, score, c, x.shape[0])
     alphas = c.corrector_alpha()
+    sigmas = sde.sigma(ts[:-1]).tolist() if c.gaussian else [None] * (len(ts) - 1)
     record(ts[0], x)
     for i in range(len(ts) - 1):
         x = langevin_correct(
@@ -70,9 +94,14 @@ def sample_pc(
             snr=snr,
             steps=corrector_steps,
             alpha=alphas[i],
+            sigma=sigmas[i],
             generator=generator,
         )
-        x = step(x, i, noise_like(x, generator))
+        if project is not None:  # inpainting: after the corrector and after the predictor
+            x = project(x, ts[i])
+        x = step(x, i, last_noise(x, i, len(ts) - 2, final_noise, generator))
+        if project is not None:
+            x = project(x, ts[i + 1])
         record(ts[i + 1], x)
     return x
 
@@ -104,24 +133,33 @@ def sample_annealed_langevin(
     *,
     step_size: float,
     corrector_steps: int,
+    final_noise: bool,
     generator,
     record,
+    project=None,
 ) -> torch.Tensor:
     r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over the levels `ts`.
 
     At level $i$ with noise $\sigma_i = \sigma(t_i)$, run `corrector_steps` steps
     $x \leftarrow x + \tfrac{\alpha_i}{2} s(x, t_i) + \sqrt{\alpha_i}\,z$ with
     $\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2$, $\epsilon$ = `step_size` and $\sigma_L$ the last
-    level's noise. Shapes: `x: (B, *D)`, `ts: (L,)` decreasing.
+    level's noise. Without `final_noise` the very last step adds no noise. Shapes:
+    `x: (B, *D)`, `ts: (L,)` decreasing.
     """
     _require_gaussian(sde, "annealed_langevin")
     sigma = sde.sigma(ts)
     alphas = (step_size * (sigma / sigma[-1]).square()).tolist()
     times = batch_times(ts.to(x.dtype), x.shape[0])
     record(ts[0], x)
+    last = len(ts) * corrector_steps - 1
     for i in range(len(ts)):
         a = alphas[i]
-        for _ in range(corrector_steps):
-            x = (x + (0.5 * a) * score(x, times[i])).add_(noise_like(x, generator), alpha=a**0.5)
+        for j in range(corrector_steps):
+            x = x + (0.5 * a) * score(x, times[i])
+            z = last_noise(x, i * corrector_steps + j, last, final_noise, generator)
+            if z is not None:
+                x = x.add_(z, alpha=a**0.5)
+            if project is not None:
+                x = project(x, ts[i])
         record(ts[i], x)
     return x

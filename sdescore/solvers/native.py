@@ -23,6 +23,7 @@ __all__ = [
     "Predictor",
     "StepCoefficients",
     "batch_times",
+    "last_noise",
     "predictor_step",
     "sample_predictor",
 ]
@@ -108,7 +109,8 @@ class Predictor:
         self.h = c.h.tolist()
         self.t = batch_times(c.ts, batch)
 
-    def __call__(self, x: torch.Tensor, i: int, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, i: int, z: torch.Tensor | None) -> torch.Tensor:
+        """Step `i`; with `z=None` the step returns its mean (no noise is added)."""
         t = self.t[i]
         if t.dtype != x.dtype:  # grid in float32 for a low-precision state; the score gets x's
             t = t.to(x.dtype)
@@ -117,7 +119,8 @@ class Predictor:
             out = x - self.h[i] * checked_drift(self.sde, x, t)
         else:
             out = x * self.a[i]
-        return out.add_(s, alpha=self.b[i]).add_(z, alpha=self.c[i])
+        out = out.add_(s, alpha=self.b[i])
+        return out if z is None else out.add_(z, alpha=self.c[i])
 
 
 def predictor_step(
@@ -127,8 +130,22 @@ def predictor_step(
     return Predictor(name, sde, score, c, x.shape[0])(x, i, z)
 
 
+def last_noise(x: torch.Tensor, i: int, last: int, final_noise: bool, generator):
+    """The noise of step `i`: `None` (a noise-free step) for the last one unless `final_noise`."""
+    return None if i == last and not final_noise else noise_like(x, generator)
+
+
 def sample_predictor(
-    sde: SDE, score, x: torch.Tensor, ts: torch.Tensor, *, predictor: str, generator, record
+    sde: SDE,
+    score,
+    x: torch.Tensor,
+    ts: torch.Tensor,
+    *,
+    predictor: str,
+    final_noise: bool,
+    generator,
+    record,
+    project=None,
 ) -> torch.Tensor:
     """Integrate the reverse SDE from `ts[0]` to `ts[-1]` with a fixed-step predictor.
 
@@ -138,12 +155,19 @@ def sample_predictor(
         x: the start state `(B, *D)` at time `ts[0]`.
         ts: decreasing times `(N + 1,)`.
         predictor: one of `PREDICTORS`.
+        final_noise: add noise on the last step too; `False` returns the last step's mean
+            (Song et al. 2021's reference code, `denoise=True`; Ho et al. 2020, Alg. 2).
         generator: `torch.Generator` for the noise, or `None`.
         record: a `Recorder` for the trajectory.
+        project: optional per-step projection `project(x, t)` after each step (inpainting,
+            `sdescore.solvers.projection`).
     """
     step = Predictor(predictor, sde, score, StepCoefficients(sde, ts), x.shape[0])
     record(ts[0], x)
+    last = len(ts) - 2
     for i in range(len(ts) - 1):
-        x = step(x, i, noise_like(x, generator))
+        x = step(x, i, last_noise(x, i, last, final_noise, generator))
+        if project is not None:
+            x = project(x, ts[i + 1])
         record(ts[i + 1], x)
     return x

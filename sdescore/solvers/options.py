@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_bool, check_real, check_shape, check_state
+from .._checks import check_bool, check_choice, check_real, check_shape, check_state
 from ..sdes.base import SDE
 
 __all__ = [
+    "DENOISE",
+    "check_denoise",
     "check_flags",
+    "check_method",
     "check_positive",
     "check_unused",
     "resolve_start",
 ]
+
+
+def check_method(method, valid, *, other, kind: str, hint: str) -> str:
+    """`method` if it is in `valid`; a method of the other process (`other`) says where it
+    belongs (`kind`) and what to call instead (`hint`); anything else lists the valid names."""
+    if isinstance(method, str) and method in other and method not in valid:
+        raise ValueError(f"method {method!r} is a {kind} method; {hint}")
+    return check_choice("method", method, valid)
 
 
 def check_unused(method: str, given: dict, allowed: frozenset) -> None:
@@ -50,12 +61,25 @@ def check_positive(name: str, value) -> float:
     return check_real(name, value, positive=True)
 
 
-def check_flags(progress, return_info, trajectory, denoise) -> None:
+DENOISE = ("mean", "tweedie", "none")
+
+
+def check_denoise(denoise) -> str:
+    """`denoise` as one of `DENOISE`; `True` means `"tweedie"` and `False` means `"none"`."""
+    if isinstance(denoise, bool):
+        return "tweedie" if denoise else "none"
+    if not isinstance(denoise, str):
+        raise TypeError(f"denoise must be one of {DENOISE} or a bool, got {denoise!r}")
+    if denoise not in DENOISE:
+        raise ValueError(f"denoise must be one of {DENOISE} or a bool, got {denoise!r}")
+    return denoise
+
+
+def check_flags(progress, return_info, trajectory) -> None:
     for name, value in (
         ("progress", progress),
         ("return_info", return_info),
         ("trajectory", trajectory),
-        ("denoise", denoise),
     ):
         check_bool(name, value)
     if trajectory and not return_info:

@@ -26,17 +26,23 @@ from .dpm_solver import (
     dpm_solver,
     dpm_solver_multistep,
 )
+from .native import PREDICTORS
 from .options import (
+    check_denoise,
     check_flags,
+    check_method,
     check_positive,
     check_unused,
     resolve_start,
 )
 from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED, solve_torchdiffeq
+from .torchsde import TORCHSDE_METHODS
 
 __all__ = ["ODE_METHODS", "decode", "encode", "sample"]
 
 ODE_METHODS = ("dpm_solver", *ODE_ADAPTIVE, *ODE_FIXED)
+# The reverse SDE's methods (sample_sde.SDE_METHODS), named only to point a user to them.
+_SDE_ONLY = (*PREDICTORS, "pc", "annealed_langevin", "gotta_go_fast", *TORCHSDE_METHODS)
 
 _OPTIONS = {
     "dpm_solver": frozenset({"steps", "order", "schedule", "prediction", "multistep"}),
@@ -143,7 +149,7 @@ def decode(
     process,
     z: torch.Tensor,
     *,
-    method: str = "dpm_solver",
+    method: str = "dopri5",
     steps: int | None = None,
     eps: float = 1e-3,
     denoise: bool = False,
@@ -160,7 +166,10 @@ def decode(
 ):
     """Map latents `z: (B, *D)` at time T to data at `eps` (the inverse of `encode`).
 
-    `ProbabilityFlowODE.decode`; same options as `sample`.
+    `ProbabilityFlowODE.decode`; same options as `sample`, but the default method is the
+    adaptive `"dopri5"` (rtol = atol = 1e-5), so that `decode(encode(x))` gives `x` back:
+    on eight Gaussians (VP, exact score) to 2e-3 at worst over 1024 points, where
+    `dpm_solver` at its 20 steps sends some points to another mode (error up to 4.0).
     """
     check_state(z, "z")
     eps = check_end_time(eps, process.T)
@@ -189,7 +198,7 @@ def encode(
     process,
     x: torch.Tensor,
     *,
-    method: str = "dpm_solver",
+    method: str = "dopri5",
     steps: int | None = None,
     eps: float = 1e-3,
     progress: bool = False,
@@ -205,8 +214,9 @@ def encode(
 ):
     """Map data `x: (B, *D)` at time `eps` to latents at T by integrating the ODE forwards.
 
-    `ProbabilityFlowODE.encode`; options as in `sample` (without `denoise`). For `dpm_solver` the same formulas run with
-    a negative log-SNR step (Lu et al. 2022 hold for either sign).
+    `ProbabilityFlowODE.encode`; options as in `sample` (without `denoise`); the default method
+    is `"dopri5"`, as for `decode` (see there for the round-trip accuracy). For `dpm_solver`
+    the same formulas run with a negative log-SNR step (Lu et al. 2022 hold for either sign).
     """
     check_state(x, "x")
     eps = check_end_time(eps, process.T)
@@ -253,7 +263,14 @@ def _solve(
 ):
     """Integrate the PF ODE from `t0` to `t1` starting at `x` (see `ProbabilityFlowODE`)."""
     sde = process.sde
-    check_choice("method", method, ODE_METHODS)
+    check_method(
+        method,
+        ODE_METHODS,
+        other=_SDE_ONLY,
+        kind="reverse-SDE",
+        hint="use sde.reverse(score_fn).sample(...) for it, or a probability-flow ODE method "
+        f"{list(ODE_METHODS)}",
+    )
     given = dict(
         steps=steps,
         order=order,
@@ -265,7 +282,8 @@ def _solve(
         max_steps=max_steps,
     )
     check_unused(method, given, _OPTIONS[method])
-    check_flags(progress, return_info, trajectory, denoise)
+    check_flags(progress, return_info, trajectory)
+    denoise = check_denoise(denoise)
     record = Recorder(trajectory)
     x, io_dtype = working_state(x)
     if method == "dpm_solver":
@@ -319,7 +337,7 @@ def _solve(
             max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
             record=record,
         )
-    if denoise:
+    if denoise == "tweedie":
         x = tweedie(sde, score, x, torch.tensor(t1, device=x.device, dtype=x.dtype))
     return finish(
         x, score, record, return_info=return_info, method=f"ProbabilityFlowODE (method={method!r})"

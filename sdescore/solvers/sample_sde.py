@@ -23,21 +23,28 @@ from .adaptive import sample_gotta_go_fast
 from .langevin import annealing_levels, sample_annealed_langevin, sample_pc
 from .native import PREDICTORS, sample_predictor
 from .options import (
+    check_denoise,
     check_flags,
+    check_method,
     check_positive,
     check_unused,
     resolve_start,
 )
+from .projection import Inpainting
+from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED
 from .torchsde import TORCHSDE_METHODS, sample_torchsde
 
 __all__ = ["SDE_METHODS", "sample"]
 
 SDE_METHODS = (*PREDICTORS, "pc", "annealed_langevin", "gotta_go_fast", *TORCHSDE_METHODS)
+# The probability-flow ODE's methods (sample_ode.ODE_METHODS, which imports this module's
+# neighbours, not this module), named here only to point a user to the right process.
+_ODE_ONLY = ("dpm_solver", *ODE_ADAPTIVE, *ODE_FIXED)
 
 _OPTIONS = {
-    **{p: frozenset({"steps"}) for p in PREDICTORS},
-    "pc": frozenset({"steps", "predictor", "snr", "corrector_steps"}),
-    "annealed_langevin": frozenset({"steps", "corrector_steps", "step_size"}),
+    **{p: frozenset({"steps", "inpaint"}) for p in PREDICTORS},
+    "pc": frozenset({"steps", "predictor", "snr", "corrector_steps", "inpaint"}),
+    "annealed_langevin": frozenset({"steps", "corrector_steps", "step_size", "inpaint"}),
     "gotta_go_fast": frozenset({"rtol", "atol", "dt", "max_steps"}),
     **{
         m: frozenset({"steps", "dt", "adaptive", "rtol", "atol", "max_steps"})
@@ -57,7 +64,7 @@ def sample(
     generator: torch.Generator | None = None,
     device=None,
     dtype=None,
-    denoise: bool = False,
+    denoise: bool | str = "mean",
     progress: bool = False,
     return_info: bool = False,
     trajectory: bool = False,
@@ -70,6 +77,7 @@ def sample(
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int | None = None,
+    inpaint: Inpainting | None = None,
 ):
     r"""Draw samples by integrating the reverse SDE from $T$ (the prior) down to `eps`.
 
@@ -111,6 +119,10 @@ def sample(
             `"gotta_go_fast"` (default 1e-2).
         max_steps: adaptive methods only (`"gotta_go_fast"`, torchsde with `adaptive=True`):
             the most steps before a `MaxStepsError` (default 10 000).
+        inpaint: native methods only (`PREDICTORS`, `"pc"`, `"annealed_langevin"`): an
+            `Inpainting(observed, mask)`; after every step the known part is redrawn from its
+            forward marginal given the observation (Song et al. 2021, App. I) and the samples
+            end equal to `observed` where `mask` is True. See `sdescore.solvers.projection`.
 
     Returns:
         Samples `(B, *D)` at time `eps` (or denoised), or a `SampleResult`.
@@ -123,7 +135,14 @@ def sample(
         MaxStepsError: an adaptive method exceeded `max_steps`.
     """
     sde = process.sde
-    check_choice("method", method, SDE_METHODS)
+    check_method(
+        method,
+        SDE_METHODS,
+        other=_ODE_ONLY,
+        kind="probability-flow ODE",
+        hint="use sde.probability_flow(score_fn).sample(...) for it, or a reverse-SDE method "
+        f"{list(SDE_METHODS)}",
+    )
     given = dict(
         steps=steps,
         predictor=predictor,
@@ -135,9 +154,17 @@ def sample(
         rtol=rtol,
         atol=atol,
         max_steps=max_steps,
+        inpaint=inpaint,
     )
     check_unused(method, given, _OPTIONS[method])
-    check_flags(progress, return_info, trajectory, denoise)
+    if inpaint is not None and not isinstance(inpaint, Inpainting):
+        raise TypeError(
+            f"inpaint must be an sdescore.solvers.Inpainting(observed, mask), got "
+            f"{type(inpaint).__name__}"
+        )
+    check_flags(progress, return_info, trajectory)
+    denoise = check_denoise(denoise)
+    final = dict(final_noise=denoise != "mean")
     eps = check_end_time(eps, sde.T)
     steps = check_int("steps", 1000 if steps is None else steps)
     x = resolve_start(sde, shape, x_T, generator=generator, device=device, dtype=dtype)
@@ -153,13 +180,25 @@ def sample(
         process.score_fn, progress=progress_bar(progress, total, method), io_dtype=io_dtype
     )
     common = dict(generator=generator, record=record)
+    project = None if inpaint is None else inpaint.bind(sde, x, generator)
+    if project is not None:
+        x = project(x, ts[0])
+        common["project"] = project
     if method in PREDICTORS:
-        x = sample_predictor(sde, score, x, ts, predictor=method, **common)
+        x = sample_predictor(sde, score, x, ts, predictor=method, **final, **common)
     elif method == "pc":
         snr = check_positive("snr", 0.16 if snr is None else snr)
         pred = check_choice("predictor", predictor or "reverse_diffusion", PREDICTORS)
         x = sample_pc(
-            sde, score, x, ts, predictor=pred, snr=snr, corrector_steps=corrector_steps, **common
+            sde,
+            score,
+            x,
+            ts,
+            predictor=pred,
+            snr=snr,
+            corrector_steps=corrector_steps,
+            **final,
+            **common,
         )
     elif method == "annealed_langevin":
         # Song & Ermon's eps = 2e-5 was tuned for sigma_L = 0.01; rescaled to this SDE's
@@ -168,7 +207,14 @@ def sample(
         default = 0.2 * float(sde.sigma(torch.tensor(eps, dtype=torch.float64))) ** 2
         step_size = check_positive("step_size", default if step_size is None else step_size)
         x = sample_annealed_langevin(
-            sde, score, x, levels, step_size=step_size, corrector_steps=corrector_steps, **common
+            sde,
+            score,
+            x,
+            levels,
+            step_size=step_size,
+            corrector_steps=corrector_steps,
+            **final,
+            **common,
         )
     elif method == "gotta_go_fast":
         x = sample_gotta_go_fast(
@@ -205,8 +251,10 @@ def sample(
             max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
             **common,
         )
-    if denoise:
+    if denoise == "tweedie":
         x = tweedie(sde, score, x, ts[-1])
+    if project is not None:
+        x = project.finish(x)
     return finish(
         x, score, record, return_info=return_info, method=f"ReverseSDE.sample(method={method!r})"
     )
