@@ -31,7 +31,24 @@ from .models import (
 )
 from .reverse import ProbabilityFlowODE, ReverseSDE
 from .sdes import SDE, VESDE, VPSDE, DiscreteVPSDE, GaussianSDE, LinearSDE, SubVPSDE
-from .solvers import Inpainting, MaxStepsError, NonFiniteError, SampleResult
+from .solvers import (
+    PC,
+    Ancestral,
+    AnnealedLangevin,
+    Dopri5,
+    DPMSolver,
+    EulerMaruyama,
+    GottaGoFast,
+    Inpainting,
+    Langevin,
+    MaxStepsError,
+    NonFiniteError,
+    ReverseDiffusion,
+    SampleResult,
+    Solver,
+    TorchDiffEq,
+    TorchSDE,
+)
 from .training import Trainer, TrainResult, train
 
 try:
@@ -51,6 +68,19 @@ __all__ = [
     "VPSDE",
     "GaussianSDE",
     "Inpainting",
+    # solver objects (method=...)
+    "Solver",
+    "DPMSolver",
+    "Dopri5",
+    "TorchDiffEq",
+    "EulerMaruyama",
+    "ReverseDiffusion",
+    "Ancestral",
+    "PC",
+    "Langevin",
+    "AnnealedLangevin",
+    "GottaGoFast",
+    "TorchSDE",
     "LikelihoodResult",
     "LinearSDE",
     "MaxStepsError",

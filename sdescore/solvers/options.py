@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_bool, check_choice, check_real, check_shape, check_state
+from .._checks import check_bool, check_choice, check_int, check_real, check_shape, check_state
 from ..sdes.base import SDE
 
 __all__ = [
     "DENOISE",
+    "resolve_solver",
+    "resolve_steps",
     "check_denoise",
     "check_flags",
     "check_method",
@@ -84,3 +86,58 @@ def check_flags(progress, return_info, trajectory) -> None:
         check_bool(name, value)
     if trajectory and not return_info:
         raise ValueError("trajectory=True needs return_info=True (the path is in the result)")
+
+
+_PROCESS = {"ode": "the probability-flow ODE", "sde": "the reverse SDE"}
+
+
+def resolve_solver(
+    method, given: dict, *, steps, inpaint, process: str, build, valid, other, options, hint
+):
+    """The `Solver` object for `method`: the object itself, or, for a method name, the
+    default-configured object built by `build(name, options)` from the per-method keyword
+    options of `sample` (kept for backward compatibility; each must apply to the method).
+
+    Raises:
+        ValueError, TypeError: an unknown name, a solver of the other process, an option that
+            does not apply, or keyword options next to a solver object (set them on the object).
+    """
+    from .base import Solver
+
+    if isinstance(method, Solver):
+        set_ = sorted(k for k, v in given.items() if v is not None)
+        if set_:
+            raise ValueError(
+                f"option(s) {set_} are set on the solver object, not on sample(); got "
+                f"method={method!r} with {set_}"
+            )
+        if method.process != process:
+            raise ValueError(
+                f"method {method!r} integrates {_PROCESS.get(method.process, method.process)}, "
+                f"not {_PROCESS[process]}; {hint}"
+            )
+        if inpaint is not None and not method.supports_inpaint:
+            raise ValueError(f"option(s) ['inpaint'] do not apply to method {method!r}")
+        return method
+    if not isinstance(method, str):
+        raise TypeError(
+            f"method must be a method name or an sdescore.Solver, got {type(method).__name__}"
+        )
+    check_method(method, valid, other=other, kind=_KIND[process], hint=hint)
+    check_unused(method, dict(given, steps=steps, inpaint=inpaint), options[method])
+    return build(method, {k: v for k, v in given.items() if v is not None})
+
+
+_KIND = {"ode": "reverse-SDE", "sde": "probability-flow ODE"}
+
+
+def resolve_steps(solver, steps):
+    """`steps` checked, or the solver's default; an error for a solver that takes no steps."""
+    default = solver.default_steps
+    if default is None:
+        if steps is not None:
+            raise ValueError(
+                f"option(s) ['steps'] do not apply to method {solver!r}; it chooses its steps"
+            )
+        return None
+    return check_int("steps", default if steps is None else steps)

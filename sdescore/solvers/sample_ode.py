@@ -8,34 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_bool, check_choice, check_end_time, check_int, check_state
-from ..sdes.gaussian import GaussianSDE
-from ._common import (
-    DEFAULT_MAX_STEPS,
-    CountedScore,
-    Recorder,
-    finish,
-    progress_bar,
-    tweedie,
-    working_state,
-)
-from .dpm_solver import (
-    DEFAULT_SCHEDULE,
-    PREDICTIONS,
-    SCHEDULES,
-    dpm_solver,
-    dpm_solver_multistep,
-)
+from .._checks import check_end_time, check_state
+from ._common import CountedScore, Recorder, finish, progress_bar, tweedie, working_state
+from .base import Problem, Solver
 from .native import PREDICTORS
-from .options import (
-    check_denoise,
-    check_flags,
-    check_method,
-    check_positive,
-    check_unused,
-    resolve_start,
-)
-from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED, solve_torchdiffeq
+from .ode_methods import DPMSolver, TorchDiffEq
+from .options import check_denoise, check_flags, resolve_solver, resolve_start, resolve_steps
+from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED
 from .torchsde import TORCHSDE_METHODS
 
 __all__ = ["ODE_METHODS", "decode", "encode", "sample"]
@@ -55,7 +34,7 @@ def sample(
     process,
     shape=None,
     *,
-    method: str = "dpm_solver",
+    method: str | Solver = "dpm_solver",
     steps: int | None = None,
     eps: float = 1e-3,
     x_T: torch.Tensor | None = None,
@@ -149,7 +128,7 @@ def decode(
     process,
     z: torch.Tensor,
     *,
-    method: str = "dopri5",
+    method: str | Solver = "dopri5",
     steps: int | None = None,
     eps: float = 1e-3,
     denoise: bool = False,
@@ -198,7 +177,7 @@ def encode(
     process,
     x: torch.Tensor,
     *,
-    method: str = "dopri5",
+    method: str | Solver = "dopri5",
     steps: int | None = None,
     eps: float = 1e-3,
     progress: bool = False,
@@ -263,16 +242,7 @@ def _solve(
 ):
     """Integrate the PF ODE from `t0` to `t1` starting at `x` (see `ProbabilityFlowODE`)."""
     sde = process.sde
-    check_method(
-        method,
-        ODE_METHODS,
-        other=_SDE_ONLY,
-        kind="reverse-SDE",
-        hint="use sde.reverse(score_fn).sample(...) for it, or a probability-flow ODE method "
-        f"{list(ODE_METHODS)}",
-    )
     given = dict(
-        steps=steps,
         order=order,
         schedule=schedule,
         prediction=prediction,
@@ -281,64 +251,43 @@ def _solve(
         atol=atol,
         max_steps=max_steps,
     )
-    check_unused(method, given, _OPTIONS[method])
+    solver = resolve_solver(
+        method,
+        given,
+        steps=steps,
+        inpaint=None,
+        process="ode",
+        build=_build,
+        valid=ODE_METHODS,
+        other=_SDE_ONLY,
+        options=_OPTIONS,
+        hint="use sde.reverse(score_fn).sample(...) for it, or a probability-flow ODE method "
+        f"{list(ODE_METHODS)}",
+    )
     check_flags(progress, return_info, trajectory)
     denoise = check_denoise(denoise)
+    steps = resolve_steps(solver, steps)
     record = Recorder(trajectory)
     x, io_dtype = working_state(x)
-    if method == "dpm_solver":
-        if not isinstance(sde, GaussianSDE):
-            raise TypeError(
-                "method 'dpm_solver' needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), "
-                f"got {type(sde).__name__}; use a torchdiffeq method such as 'dopri5'"
-            )
-        steps = check_int("steps", 20 if steps is None else steps)
-        order = 3 if order is None else order
-        if isinstance(order, bool) or order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-        schedule = check_choice("schedule", schedule or DEFAULT_SCHEDULE, SCHEDULES)
-        prediction = check_choice("prediction", prediction or "data", PREDICTIONS)
-        solver = (
-            dpm_solver_multistep
-            if check_bool("multistep", False if multistep is None else multistep)
-            else dpm_solver
-        )
-        score = CountedScore(
-            process.score_fn, progress=progress_bar(progress, steps, method), io_dtype=io_dtype
-        )
-        x = solver(
-            sde,
-            score,
-            x,
-            t0=t0,
-            t1=t1,
-            steps=steps,
-            order=order,
-            schedule=schedule,
-            prediction=prediction,
-            record=record,
-        )
-    else:
-        fixed = method in ODE_FIXED
-        steps = check_int("steps", 100 if steps is None else steps) if fixed else None
-        score = CountedScore(
-            process.score_fn, progress=progress_bar(progress, None, method), io_dtype=io_dtype
-        )
-        x = solve_torchdiffeq(
-            sde,
-            score,
-            x,
-            t0=t0,
-            t1=t1,
-            method=method,
-            steps=steps,
-            rtol=check_positive("rtol", 1e-5 if rtol is None else rtol),
-            atol=check_positive("atol", 1e-5 if atol is None else atol),
-            max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
-            record=record,
-        )
+    name = method if isinstance(method, str) else repr(solver)
+    score = CountedScore(
+        process.score_fn,
+        progress=progress_bar(progress, solver.score_calls(steps), name),
+        io_dtype=io_dtype,
+    )
+    problem = Problem(
+        sde=sde, score=score, x=x, t0=t0, t1=t1, steps=steps, generator=None, record=record
+    )
+    x = solver.integrate(problem)
     if denoise == "tweedie":
         x = tweedie(sde, score, x, torch.tensor(t1, device=x.device, dtype=x.dtype))
     return finish(
-        x, score, record, return_info=return_info, method=f"ProbabilityFlowODE (method={method!r})"
+        x, score, record, return_info=return_info, method=f"ProbabilityFlowODE (method={name!r})"
     )
+
+
+def _build(method: str, opts: dict) -> Solver:
+    """The default-configured solver object for a method name, with the legacy options."""
+    if method == "dpm_solver":
+        return DPMSolver(**opts)
+    return TorchDiffEq(method, **opts)

@@ -8,31 +8,30 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_bool, check_choice, check_end_time, check_int
+from .._checks import check_end_time
 from ._common import (
-    DEFAULT_MAX_STEPS,
     CountedScore,
     Recorder,
     finish,
+    grid_dtype,
     progress_bar,
-    time_grid,
     tweedie,
     working_state,
 )
-from .adaptive import sample_gotta_go_fast
-from .langevin import annealing_levels, sample_annealed_langevin, sample_pc
-from .native import PREDICTORS, sample_predictor
-from .options import (
-    check_denoise,
-    check_flags,
-    check_method,
-    check_positive,
-    check_unused,
-    resolve_start,
-)
+from .base import Problem, Solver
+from .native import PREDICTORS
+from .options import check_denoise, check_flags, resolve_solver, resolve_start, resolve_steps
 from .projection import Inpainting
+from .sde_methods import (
+    _PREDICTOR_CLASSES,
+    PC,
+    AnnealedLangevin,
+    GottaGoFast,
+    Langevin,
+    TorchSDE,
+)
 from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED
-from .torchsde import TORCHSDE_METHODS, sample_torchsde
+from .torchsde import TORCHSDE_METHODS
 
 __all__ = ["SDE_METHODS", "sample"]
 
@@ -57,7 +56,7 @@ def sample(
     process,
     shape=None,
     *,
-    method: str = "euler_maruyama",
+    method: str | Solver = "euler_maruyama",
     steps: int | None = None,
     eps: float = 1e-3,
     x_T: torch.Tensor | None = None,
@@ -135,16 +134,7 @@ def sample(
         MaxStepsError: an adaptive method exceeded `max_steps`.
     """
     sde = process.sde
-    check_method(
-        method,
-        SDE_METHODS,
-        other=_ODE_ONLY,
-        kind="probability-flow ODE",
-        hint="use sde.probability_flow(score_fn).sample(...) for it, or a reverse-SDE method "
-        f"{list(SDE_METHODS)}",
-    )
     given = dict(
-        steps=steps,
         predictor=predictor,
         snr=snr,
         corrector_steps=corrector_steps,
@@ -154,9 +144,20 @@ def sample(
         rtol=rtol,
         atol=atol,
         max_steps=max_steps,
-        inpaint=inpaint,
     )
-    check_unused(method, given, _OPTIONS[method])
+    solver = resolve_solver(
+        method,
+        given,
+        steps=steps,
+        inpaint=inpaint,
+        process="sde",
+        build=_build,
+        valid=SDE_METHODS,
+        other=_ODE_ONLY,
+        options=_OPTIONS,
+        hint="use sde.probability_flow(score_fn).sample(...) for it, or a reverse-SDE method "
+        f"{list(SDE_METHODS)}",
+    )
     if inpaint is not None and not isinstance(inpaint, Inpainting):
         raise TypeError(
             f"inpaint must be an sdescore.solvers.Inpainting(observed, mask), got "
@@ -164,97 +165,55 @@ def sample(
         )
     check_flags(progress, return_info, trajectory)
     denoise = check_denoise(denoise)
-    final = dict(final_noise=denoise != "mean")
     eps = check_end_time(eps, sde.T)
-    steps = check_int("steps", 1000 if steps is None else steps)
+    steps = resolve_steps(solver, steps)
     x = resolve_start(sde, shape, x_T, generator=generator, device=device, dtype=dtype)
     x, io_dtype = working_state(x)
-    ts = time_grid(sde.T, eps, steps, x)
     record = Recorder(trajectory)
-    corrector_steps = check_int(
-        "corrector_steps", 1 if corrector_steps is None else corrector_steps
-    )
-    total = {"pc": steps * (1 + corrector_steps), "annealed_langevin": steps * corrector_steps}
-    total = total.get(method, steps if method in PREDICTORS else None)
+    name = method if isinstance(method, str) else repr(solver)
     score = CountedScore(
-        process.score_fn, progress=progress_bar(progress, total, method), io_dtype=io_dtype
+        process.score_fn,
+        progress=progress_bar(progress, solver.score_calls(steps), name),
+        io_dtype=io_dtype,
     )
-    common = dict(generator=generator, record=record)
+    opts = dict(device=x.device, dtype=grid_dtype(x))
     project = None if inpaint is None else inpaint.bind(sde, x, generator)
     if project is not None:
-        x = project(x, ts[0])
-        common["project"] = project
-    if method in PREDICTORS:
-        x = sample_predictor(sde, score, x, ts, predictor=method, **final, **common)
-    elif method == "pc":
-        snr = check_positive("snr", 0.16 if snr is None else snr)
-        pred = check_choice("predictor", predictor or "reverse_diffusion", PREDICTORS)
-        x = sample_pc(
-            sde,
-            score,
-            x,
-            ts,
-            predictor=pred,
-            snr=snr,
-            corrector_steps=corrector_steps,
-            **final,
-            **common,
-        )
-    elif method == "annealed_langevin":
-        # Song & Ermon's eps = 2e-5 was tuned for sigma_L = 0.01; rescaled to this SDE's
-        # sigma_L it keeps alpha_i / sigma_i^2 = 0.2, stable whatever the schedule.
-        levels = annealing_levels(sde, eps, steps, x)  # checks that sde has a kernel
-        default = 0.2 * float(sde.sigma(torch.tensor(eps, dtype=torch.float64))) ** 2
-        step_size = check_positive("step_size", default if step_size is None else step_size)
-        x = sample_annealed_langevin(
-            sde,
-            score,
-            x,
-            levels,
-            step_size=step_size,
-            corrector_steps=corrector_steps,
-            **final,
-            **common,
-        )
-    elif method == "gotta_go_fast":
-        x = sample_gotta_go_fast(
-            sde,
-            score,
-            x,
-            t0=sde.T,
-            t1=eps,
-            rtol=check_positive("rtol", 1e-2 if rtol is None else rtol),
-            atol=check_positive("atol", 1e-2 if atol is None else atol),
-            dt=None if dt is None else check_positive("dt", dt),
-            max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
-            **common,
-        )
-    else:
-        adaptive = check_bool("adaptive", False if adaptive is None else adaptive)
-        if max_steps is not None and not adaptive:
-            raise ValueError(
-                f"max_steps bounds adaptive stepping; with method {method!r} it needs "
-                f"adaptive=True, got max_steps={max_steps!r} with adaptive=False"
-            )
-        dt = (sde.T - eps) / steps if dt is None else check_positive("dt", dt)
-        out_ts = ts if trajectory else ts[[0, -1]]
-        x = sample_torchsde(
-            sde,
-            score,
-            x,
-            out_ts,
-            method=method,
-            dt=dt,
-            adaptive=adaptive,
-            rtol=check_positive("rtol", 1e-5 if rtol is None else rtol),
-            atol=check_positive("atol", 1e-4 if atol is None else atol),
-            max_steps=check_int("max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps),
-            **common,
-        )
+        x = project(x, torch.tensor(sde.T, **opts))
+    problem = Problem(
+        sde=sde,
+        score=score,
+        x=x,
+        t0=sde.T,
+        t1=eps,
+        steps=steps,
+        generator=generator,
+        record=record,
+        final_noise=denoise != "mean",
+        project=project,
+    )
+    x = solver.integrate(problem)
     if denoise == "tweedie":
-        x = tweedie(sde, score, x, ts[-1])
+        x = tweedie(sde, score, x, torch.tensor(eps, **opts))
     if project is not None:
         x = project.finish(x)
     return finish(
-        x, score, record, return_info=return_info, method=f"ReverseSDE.sample(method={method!r})"
+        x, score, record, return_info=return_info, method=f"ReverseSDE.sample(method={name!r})"
     )
+
+
+def _build(method: str, opts: dict) -> Solver:
+    """The default-configured solver object for a method name, with the legacy options."""
+    if method in PREDICTORS:
+        return _PREDICTOR_CLASSES[method]()
+    if method == "pc":
+        corrector = {k: opts[k] for k in ("snr",) if k in opts}
+        if "corrector_steps" in opts:
+            corrector["steps"] = opts["corrector_steps"]
+        pred = {"predictor": opts["predictor"]} if "predictor" in opts else {}
+        return PC(**pred, corrector=Langevin(**corrector))
+    if method == "annealed_langevin":
+        return AnnealedLangevin(**opts)
+    if method == "gotta_go_fast":
+        return GottaGoFast(**opts)
+    return TorchSDE(method, **opts)

@@ -1,0 +1,174 @@
+"""Solver objects for the probability-flow ODE: `DPMSolver`, `TorchDiffEq` and `Dopri5`.
+
+Each holds its validated options and hands the solve to the algorithm module
+(`dpm_solver.py`, `torchdiffeq_sample.py`); see `base.Solver` for the interface.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, final
+
+import torch
+
+from .._checks import check_bool, check_choice, check_int
+from ..sdes.gaussian import GaussianSDE
+from ._common import DEFAULT_MAX_STEPS
+from .base import Problem, Solver
+from .dpm_solver import DEFAULT_SCHEDULE, PREDICTIONS, SCHEDULES, dpm_solver, dpm_solver_multistep
+from .options import check_positive
+from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED, solve_torchdiffeq
+
+__all__ = ["DPMSolver", "Dopri5", "TorchDiffEq"]
+
+
+@final
+class DPMSolver(Solver):
+    r"""DPM-Solver / DPM-Solver++ (Lu et al. 2022; 2022b) for a `GaussianSDE`.
+
+    `steps` on `sample` is the number of score evaluations (default 20).
+
+    Args:
+        order: 1, 2 or 3 (default 3).
+        multistep: `False` (default): singlestep, `order` calls per step; `True`: multistep
+            DPM-Solver++ with one call per step.
+        schedule: step boundaries `"time_quadratic"` (default, uniform in $\sqrt t$),
+            `"logsnr"` (uniform in $\lambda$) or `"time_uniform"`.
+        prediction: Taylor-expand the data prediction `"data"` (DPM-Solver++, default) or the
+            noise prediction `"noise"` (singlestep only).
+
+    Raises:
+        ValueError, TypeError: a bad option, named in the message.
+    """
+
+    process: ClassVar[str] = "ode"
+    default_steps: ClassVar[int] = 20
+
+    def __init__(
+        self,
+        *,
+        order: int = 3,
+        multistep: bool = False,
+        schedule: str = DEFAULT_SCHEDULE,
+        prediction: str = "data",
+    ):
+        if isinstance(order, bool) or order not in (1, 2, 3):
+            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+        self.order = order
+        self.multistep = check_bool("multistep", multistep)
+        self.schedule = check_choice("schedule", schedule, SCHEDULES)
+        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
+        if self.multistep and self.prediction != "data":
+            raise ValueError(
+                "multistep=True supports prediction='data' only (DPM-Solver++), got "
+                f"prediction={prediction!r}"
+            )
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        if not isinstance(p.sde, GaussianSDE):
+            raise TypeError(
+                "method 'dpm_solver' needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), "
+                f"got {type(p.sde).__name__}; use a torchdiffeq method such as 'dopri5'"
+            )
+        solve = dpm_solver_multistep if self.multistep else dpm_solver
+        return solve(
+            p.sde,
+            p.score,
+            p.x,
+            t0=p.t0,
+            t1=p.t1,
+            steps=p.steps,
+            order=self.order,
+            schedule=self.schedule,
+            prediction=self.prediction,
+            record=p.record,
+        )
+
+
+def _tolerances(rtol, atol, max_steps) -> tuple[float, float, int]:
+    return (
+        check_positive("rtol", rtol),
+        check_positive("atol", atol),
+        check_int("max_steps", max_steps),
+    )
+
+
+@final
+class TorchDiffEq(Solver):
+    """A torchdiffeq method on the probability-flow ODE.
+
+    Adaptive methods (`"dopri5"`, `"dopri8"`, `"bosh3"`, `"fehlberg2"`, `"adaptive_heun"`) use
+    `rtol`/`atol` and take no `steps`; fixed-step methods (`"euler"`, `"midpoint"`, `"heun2"`,
+    `"heun3"`, `"rk4"`) take `steps` on `sample` (default 100) and ignore the tolerances.
+
+    Args:
+        method: the torchdiffeq method name.
+        rtol: relative tolerance (default 1e-5).
+        atol: absolute tolerance (default 1e-5).
+        max_steps: adaptive methods: the most steps before a `MaxStepsError` (default 10 000).
+
+    Raises:
+        ValueError, TypeError: a bad option, named in the message.
+    """
+
+    process: ClassVar[str] = "ode"
+
+    def __init__(
+        self,
+        method: str = "dopri5",
+        *,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        max_steps: int = DEFAULT_MAX_STEPS,
+    ):
+        self.method = check_choice("method", method, (*ODE_ADAPTIVE, *ODE_FIXED))
+        self.rtol, self.atol, self.max_steps = _tolerances(rtol, atol, max_steps)
+
+    @property
+    def default_steps(self) -> int | None:  # type: ignore[override]
+        return 100 if self.method in ODE_FIXED else None
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return None
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        return _torchdiffeq(self.method, self.rtol, self.atol, self.max_steps, p)
+
+
+@final
+class Dopri5(Solver):
+    """Dormand–Prince 5(4) with adaptive steps (torchdiffeq's `"dopri5"`); no `steps`.
+
+    Args:
+        rtol: relative tolerance (default 1e-5).
+        atol: absolute tolerance (default 1e-5).
+        max_steps: the most steps before a `MaxStepsError` (default 10 000).
+    """
+
+    process: ClassVar[str] = "ode"
+
+    def __init__(
+        self, *, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = DEFAULT_MAX_STEPS
+    ):
+        self.rtol, self.atol, self.max_steps = _tolerances(rtol, atol, max_steps)
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return None
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        return _torchdiffeq("dopri5", self.rtol, self.atol, self.max_steps, p)
+
+
+def _torchdiffeq(method: str, rtol: float, atol: float, max_steps: int, p: Problem):
+    return solve_torchdiffeq(
+        p.sde,
+        p.score,
+        p.x,
+        t0=p.t0,
+        t1=p.t1,
+        method=method,
+        steps=p.steps,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        record=p.record,
+    )
