@@ -130,6 +130,10 @@ def process_group(device=None, *, timeout: float = 600.0):
         created = True
     try:
         yield env()
+        if created:
+            # Leave together: a rank tearing down its connections while a peer is still in
+            # its last collective can abort that peer (gloo). Not on an error: nobody would come.
+            dist.barrier()
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()

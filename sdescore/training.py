@@ -235,7 +235,7 @@ class Trainer:
             )
         ids = [self.device] if self.device.type == "cuda" else None
         # Buffers (a fitted baseline) are synchronised once here, not at every forward.
-        ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+        ddp = DistributedDataParallel(self.model, device_ids=ids, forward_sync_buffers=False)
         self._net = _Replica(ddp, self.model)
         return where.rank, where.world_size
 
