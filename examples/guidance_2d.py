@@ -36,19 +36,14 @@ def labelled_data(data, n: int, generator) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_conditional(model, x, y, *, steps, batch_size, seed):
-    """A plain Adam loop: `sdescore.train` draws unlabelled batches, so labels travel here."""
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(steps):
-        idx = torch.randint(x.shape[0], (batch_size,), generator=g)
-        loss = sdescore.label_dropout_loss(model, x[idx], labels=y[idx], p_uncond=0.2, generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.mean().backward()
-        opt.step()
-        losses.append(loss.detach().mean())
+    """Classifier-free training: `sdescore.train` with labels and the label-dropout loss."""
+    result = sdescore.train(
+        model, x, labels=y, steps=steps, batch_size=batch_size, lr=2e-3, ema_decay=None,
+        loss=sdescore.label_dropout_loss, loss_kwargs={"p_uncond": 0.2}, seed=seed,
+        progress=False,
+    )  # fmt: skip
     model.eval()
-    return torch.stack(losses).tolist()
+    return [float(v) for v in result.losses]
 
 
 def evaluate(samples, exact, target=0) -> dict:

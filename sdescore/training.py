@@ -108,6 +108,10 @@ class Trainer:
         warmup_steps: linear learning-rate warm-up over this many steps (0 for none).
         grad_clip: clip the gradient norm to this value (None for no clipping).
         ema_decay: EMA decay of the weights, or None for no EMA.
+        labels: `(N,)` integer class labels of tensor `data`, drawn with the same indices as
+            the examples and passed to the loss as `labels=` (e.g.
+            `sdescore.losses.label_dropout_loss` for classifier-free guidance). For an
+            iterable, yield `(x, y)` batches and pass `labels=True`.
         dequantize: for discrete data, the number of levels `bins`: `data` then holds integer
             levels `0 .. bins-1` and every batch is uniformly dequantized afresh onto
             `data_range` (see `sdescore.dequantization.dequantize`), with noise from the data
@@ -140,6 +144,7 @@ class Trainer:
         ema_decay: float | None = 0.999,
         dequantize: int | None = None,
         data_range: tuple[float, float] = (-1.0, 1.0),
+        labels: torch.Tensor | None = None,
         seed: int = 0,
         checkpoint_path=None,
         checkpoint_every: int | None = None,
@@ -174,6 +179,7 @@ class Trainer:
             raise TypeError(
                 f"data must be a tensor (N, *D) or an iterable of batches, got {type(data).__name__}"
             )
+        self.labels = _check_labels(labels, data)
         self.model, self.data, self.loss = model, data, loss
         self.loss_kwargs = dict(loss_kwargs or {})
         self.batch_size = check_int("batch_size", batch_size)
@@ -244,10 +250,14 @@ class Trainer:
         """The EMA model (or the model itself without EMA)."""
         return self.model if self.ema is None else self.ema.model
 
-    def _next_batch(self) -> torch.Tensor:
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        y = None
         if isinstance(self.data, torch.Tensor):
             g, n = self.data_generator, self.data.shape[0]
-            x = self.data[torch.randint(n, (self.batch_size,), generator=g, device=g.device)]
+            idx = torch.randint(n, (self.batch_size,), generator=g, device=g.device)
+            x = self.data[idx]
+            if isinstance(self.labels, torch.Tensor):
+                y = self.labels[idx.to(self.labels.device)]
         else:
             if self._iter is None:
                 self._iter = iter(self.data)
@@ -259,7 +269,13 @@ class Trainer:
                 if x is None:
                     raise ValueError("data is an empty iterable") from None
             if isinstance(x, (tuple, list)):
+                if self.labels is True:
+                    if len(x) < 2:
+                        raise ValueError("labels=True needs (x, y) batches from the iterable")
+                    y = x[1]
                 x = x[0]
+            elif self.labels is True:
+                raise ValueError("labels=True needs (x, y) batches from the iterable")
             if not isinstance(x, torch.Tensor):
                 raise TypeError(f"data batches must be tensors, got {type(x).__name__}")
         if self.bins is not None:
@@ -267,20 +283,23 @@ class Trainer:
             x, _ = dequantize(
                 x.to(g.device), self.bins, self.data_range, generator=g, dtype=self.dtype
             )
-        return x.to(device=self.device, dtype=self.dtype)
+        if y is not None:
+            y = y.to(self.device)
+        return x.to(device=self.device, dtype=self.dtype), y
 
-    def _local_batch(self) -> tuple[torch.Tensor, int]:
-        """This rank's share of the next global batch, and the global batch size."""
-        x = self._next_batch()  # the whole global batch, identical on every rank
+    def _local_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """This rank's share of the next global batch (examples, labels) and its global size."""
+        x, y = self._next_batch()  # the whole global batch, identical on every rank
         total = x.shape[0]
         if self.world_size > 1:
-            x = x[shard(total, self.rank, self.world_size)]
+            part = shard(total, self.rank, self.world_size)
+            x, y = x[part], (None if y is None else y[part])
             if x.shape[0] == 0:
                 raise ValueError(
                     f"a batch of {total} examples leaves rank {self.rank} of {self.world_size} "
                     "without data; yield batches of at least the world size"
                 )
-        return x, total
+        return x, y, total
 
     @contextlib.contextmanager
     def _own_rng(self):
@@ -305,8 +324,9 @@ class Trainer:
         """
         self.model.train()
         with self._own_rng():
-            x, total = self._local_batch()
-            loss = self.loss(self._net, x, generator=self.noise_generator, **self.loss_kwargs)
+            x, y, total = self._local_batch()
+            kwargs = self.loss_kwargs if y is None else {**self.loss_kwargs, "labels": y}
+            loss = self.loss(self._net, x, generator=self.noise_generator, **kwargs)
             loss = loss.mean()
             if self.world_size > 1:
                 # DDP averages gradients over ranks; weighting each rank's mean by its share
@@ -551,6 +571,30 @@ class Trainer:
                         f"checkpoint optimizer state {name!r} has shape {tuple(v.shape)} for a "
                         f"parameter of shape {tuple(p.shape)}"
                     )
+
+
+def _check_labels(labels, data):
+    """`labels` as given: None, True (for an iterable of `(x, y)`), or `(N,)` integers."""
+    if labels is None:
+        return None
+    if labels is True:
+        if isinstance(data, torch.Tensor):
+            raise ValueError("labels=True is for iterables of (x, y) batches; pass the tensor")
+        return True
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1:
+        got = (
+            f"{labels.dtype} tensor of shape {tuple(labels.shape)}"
+            if isinstance(labels, torch.Tensor)
+            else type(labels).__name__
+        )
+        raise TypeError(f"labels must be an integer tensor (N,) or True, got {got}")
+    if not isinstance(data, torch.Tensor) or labels.shape[0] != data.shape[0]:
+        n = data.shape[0] if isinstance(data, torch.Tensor) else "an iterable"
+        raise ValueError(
+            f"labels must have one entry per example of tensor data, got {labels.shape[0]} "
+            f"labels for {n}"
+        )
+    return labels
 
 
 def train(

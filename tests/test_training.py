@@ -348,3 +348,55 @@ def test_load_model_reads_training_checkpoints(tmp_path):
     assert torch.equal(load_model(path)(x, 0.3), res.model(x, 0.3))
     with pytest.raises(ValueError, match="weights must be one of"):
         load_model(path, weights="best")
+
+
+def test_labels_travel_with_their_examples_to_the_loss():
+    """`labels=` are drawn with the same indices as the examples and reach the loss."""
+    seen = []
+
+    def recording_loss(model, x, *, labels, generator=None):
+        seen.append((x.detach().clone(), labels.clone()))
+        return model(x, torch.full((x.shape[0],), 0.5)).square().mean(1)
+
+    x = torch.arange(40, dtype=torch.float32).repeat(2, 1).T  # example i is (i, i)
+    y = torch.arange(40) % 7
+    model = sdescore.ScoreModel(sdescore.MLPScoreNet(2, hidden=16), sdescore.VPSDE())
+    sdescore.train(model, x, labels=y, steps=3, batch_size=8, loss=recording_loss, progress=False)
+    assert len(seen) == 3
+    for xb, yb in seen:
+        assert torch.equal(xb[:, 0].long() % 7, yb)
+    # An iterable of (x, y) batches with labels=True.
+    seen.clear()
+    batches = [(x[:8], y[:8]), (x[8:16], y[8:16])]
+    sdescore.train(model, batches, labels=True, steps=2, loss=recording_loss, progress=False)
+    assert torch.equal(seen[1][1], y[8:16])
+
+
+def test_bad_labels_are_refused():
+    x = torch.randn(10, 2)
+    model = sdescore.ScoreModel(sdescore.MLPScoreNet(2, hidden=16), sdescore.VPSDE())
+    with pytest.raises(ValueError, match="one entry per example"):
+        sdescore.train(model, x, labels=torch.zeros(9, dtype=torch.long), steps=1)
+    with pytest.raises(TypeError, match="integer tensor"):
+        sdescore.train(model, x, labels=torch.zeros(10), steps=1)
+    with pytest.raises(ValueError, match="labels=True is for iterables"):
+        sdescore.train(model, x, labels=True, steps=1)
+
+
+def test_classifier_free_training_with_label_dropout_through_train():
+    """Issue 13's objective through `train`: a conditional model, label dropout, labels=."""
+    from sdescore.losses.conditional import label_dropout_loss
+    from sdescore.models.conditional import ConditionalMLPScoreNet, ConditionalScoreModel
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (256,), generator=g)
+    x = torch.randn(256, 2, generator=g) * 0.3 + (y[:, None] * 4.0 - 2.0)
+    net = ConditionalMLPScoreNet(2, 2, hidden=32)
+    model = ConditionalScoreModel(net, sdescore.VPSDE(), num_classes=2)
+    result = sdescore.train(
+        model, x, labels=y, steps=60, batch_size=64, lr=3e-3, loss=label_dropout_loss,
+        loss_kwargs={"p_uncond": 0.2}, progress=False,
+    )  # fmt: skip
+    losses = torch.as_tensor(result.losses)
+    assert torch.isfinite(losses).all()
+    assert losses[-10:].sum() < losses[:10].sum()
