@@ -1,6 +1,6 @@
 """Sampler benchmark: eight Gaussians under VPSDE(0.1, 20) with the exact score.
 
-    python benchmarks/samplers.py [--n 16384] [--quick]
+    python benchmarks/samplers.py [--n 16384] [--quick] [--nfe-table]
 
 For each method and step count: score calls (nfe), wall time, the mean exact log p0 of the
 samples minus that of exact samples, and the within-mode std (exact: 0.5). "Exact samples" are
@@ -59,9 +59,12 @@ def main():
     ap.add_argument("--n", type=int, default=16384)
     ap.add_argument("--quick", action="store_true", help="fewer configurations")
     ap.add_argument("--overhead", action="store_true", help="only the overhead table")
+    ap.add_argument("--nfe-table", action="store_true", help="only the DPM-Solver NFE table")
     args = ap.parse_args()
     torch.set_num_threads(1)  # small ops; 2 threads on a busy box add barrier waits
     sde, data = sdescore.VPSDE(0.1, 20.0), eight_gaussians(radius=4.0, std=0.5)
+    if args.nfe_table:
+        return nfe_table(sde, data, args.n)
     g = torch.Generator().manual_seed(12345)
     exact = sde.perturb(data.sample(args.n, generator=g, dtype=torch.float64), EPS, generator=g)[0]
     ref_logp = data.log_prob(exact).mean().item()
@@ -155,6 +158,41 @@ def main():
             over = (wall - score_s) / score_s
             best = over if best is None else min(best, over)
         print(f"{method:<16} nfe={res.nfe:<5} overhead = {100 * best:5.1f} %")
+
+
+NFES = (6, 8, 10, 12, 15, 20, 30, 50)
+VARIANTS = {
+    "default DPMSolver()": sdescore.DPMSolver(),
+    "3S equal (old default)": sdescore.DPMSolver(order=3, multistep=False),
+    "3S allocation=order": sdescore.DPMSolver(order=3, multistep=False, allocation="order"),
+    "2M": sdescore.DPMSolver(order=2, multistep=True),
+    "3M exact": sdescore.DPMSolver(order=3, multistep=True, damped=False),
+    "3M damped": sdescore.DPMSolver(order=3, multistep=True, damped=True),
+    "3M damped logsnr": sdescore.DPMSolver(order=3, multistep=True, damped=True, schedule="logsnr"),
+}
+
+
+def nfe_table(sde, data, n):
+    """Solver error: max over seeds 0-2 of mean |x - x_ref| per coordinate, x_ref a converged
+    PF-ODE solve (900 calls, log-SNR grid) from the same prior draws."""
+    score = data.score_fn(sde)
+    pf = sde.probability_flow(score)
+    draws = [
+        sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s)) for s in range(3)
+    ]
+    ref = sdescore.DPMSolver(order=3, multistep=False, schedule="logsnr")
+    refs = [pf.sample(x_T=z, method=ref, steps=900, eps=EPS) for z in draws]
+    print(f"solver error vs converged PF ODE, n={n}, max over 3 seeds")
+    print(f"{'variant':<26}" + "".join(f"{k:>9}" for k in NFES))
+    for name, solver in VARIANTS.items():
+        errs = []
+        for nfe in NFES:
+            e = [
+                (pf.sample(x_T=z, method=solver, steps=nfe, eps=EPS) - r).abs().mean().item()
+                for z, r in zip(draws, refs, strict=True)
+            ]
+            errs.append(max(e))
+        print(f"{name:<26}" + "".join(f"{v:9.1e}" for v in errs), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from ..sdes.gaussian import GaussianSDE
 from ._common import grid_dtype
 
 __all__ = [
+    "ALLOCATIONS",
     "DEFAULT_SCHEDULE",
     "PREDICTIONS",
     "SCHEDULES",
@@ -38,19 +39,23 @@ __all__ = [
 ]
 
 PREDICTIONS = ("data", "noise")
+ALLOCATIONS = ("equal", "order")
 DEFAULT_SCHEDULE = "time_quadratic"
 SCHEDULES = ("logsnr", "time_uniform", "time_quadratic")
 _STAGES = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}
 
 
-def dpm_orders(nfe: int, order: int) -> list[int]:
+def dpm_orders(nfe: int, order: int, *, end_low: bool = False) -> list[int]:
     """Orders of the successive steps for a budget of exactly `nfe` score evaluations.
 
     As many steps of order `order` as fit, then the remainder as one lower-order step at the end
-    (Lu et al. 2022, Sec. 3.4, "DPM-Solver-fast", except that a budget divisible by 3 is spent on
-    order-3 steps only, which keeps the global order at 3).
+    (Lu et al. 2022, Sec. 3.4, "DPM-Solver-fast"). A budget divisible by 3 is spent on order-3
+    steps only, unless `end_low`: then it ends with an order-2 and an order-1 step, as Lu et
+    al.'s code does (their Sec. 3.4; `[3, ..., 3, 2, 1]`).
     """
     k, rem = divmod(nfe, order)
+    if end_low and order == 3 and rem == 0 and k >= 2:
+        return [3] * (k - 1) + [2, 1]
     return [order] * k + ([rem] if rem else [])
 
 
@@ -105,6 +110,8 @@ def dpm_solver(
     schedule: str,
     prediction: str,
     record,
+    proportional: bool = False,
+    end_low: bool = False,
 ) -> torch.Tensor:
     r"""Integrate the PF ODE from `t0` to `t1` with exactly `steps` score evaluations.
 
@@ -123,10 +130,20 @@ def dpm_solver(
             the same expansion in $\hat x_0$ with $e^{-h}$ in place of $e^{h}$) or the noise
             prediction `"noise"` (Lu et al. 2022).
         record: a `Recorder` for the trajectory (states at step boundaries).
+        proportional: each step's length proportional to its order (on the schedule's
+            `steps`-cell grid, Lu et al.'s code); `False`: equal steps whatever their order.
+        end_low: see `dpm_orders`.
     """
     step = _step_data if prediction == "data" else _step
-    orders = dpm_orders(steps, order)
-    ts = _boundaries(sde, t0, t1, len(orders), schedule, x)
+    orders = dpm_orders(steps, order, end_low=end_low)
+    if proportional:
+        # Each step spans as many cells of an nfe-point grid as it makes score calls (Lu et
+        # al.'s code), so the last, low-order step is short.
+        fine = _boundaries(sde, t0, t1, steps, schedule, x)
+        cells = torch.tensor([0, *orders], device=fine.device).cumsum(0)
+        ts = fine[cells]
+    else:
+        ts = _boundaries(sde, t0, t1, len(orders), schedule, x)
     # All intermediate stage times, found at once (one vectorised t_from_log_snr call).
     lam_b = sde.log_snr(ts)
     rs = [r for k in orders for r in _STAGES[k]]
@@ -194,6 +211,8 @@ def dpm_solver_multistep(
     schedule: str,
     prediction: str,
     record,
+    damped: bool = False,
+    low_final: int = 15,
 ) -> torch.Tensor:
     r"""Multistep DPM-Solver in data prediction (DPM-Solver++; Lu et al. 2022b), one score call
     per step.
@@ -205,7 +224,10 @@ def dpm_solver_multistep(
     $\varphi_2 = 1 + \mathrm{expm1}(-h)/h$ and $\varphi_3 = \tfrac12 - \varphi_2/h$. The
     derivatives come from divided differences of the previous predictions in $\lambda$
     (nonuniform spacing allowed); the first steps, and the last steps when `steps < 15`, use a
-    lower order, as Lu et al. recommend for stability.
+    lower order, as Lu et al. recommend for stability. With `damped`, the second-derivative
+    term is halved, as in the 3M of Lu et al.'s code, diffusers and k-diffusion (their $D_2$ is
+    $h^2 \hat x_0''/2$ where the exact term needs $h^2 \hat x_0''$): order 2 in practice, but
+    measured more accurate below about 40 steps (docs/sampling.md).
     """
     if prediction != "data":
         raise ValueError(
@@ -218,7 +240,7 @@ def dpm_solver_multistep(
     for i in range(steps):
         s, t = pts[i], pts[i + 1]
         hist = (hist + [(s.lam, _data(score, x, s))])[-3:]
-        k = min(order, len(hist), steps - i if steps < 15 else order)
+        k = min(order, len(hist), steps - i if steps < low_final else order)
         h = t.lam - s.lam
         em = torch.expm1(-h)
         phi2 = 1 + em / h
@@ -233,6 +255,8 @@ def dpm_solver_multistep(
                 delta2 = (d1 - d2) / (l1 - l2)
                 second = 2 * (delta1 - delta2) / (s.lam - l2)
                 deriv = delta1 + 0.5 * h1 * second
+                if damped:  # the 3M of Lu et al.'s code, diffusers, k-diffusion: half the term
+                    second = 0.5 * second
             x_new = x_new + (t.alpha * h * phi2) * deriv
             if second is not None:
                 x_new = x_new + (t.alpha * h * h * (0.5 - phi2 / h)) * second

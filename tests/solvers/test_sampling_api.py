@@ -262,7 +262,7 @@ def test_trajectories_have_one_state_per_step():
     res = rs.sample((8, 1), method="srk", steps=6, return_info=True, trajectory=True)
     assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)
     pf = VP.probability_flow(DATA_1D.score_fn(VP))
-    res = pf.sample((8, 1), steps=6, return_info=True, trajectory=True)  # two order-3 steps
+    res = pf.sample((8, 1), steps=6, order=3, return_info=True, trajectory=True)  # 2 steps
     assert res.trajectory.shape == (3, 8, 1) and bool((res.times.diff() < 0).all())
     res = pf.sample((8, 1), steps=6, multistep=True, return_info=True, trajectory=True)
     assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)

@@ -125,3 +125,28 @@ def test_recorder_is_inert_when_disabled():
     r = Recorder(False)
     r(torch.tensor(1.0), torch.zeros(2))
     assert r.stacked() == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("solver", "calls", "order"),
+    [
+        # The damped 3M (the peers' "3M") is order 2 in practice: its second-derivative term
+        # is half the exact one, which leaves an O(h^3) local error (the exact 3M is checked
+        # in test_dpm_solver_order).
+        (sdescore.DPMSolver(order=3, multistep=True, damped=True, schedule="logsnr"), 1, 2),
+        # Lu et al.'s allocation (steps proportional to order, ending in orders 2, 1) keeps the
+        # order of the singlestep solver.
+        (sdescore.DPMSolver(order=3, multistep=False, allocation="order", schedule="logsnr"), 3, 3),
+        (sdescore.DPMSolver(order=2, multistep=False, allocation="order", schedule="logsnr"), 2, 2),
+    ],
+    ids=["3M-damped", "3S-order-allocation", "2S-order-allocation"],
+)
+def test_dpm_solver_variant_orders(solver, calls, order):
+    pf = VP.probability_flow(gaussian_1d(MU, S0).score_fn(VP))
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64)[:, None]
+    exact = _exact_flow(z, VP.T, EPS)
+    ns = [32, 64, 128]
+    errs = [
+        (pf.sample(x_T=z, steps=n * calls, method=solver) - exact).abs().max().item() for n in ns
+    ]
+    assert abs(_slope(ns, errs) - order) <= 0.3, (errs, _slope(ns, errs))

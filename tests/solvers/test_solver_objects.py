@@ -148,3 +148,42 @@ def test_user_defined_solver_runs_end_to_end():
     assert (res.samples - ref).abs().mean() < 0.01
     with pytest.raises(TypeError, match="abstract"):
         Solver()
+
+
+def test_dpm_solver_default_is_chosen_by_budget():
+    # Measured on eight Gaussians (docs/sampling.md, "choosing a sampler"): 2M below 13 calls,
+    # damped 3M from 13 to 39, exact 3M from 40; explicit options keep the old meaning.
+    auto = sdescore.DPMSolver()
+    assert [auto.plan(n) for n in (6, 12, 13, 39, 40)] == [
+        (2, True, False),
+        (2, True, False),
+        (3, True, True),
+        (3, True, True),
+        (3, True, False),
+    ]
+    assert sdescore.DPMSolver(order=3).plan(10) == (3, False, False)
+    assert sdescore.DPMSolver(multistep=True).plan(10) == (3, True, False)
+    with pytest.raises(ValueError, match="damped applies to multistep=True only"):
+        sdescore.DPMSolver(multistep=False, damped=True)
+    with pytest.raises(ValueError, match="allocation must be one of"):
+        sdescore.DPMSolver(allocation="proportional")
+
+
+def test_order_allocation_makes_the_last_low_order_step_short():
+    # 10 calls, order 3: steps 3, 3, 3, 1. Equal allocation: four equal steps in sqrt(t); Lu et
+    # al.'s: the final first-order step is one cell of the 10-cell grid (t in [0.017, 0.001]).
+    pf = VP.probability_flow(DATA.score_fn(VP))
+    times = {
+        a: pf.sample(
+            (4, 1),
+            method=sdescore.DPMSolver(order=3, multistep=False, allocation=a),
+            steps=10,
+            return_info=True,
+            trajectory=True,
+        ).times
+        for a in ("equal", "order")
+    }
+    assert times["equal"].shape == times["order"].shape == (5,)
+    fine = torch.linspace(1.0, 1e-3**0.5, 11).square()
+    torch.testing.assert_close(times["order"], fine[[0, 3, 6, 9, 10]])
+    assert float(times["order"][-2]) < 0.02 < 0.07 < float(times["equal"][-2])
