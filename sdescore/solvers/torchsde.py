@@ -138,20 +138,25 @@ def sample_torchsde(
     dt = dt * (1 + 1e-9)
     # One draw from the generator seeds the whole Brownian motion, so a fixed seed reproduces it.
     entropy = int(torch.randint(0, 2**62, (1,), generator=generator, device=_gen_device(generator)))
-    bm = torchsde.BrownianInterval(
-        t0=us[0],
-        t1=us[-1],
-        size=tuple(y0.shape),
-        dtype=y0.dtype,
-        device=y0.device,
-        entropy=entropy,
-        dt=dt,
-        levy_area_approximation=_LEVY_AREA.get(method, "none"),
-    )
+    # torchsde's Brownian interval draws its increments from torch's global RNG after seeding it
+    # from `entropy`; fork the global RNG so the caller's stream neither matters nor advances.
+    cuda = [y0.device] if y0.device.type == "cuda" else []
     try:
-        ys = torchsde.sdeint(
-            problem, y0, us, bm=bm, method=method, dt=dt, adaptive=adaptive, rtol=rtol, atol=atol
-        )
+        with torch.random.fork_rng(devices=cuda):
+            bm = torchsde.BrownianInterval(
+                t0=us[0],
+                t1=us[-1],
+                size=tuple(y0.shape),
+                dtype=y0.dtype,
+                device=y0.device,
+                entropy=entropy,
+                dt=dt,
+                levy_area_approximation=_LEVY_AREA.get(method, "none"),
+            )
+            ys = torchsde.sdeint(
+                problem, y0, us, bm=bm, method=method, dt=dt, adaptive=adaptive,
+                rtol=rtol, atol=atol,
+            )  # fmt: skip
     except MaxStepsError as err:
         raise MaxStepsError(
             f"torchsde {method!r} (adaptive): max steps exceeded, loosen rtol/atol or raise "
