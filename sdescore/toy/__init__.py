@@ -18,11 +18,13 @@ from .datasets import (
     swiss_roll,
     two_moons,
 )
+from .images import DigitsData, digits, image_grid, save_image_grid
 from .mixture import ExactScore, GaussianMixture, gaussian
 
 __all__ = [
     "TOY_DATASETS",
     "Checkerboard",
+    "DigitsData",
     "Rings",
     "SwissRoll",
     "ToyDataset",
@@ -33,6 +35,9 @@ __all__ = [
     "mixture_component",
     "GaussianMixture",
     "checkerboard",
+    "digits",
+    "image_grid",
+    "save_image_grid",
     "eight_gaussians",
     "gaussian",
     "rings",
