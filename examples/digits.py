@@ -123,6 +123,7 @@ def baselines(train_y: torch.Tensor, val_y: torch.Tensor, test_y: torch.Tensor, 
         if best is None or scores[k] > scores[best[0]]:
             best = (k, gmm)
     out["gmm"] = torch.as_tensor(best[1].score_samples(flat[2].numpy()))
+    out["gmm_model"] = best[1]  # for the sample-quality table (its samples)
     return out, best[0], scores
 
 
@@ -243,6 +244,9 @@ def main(argv=None) -> dict:
         "seed": args.seed,
     }
     report.update(sample_metrics(samples, as_pix, test, all_train))
+    quality = sample_quality_table(ema, sde, base["gmm_model"], test, all_train, args, dev)
+    if quality:
+        report["sample_quality"] = quality
 
     print(f"\n{'test bits/dim (450 = full test split)':<34}{'mean':>8}{'± se':>8}")
     for name, (m, s) in table.items():
@@ -266,6 +270,60 @@ def main(argv=None) -> dict:
         figures(out, samples, res, test, all_train, idx_s, d_s, d_t, result, table)
     print(f"wrote {out}/metrics.json" + ("" if args.no_plots else " and four figures"))
     return report
+
+
+def to_pixels(samples: torch.Tensor) -> torch.Tensor:
+    """Continuous samples on [-1, 1] -> their levels k (`sdescore.quantize`) -> k / 8 - 1."""
+    return sdescore.quantize(samples.float(), BINS, RANGE).float() / 8.0 - 1.0
+
+
+def sample_quality_table(ema, sde, gmm, test, train, args, dev) -> list[dict]:
+    """FID-digits and the Inception-style score of real digits, the model's samples (PF ODE at
+    10/20/50 calls, reverse SDE with PC) and the Gaussian-mixture baseline's samples."""
+    try:
+        from sdescore.metrics import fid_digits, inception_score_digits
+
+        fid_digits(test[:4] / 8.0 - 1.0, test[4:8] / 8.0 - 1.0)  # torchmetrics present?
+    except ImportError as err:
+        print(f"sample-quality table skipped: {err}")
+        return []
+    n = args.n_samples
+    real = test / 8.0 - 1.0
+    ref = (train / 8.0 - 1.0)[
+        torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
+    ]
+    candidates = {"real train digits (floor)": (ref, 0)}
+    g = torch.Generator(dev).manual_seed(args.seed + 2)
+    with torch.no_grad():
+        for calls in (10, 20, 50):
+            res = sde.probability_flow(ema).sample(
+                (n, 1, 8, 8), method="dpm_solver", steps=calls, generator=g, return_info=True,
+                device=dev,
+            )  # fmt: skip
+            candidates[f"PF ODE, dpm_solver, {calls} calls"] = (
+                to_pixels(res.samples.cpu()),
+                res.nfe,
+            )
+        pc_steps = 50 if args.quick else 100
+        res = sde.reverse(ema).sample(
+            (n, 1, 8, 8), method="pc", steps=pc_steps, generator=g, return_info=True, device=dev
+        )
+        candidates[f"reverse SDE, pc, {pc_steps} steps"] = (to_pixels(res.samples.cpu()), res.nfe)
+    y, _ = gmm.sample(n)
+    gmm_x = torch.as_tensor(y, dtype=torch.float32).reshape(n, 1, 8, 8)
+    candidates[f"Gaussian mixture ({gmm.n_components} comp.)"] = (to_pixels(gmm_x), 0)
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for name, (x, nfe) in candidates.items():
+        fid = fid_digits(x, real)
+        score = inception_score_digits(x, splits=5, generator=gen)
+        rows.append({"samples": name, "nfe": nfe, "fid_digits": fid.value, "is": score.value,
+                     "is_se": score.stderr})  # fmt: skip
+    print(f"\n{'samples (' + str(n) + ' each, vs ' + str(len(real)) + ' test digits)':<44}"
+          f"{'NFE':>6}{'FID-digits':>12}{'IS':>8}")  # fmt: skip
+    for r in rows:
+        print(f"{r['samples']:<44}{r['nfe']:>6}{r['fid_digits']:>12.2f}{r['is']:>8.2f}")
+    return rows
 
 
 def sample_metrics(samples, as_pix, test, train) -> dict:
