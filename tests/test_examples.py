@@ -100,3 +100,10 @@ def test_digits_quick(tmp_path):
     for key in ("test_nll", "test_nll_se", "stages", "config", "version", "seed"):
         assert key in m, key
     assert all(math.isfinite(v) for v in finite_numbers(m))
+    # Inpainting (issue 13): the known half is kept exactly; the figure is written.
+    assert m["inpainting"]["known_half_max_abs_change"] == 0.0
+    assert 0.0 <= m["inpainting"]["class_agreement"] <= 1.0
+    assert (tmp_path / "inpainting.png").stat().st_size > 5_000
+    # The sample-quality table of issue 10: floor, PF ODE at 10/20/50 calls, PC, the GMM.
+    rows = {r["samples"]: r for r in m["sample_quality"]}
+    assert len(rows) == 6 and any(name.startswith("PF ODE") for name in rows)
