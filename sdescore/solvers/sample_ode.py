@@ -75,14 +75,16 @@ def sample(
         progress: show a tqdm bar counting score evaluations.
         return_info: return a `SampleResult` (samples, `nfe`, trajectory).
         trajectory: record the intermediate states (needs `return_info=True`).
-        order: `"dpm_solver"` only: 1, 2 or 3 (default 3).
+        order: `"dpm_solver"` only: 1, 2 or 3. Left unset (with `multistep`), the solver is
+            chosen by the budget, as measured (`sdescore.DPMSolver`): 2M below 13 calls, the
+            damped 3M from 13 to 39, the exact 3M from 40.
         schedule: `"dpm_solver"` only: step boundaries `"time_quadratic"` (default, uniform
             in $\sqrt t$), `"logsnr"` (uniform in $\lambda$) or `"time_uniform"`.
         prediction: `"dpm_solver"` only: Taylor-expand the data prediction `"data"`
             (default; DPM-Solver++) or the noise prediction `"noise"` (DPM-Solver).
-        multistep: `"dpm_solver"` only: `False` (default) is the singlestep solver (orders
-            1-3 of Lu et al. 2022, `order` calls per step); `True` reuses past predictions,
-            one score call per step (DPM-Solver++(3M), Lu et al. 2022b).
+        multistep: `"dpm_solver"` only: `False` is the singlestep solver (orders 1-3 of Lu
+            et al. 2022, `order` calls per step); `True` reuses past predictions, one score
+            call per step (DPM-Solver++(2M/3M), Lu et al. 2022b); unset, chosen by budget.
         rtol: relative tolerance, adaptive torchdiffeq methods only (default 1e-5).
         atol: absolute tolerance, adaptive torchdiffeq methods only (default 1e-5).
         max_steps: adaptive torchdiffeq methods only: the most steps before a `MaxStepsError`
