@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from ._checks import check_finite_tensor, check_int, check_real
+from ._checks import check_finite_tensor, check_int, check_real, check_state
 
 __all__ = ["bits_per_dim", "dequantize", "quantize"]
 
@@ -84,6 +84,20 @@ def quantize(y: torch.Tensor, bins: int, data_range=(-1.0, 1.0)) -> torch.Tensor
     check_finite_tensor(y, "y")
     width = (b - a) / bins
     return torch.floor((y - a) / width).clamp(0, bins - 1).long()
+
+
+def check_continuous_data(x) -> None:
+    """Continuous data `(B, *D)` for an evaluation entry point: floating, finite, B >= 1.
+
+    Integer tensors are refused with a pointer to `bins=` (they are levels to dequantize).
+    """
+    if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex():
+        raise TypeError(
+            f"x has integer dtype {x.dtype}: for discrete levels pass bins=... (e.g. 256 for "
+            "8-bit data) and data_range=, so that they are dequantized onto the model's range"
+        )
+    check_state(x)
+    check_finite_tensor(x)
 
 
 def check_bins(bins, data_range) -> tuple[int, tuple[float, float]]:

@@ -35,12 +35,10 @@ import torch
 from ._checks import (
     check_choice,
     check_end_time,
-    check_finite_tensor,
     check_int,
-    check_state,
 )
 from ._shapes import append_dims, batch_sum, flat_dim
-from .dequantization import bits_per_dim, check_bins, dequantize
+from .dequantization import bits_per_dim, check_bins, check_continuous_data, dequantize
 from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
 from .likelihood import ESTIMATORS, resolve_sde
 from .models.mode import check_data_scale, evaluation_mode
@@ -139,22 +137,6 @@ def _integrand(model, sde, xs, ts, probes, lo, d) -> torch.Tensor:
     return g2 * (div + 0.5 * batch_sum(s.square())) - h_ref
 
 
-def _integrand(model, sde, xs, ts, probes, lo, d) -> torch.Tensor:
-    """Theorem 1's integrand minus the control variate for the pairs `xs: (n, *D)`, `ts: (n,)`."""
-    with torch.no_grad():
-        if probes is None:
-            s, div = divergence_exact(model, xs, ts)
-        else:
-            s, est = divergence_hutchinson(model, xs, ts, probes[lo : lo + xs.shape[0]][None])
-            div = est[0]
-    g2 = sde.diffusion(ts).square()
-    # Integrand of Theorem 1 with div f = d f(t) for the linear drift f(t) x, minus the
-    # control variate: the same integrand for the reference score -x_t / V(t).
-    big_v = sde.alpha(ts).square() + sde.sigma(ts).square()
-    h_ref = g2 * (0.5 * batch_sum(xs.square()) / big_v.square() - d / big_v)
-    return g2 * (div + 0.5 * batch_sum(s.square())) - h_ref
-
-
 def elbo(
     model,
     x: torch.Tensor,
@@ -210,13 +192,7 @@ def elbo(
             f"elbo needs a GaussianSDE (closed-form transition kernel), got {type(sde).__name__}"
         )
     if bins is None:
-        if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex():
-            raise TypeError(
-                f"x has integer dtype {x.dtype}: for discrete levels pass bins=... and "
-                "data_range=, so that they are dequantized onto the model's range"
-            )
-        check_state(x)
-        check_finite_tensor(x)
+        check_continuous_data(x)
         check_data_scale(model, x)
         log_volume = 0.0
     else:

@@ -27,12 +27,16 @@ from ._checks import (
     check_callable,
     check_choice,
     check_end_time,
-    check_finite_tensor,
     check_int,
-    check_state,
 )
 from ._shapes import flat_dim
-from .dequantization import bits_per_dim, check_bins, dequantize, to_levels
+from .dequantization import (
+    bits_per_dim,
+    check_bins,
+    check_continuous_data,
+    dequantize,
+    to_levels,
+)
 from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.base import SDE
@@ -256,13 +260,7 @@ def likelihood(
     check_int("steps", steps, allow_none=True)
     eps = check_end_time(eps, sde.T)
     if bins is None:
-        if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex():
-            raise TypeError(
-                f"x has integer dtype {x.dtype}: for discrete levels pass bins=... (e.g. 256 for "
-                "8-bit data) and data_range=, so that they are dequantized onto the model's range"
-            )
-        check_state(x)
-        check_finite_tensor(x)
+        check_continuous_data(x)
         if x.dtype in (torch.float16, torch.bfloat16):
             raise TypeError(
                 f"x must be float32 or float64 for likelihood, got {x.dtype}: the ODE state and "
