@@ -19,6 +19,7 @@ from .sde_methods import (
     GottaGoFast,
     Langevin,
     ReverseDiffusion,
+    SDEDPMSolver,
     TorchSDE,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "DPMSolver",
     "Dopri5",
     "EulerMaruyama",
+    "SDEDPMSolver",
     "GottaGoFast",
     "Inpainting",
     "Langevin",

@@ -28,6 +28,7 @@ from .sde_methods import (
     AnnealedLangevin,
     GottaGoFast,
     Langevin,
+    SDEDPMSolver,
     TorchSDE,
 )
 from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED
@@ -35,7 +36,14 @@ from .torchsde import TORCHSDE_METHODS
 
 __all__ = ["SDE_METHODS", "sample"]
 
-SDE_METHODS = (*PREDICTORS, "pc", "annealed_langevin", "gotta_go_fast", *TORCHSDE_METHODS)
+SDE_METHODS = (
+    *PREDICTORS,
+    "pc",
+    "annealed_langevin",
+    "sde_dpm_solver",
+    "gotta_go_fast",
+    *TORCHSDE_METHODS,
+)
 # The probability-flow ODE's methods (sample_ode.ODE_METHODS, which imports this module's
 # neighbours, not this module), named here only to point a user to the right process.
 _ODE_ONLY = ("dpm_solver", *ODE_ADAPTIVE, *ODE_FIXED)
@@ -44,6 +52,7 @@ _OPTIONS = {
     **{p: frozenset({"steps", "inpaint"}) for p in PREDICTORS},
     "pc": frozenset({"steps", "predictor", "snr", "corrector_steps", "inpaint"}),
     "annealed_langevin": frozenset({"steps", "corrector_steps", "step_size", "inpaint"}),
+    "sde_dpm_solver": frozenset({"steps"}),
     "gotta_go_fast": frozenset({"rtol", "atol", "dt", "max_steps"}),
     **{
         m: frozenset({"steps", "dt", "adaptive", "rtol", "atol", "max_steps"})
@@ -214,6 +223,8 @@ def _build(method: str, opts: dict) -> Solver:
         return PC(**pred, corrector=Langevin(**corrector))
     if method == "annealed_langevin":
         return AnnealedLangevin(**opts)
+    if method == "sde_dpm_solver":
+        return SDEDPMSolver()
     if method == "gotta_go_fast":
         return GottaGoFast(**opts)
     return TorchSDE(method, **opts)

@@ -19,6 +19,7 @@ SDE_CASES = {
     "ancestral": {"steps": 8},
     "pc": {"steps": 4, "corrector_steps": 2},
     "annealed_langevin": {"steps": 4, "corrector_steps": 2},
+    "sde_dpm_solver": {"steps": 8},
     "gotta_go_fast": {"rtol": 0.05, "atol": 0.05},
     "euler": {"steps": 8},
     "milstein": {"steps": 8},
