@@ -146,6 +146,38 @@ def sharp_table(shapes, n_points):
     return rows
 
 
+def exact_trace_cost(repeats=3):
+    """Seconds per ODE evaluation of the exact trace and of Hutchinson (1 and 4 probes) with the
+    package's UNet (untrained, eps head, VP) on 64 images of growing size: where the exact
+    trace stops being affordable (the warning in `likelihood` starts above 128 coordinates)."""
+    from sdescore.divergence import divergence_exact, divergence_hutchinson, draw_probes
+
+    sde = sdescore.VPSDE(0.1, 20.0)
+    rows = []
+    for shape in [(1, 4, 4), (1, 8, 8), (3, 8, 8)]:
+        torch.manual_seed(0)  # benchmark script: fixed random weights
+        net = sdescore.UNet(shape[0], channels=32).eval()
+        model = sdescore.ScoreModel(net, sde, "eps")
+        x = torch.randn(64, *shape)
+        t = torch.full((64,), 0.5)
+        fns = {
+            "exact": partial(divergence_exact, model, x, t),
+            "hutchinson k=1": partial(divergence_hutchinson, model, x, t, draw_probes(x, 1)),
+            "hutchinson k=4": partial(divergence_hutchinson, model, x, t, draw_probes(x, 4)),
+        }
+        best = {}
+        for name, fn in fns.items():
+            fn()  # warm-up
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            best[name] = min(times)
+        rows.append((math.prod(shape), best))
+    return rows
+
+
 def joint_rms(y):
     """scipy's error norm: RMS over every component of (x, log p) together. With a smooth log p
     channel this is ~sqrt(2/3) of the RMS over x for 2-D data, i.e. a looser effective tolerance."""
@@ -260,8 +292,22 @@ def main():
     ap.add_argument("--quick", action="store_true", help="batch 256 only, one repeat")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--float64", action="store_true", help="run in float64 (default float32)")
+    ap.add_argument(
+        "--exact-cost", action="store_true", help="only the exact-trace cost table (UNet)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.exact_cost:
+        print("UNet (32 channels, untrained), 64 images, seconds per ODE evaluation")
+        print("| d | exact | hutchinson k=1 | hutchinson k=4 | exact / k=4 |")
+        print("|---|---|---|---|---|")
+        for d, b in exact_trace_cost():
+            ratio = b["exact"] / b["hutchinson k=4"]
+            print(
+                f"| {d} | {b['exact']:.3f} | {b['hutchinson k=1']:.3f} "
+                f"| {b['hutchinson k=4']:.3f} | {ratio:.1f} |"
+            )
+        return
     dtype = torch.float64 if args.float64 else torch.float32
     batches = [256] if args.quick else [512, 4096]
     repeats = 1 if args.quick else args.repeats
