@@ -21,23 +21,31 @@ from __future__ import annotations
 import torch
 
 from .._shapes import append_dims
-from ..sdes.gaussian import GaussianSDE
+from ..sdes.base import SDE
 from ._common import batch_time, noise_like
+from .dpm_solver import _boundaries
+from .native import _require_gaussian
 
 
 def sample_sde_dpm_solver(
-    sde: GaussianSDE,
+    sde: SDE,
     score,
     x: torch.Tensor,
-    ts: torch.Tensor,
+    t0: float,
+    t1: float,
+    steps: int,
     *,
+    schedule: str,
     order: int,
     eta: float,
     final_noise: bool,
     generator,
     record,
 ) -> torch.Tensor:
-    """Carry `x` along the decreasing times `ts` `(N + 1,)`; one score call per step."""
+    """Carry `x` from `t0` to `t1` in `steps` steps on DPM-Solver's `schedule` (a
+    `GaussianSDE` only); one score call per step."""
+    _require_gaussian(sde, "sde_dpm_solver")
+    ts = _boundaries(sde, t0, t1, steps, schedule, x)
     coef = ts.to(torch.float64)
     alpha, sigma = sde.alpha(coef), sde.sigma(coef)
     lam = alpha.log() - sigma.log()

@@ -120,18 +120,9 @@ class SDEDPMSolver(Solver):
         )
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        from ..sdes.gaussian import GaussianSDE
-        from .dpm_solver import _boundaries
-
-        if not isinstance(p.sde, GaussianSDE):
-            raise TypeError(
-                "SDEDPMSolver needs a GaussianSDE (alpha(t), sigma(t)), got "
-                f"{type(p.sde).__name__}; use EulerMaruyama for other SDEs"
-            )
-        ts = _boundaries(p.sde, p.t0, p.t1, p.steps, self.schedule, p.x)
         return sample_sde_dpm_solver(
-            p.sde, p.score, p.x, ts, order=self.order, eta=self.eta,
-            final_noise=p.final_noise, generator=p.generator, record=p.record,
+            p.sde, p.score, p.x, p.t0, p.t1, p.steps, schedule=self.schedule, order=self.order,
+            eta=self.eta, final_noise=p.final_noise, generator=p.generator, record=p.record,
         )  # fmt: skip
 
 
