@@ -40,10 +40,9 @@ from ._checks import (
 from ._shapes import append_dims, batch_sum, flat_dim
 from .dequantization import bits_per_dim, check_bins, check_continuous_data, dequantize
 from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
-from .likelihood import ESTIMATORS, resolve_sde
+from .likelihood import ESTIMATORS, check_finite_per_example, resolve_sde
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.gaussian import GaussianSDE
-from .solvers._common import NonFiniteError
 
 __all__ = ["ELBOResult", "elbo"]
 
@@ -232,13 +231,7 @@ def elbo(
     diffusion = h.mean(0) + big_a * batch_sum(x.square()) + d * big_c
     prior = _prior_term(sde, x, eps)
     nll = prior + diffusion - log_volume
-    bad = ~torch.isfinite(nll)
-    if bool(bad.any()):  # one host sync per call, after all network passes
-        raise NonFiniteError(
-            f"elbo produced non-finite bounds for {int(bad.sum())} of {b} examples. Check that "
-            "the score function returns finite values for t in [eps, T] (try it at t = eps) "
-            "and that the model and data dtypes match"
-        )
+    check_finite_per_example(nll, "elbo produced non-finite bounds")
     return ELBOResult(
         nll_bound=nll,
         stderr=h.std(0) / math.sqrt(samples),

@@ -323,7 +323,9 @@ def likelihood(
         log_prob_stderr=None if parts[0].stderr is None else torch.cat([p.stderr for p in parts]),
         dequantized=None if levels is None else torch.cat([p.y for p in parts]),
     )
-    _check_finite_result(result, method)
+    check_finite_per_example(
+        result.log_prob, f"likelihood ({method}) produced non-finite log-densities"
+    )
     return result
 
 
@@ -419,14 +421,16 @@ def _fixed_grid(sde: SDE, eps: float, steps: int, like: torch.Tensor) -> torch.T
     return torch.linspace(eps, sde.T, steps + 1, dtype=torch.float64, device=dev)
 
 
-def _check_finite_result(result: LikelihoodResult, method: str) -> None:
-    # One host sync per call, after the solve: never inside the integration loop.
-    bad = ~torch.isfinite(result.log_prob)
+def check_finite_per_example(values: torch.Tensor, what: str) -> None:
+    """Raise `NonFiniteError` if any of the per-example `values: (B,)` is NaN/Inf.
+
+    `what` opens the message (e.g. "likelihood (dopri5) produced non-finite log-densities").
+    One host sync, after the solve: never inside an integration loop.
+    """
+    bad = ~torch.isfinite(values)
     if bool(bad.any()):
-        n_bad = int(bad.sum())
         raise NonFiniteError(
-            f"likelihood ({method}) produced non-finite log-densities for {n_bad} of "
-            f"{bad.numel()} examples. Check that the score function returns finite values for "
-            "t in [eps, T] (try it at t = eps), that the model and data dtypes match, and that "
-            "eps is not too small for the model"
+            f"{what} for {int(bad.sum())} of {bad.numel()} examples. Check that the score "
+            "function returns finite values for t in [eps, T] (try it at t = eps), that the "
+            "model and data dtypes match, and that eps is not too small for the model"
         )
