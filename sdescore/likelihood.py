@@ -296,26 +296,26 @@ def likelihood(
     d = flat_dim(src)
     bs = src.shape[0] if batch_size is None else batch_size
 
-    def _batch(chunk: torch.Tensor) -> _Part:
-        draws, log_w = [], 0.0
-        for _ in range(dequantization_samples):
-            if levels is None:
-                y = chunk
-            else:
-                y, log_w = dequantize(chunk, bins, data_range, generator=generator)
-            draws.append(
-                _solve(
-                    pf, y, estimator=estimator, noise=noise, probes=probes, eps=eps,
-                    generator=generator, solver_kw=solver_kw, exact_chunk=exact_chunk,
-                )
-            )  # fmt: skip
-        return _combine(draws, d * log_w)
-
+    solve_kw = dict(
+        estimator=estimator, noise=noise, probes=probes, eps=eps, generator=generator,
+        solver_kw=solver_kw, exact_chunk=exact_chunk,
+    )  # fmt: skip
     with evaluation_mode(model):
-        parts = [_batch(chunk) for chunk in src.split(bs)]
+        parts = [
+            _evaluate_batch(
+                pf,
+                chunk,
+                dequantization_samples,
+                bins if levels is not None else None,
+                data_range,
+                solve_kw,
+            )  # fmt: skip
+            for chunk in src.split(bs)
+        ]
+    log_prob = torch.cat([p.log_prob for p in parts])
     result = LikelihoodResult(
-        log_prob=torch.cat([p.log_prob for p in parts]),
-        bits_per_dim=bits_per_dim(torch.cat([p.log_prob for p in parts]), d),
+        log_prob=log_prob,
+        bits_per_dim=bits_per_dim(log_prob, d),
         prior_log_prob=torch.cat([p.prior for p in parts]),
         delta_log_prob=torch.cat([p.delta for p in parts]),
         latent=torch.cat([p.latent for p in parts]),
@@ -340,6 +340,19 @@ class _Part:
     stderr: torch.Tensor | None
     latent: torch.Tensor
     nfe: int
+
+
+def _evaluate_batch(pf, chunk, samples: int, bins, data_range, solve_kw) -> _Part:
+    """One batch: `samples` dequantization draws of levels `chunk` (or `chunk` itself when
+    `bins` is None, continuous data), each one ODE solve, combined by `_combine`."""
+    draws, log_w = [], 0.0
+    for _ in range(samples):
+        if bins is None:
+            y = chunk
+        else:
+            y, log_w = dequantize(chunk, bins, data_range, generator=solve_kw["generator"])
+        draws.append(_solve(pf, y, **solve_kw))
+    return _combine(draws, flat_dim(chunk) * log_w)
 
 
 def _combine(draws: list[_Solve], log_volume: float) -> _Part:
