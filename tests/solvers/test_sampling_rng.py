@@ -11,6 +11,7 @@ import torch
 
 import sdescore
 from sdescore.solvers import ODE_METHODS, SDE_METHODS
+from sdescore.solvers.torchdiffeq_sample import ODE_ADAPTIVE
 
 SDE = sdescore.VPSDE(0.1, 20.0)
 DATA = sdescore.toy.eight_gaussians()
@@ -18,9 +19,7 @@ DATA = sdescore.toy.eight_gaussians()
 
 def _draw(process, method):
     g = torch.Generator().manual_seed(0)
-    steps = None if method in ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun") else 8
-    if method == "gotta_go_fast":
-        steps = None
+    steps = None if method in (*ODE_ADAPTIVE, "gotta_go_fast") else 8
     return process.sample((32, 2), method=method, steps=steps, generator=g, dtype=torch.float64)
 
 
