@@ -130,7 +130,9 @@ def sample(
         inpaint: native methods only (`PREDICTORS`, `"pc"`, `"annealed_langevin"`): an
             `Inpainting(observed, mask)`; after every step the known part is redrawn from its
             forward marginal given the observation (Song et al. 2021, App. I) and the samples
-            end equal to `observed` where `mask` is True. See `sdescore.solvers.projection`.
+            end equal to `observed` where `mask` is True. `Inpainting(..., method="tweedie")`
+            also corrects the unknown part's score (exact for Gaussian data; each score call
+            then adds backward passes). See `sdescore.solvers.projection`.
 
     Returns:
         Samples `(B, *D)` at time `eps` (or denoised), or a `SampleResult`.
@@ -180,13 +182,13 @@ def sample(
     x, io_dtype = working_state(x)
     record = Recorder(trajectory)
     name = method if isinstance(method, str) else repr(solver)
+    project = None if inpaint is None else inpaint.bind(sde, x, generator)
     score = CountedScore(
-        process.score_fn,
+        process.score_fn if project is None else project.guide(process.score_fn),
         progress=progress_bar(progress, solver.score_calls(steps), name),
         io_dtype=io_dtype,
     )
     opts = dict(device=x.device, dtype=grid_dtype(x))
-    project = None if inpaint is None else inpaint.bind(sde, x, generator)
     if project is not None:
         x = project(x, torch.tensor(sde.T, **opts))
     problem = Problem(
