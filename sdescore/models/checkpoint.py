@@ -9,8 +9,14 @@ always called with `weights_only=True`, so a checkpoint file cannot execute code
 it must be passed again at load time (`load_model(path, sde=...)`); otherwise loading raises.
 When `sde` is passed for a checkpoint of a built-in SDE, it must match the saved one.
 
-**Networks:** `MLPScoreNet` and `UNet` are rebuilt from their saved configuration; any other
-network must be passed at load time, constructed as it was when saved (`load_model(path, net=...)`).
+**Networks:** `MLPScoreNet`, `ConditionalMLPScoreNet` and `UNet` are rebuilt from their saved
+configuration; any other network must be passed at load time, constructed as it was when saved
+(`load_model(path, net=...)`).
+
+**Conditional models:** a `ConditionalScoreModel` is saved with its class, its number of classes
+K and its null label (K), and loads back as a `ConditionalScoreModel` with the same labels; a
+checkpoint of one kind never loads into a model (or a passed `net` configured for a number of
+classes) of the other kind or with another K.
 
 **Integrity:** every file carries a SHA-256 checksum of its content (tensors' dtype, shape and
 bytes and the plain data, in a canonical order), verified on load, so a file altered in place
@@ -34,6 +40,7 @@ import torch
 from torch import nn
 
 from ..sdes import SDE, VESDE, VPSDE, SubVPSDE
+from .conditional import ConditionalMLPScoreNet, ConditionalScoreModel
 from .mlp import MLPScoreNet
 from .score_model import ScoreModel
 from .unet import UNet
@@ -50,7 +57,8 @@ _SDES = {
     "SubVPSDE": (SubVPSDE, ("beta_min", "beta_max", "T")),
     "VESDE": (VESDE, ("sigma_min", "sigma_max", "T")),
 }
-_NETS = {"MLPScoreNet": MLPScoreNet, "UNet": UNet}
+_NETS = {"MLPScoreNet": MLPScoreNet, "UNet": UNet, "ConditionalMLPScoreNet": ConditionalMLPScoreNet}
+_CONDITIONAL = "ConditionalScoreModel"
 
 
 def _sde_state(sde: SDE) -> dict:
@@ -58,6 +66,52 @@ def _sde_state(sde: SDE) -> dict:
     if type(sde) is _SDES.get(name, (None,))[0]:
         return {"class": name, "params": {k: getattr(sde, k) for k in _SDES[name][1]}}
     return {"class": name, "params": None}
+
+
+def _conditional_state(model: ScoreModel) -> dict | None:
+    if not isinstance(model, ConditionalScoreModel):
+        return None
+    return {"class": _CONDITIONAL, "num_classes": model.num_classes, "null_label": model.null_label}
+
+
+def _saved_classes(state: dict) -> int | None:
+    """K of a saved `ConditionalScoreModel`, `None` for a plain `ScoreModel` (checked entry)."""
+    cond = state.get("conditional")  # absent in files written before conditional models
+    if cond is None:
+        return None
+    k = cond.get("num_classes") if isinstance(cond, dict) else None
+    if (
+        not isinstance(cond, dict)
+        or cond.get("class") != _CONDITIONAL
+        or not isinstance(k, int)
+        or isinstance(k, bool)
+        or k < 1
+        or cond.get("null_label") != k
+    ):
+        raise ValueError(
+            f"the checkpoint's conditional entry is invalid: expected {{'class': {_CONDITIONAL!r}, "
+            f"'num_classes': K >= 1, 'null_label': K}}, got {cond!r}"
+        )
+    return k
+
+
+def _kind(classes: int | None) -> str:
+    if classes is None:
+        return "an unconditional ScoreModel"
+    return f"a ConditionalScoreModel with {classes} classes (null label {classes})"
+
+
+def _check_net_classes(net, classes: int | None) -> None:
+    """A library network records its number of classes (none for an unconditional one): it
+    must be the checkpoint's. Other networks are checked by their weights' keys and shapes."""
+    if type(net) not in _NETS.values():
+        return
+    have = net.config.get("num_classes")
+    if have != classes:
+        raise ValueError(
+            f"the checkpoint holds {_kind(classes)}, but net is a {type(net).__name__} "
+            + (f"built for {have} classes" if have is not None else "without labels")
+        )
 
 
 def model_state(model: ScoreModel) -> dict:
@@ -73,6 +127,7 @@ def model_state(model: ScoreModel) -> dict:
         "sde": _sde_state(model.sde),
         "parameterization": model.parameterization,
         "scale_by_sigma": model.scale_by_sigma,
+        "conditional": _conditional_state(model),
         "net": {
             "class": type(net).__name__ if known else None,
             "config": net.config if known else None,
@@ -139,6 +194,10 @@ def check_fits(saved: dict, module: nn.Module, what: str, *, ignore=()) -> None:
 def check_model_state(state: dict, model: ScoreModel) -> None:
     """Check that `model_state`'s dictionary loads into `model` (nothing is modified)."""
     _check_header(state)
+    classes = _saved_classes(state)
+    have = model.num_classes if isinstance(model, ConditionalScoreModel) else None
+    if classes != have:
+        raise ValueError(f"the checkpoint holds {_kind(classes)}, but the model is {_kind(have)}")
     saved = (state["parameterization"], state["scale_by_sigma"])
     if saved != (model.parameterization, model.scale_by_sigma):
         raise ValueError(
@@ -173,6 +232,7 @@ def model_from_state(
     state is checked before a caller's `net` is touched; its dtype is kept.
     """
     _check_header(state)
+    classes = _saved_classes(state)
     sde = _rebuild_sde(state["sde"], sde)
     fresh = net is None
     if fresh:
@@ -180,7 +240,14 @@ def model_from_state(
         if name is None:
             raise ValueError("the checkpoint's network is not a library network; pass it: net=...")
         net = _NETS[name](**state["net"]["config"])
-    model = ScoreModel(net, sde, state["parameterization"], scale_by_sigma=state["scale_by_sigma"])
+    _check_net_classes(net, classes)
+    options = dict(scale_by_sigma=state["scale_by_sigma"])
+    if classes is None:
+        model = ScoreModel(net, sde, state["parameterization"], **options)
+    else:
+        model = ConditionalScoreModel(
+            net, sde, state["parameterization"], num_classes=classes, **options
+        )
     if state_dict is not None:
         state = {**state, "state_dict": state_dict}
     check_model_state(state, model)
@@ -310,6 +377,9 @@ def safe_load(path, map_location=None):
 def load_model(path, *, net=None, sde=None, map_location=None, weights="ema") -> ScoreModel:
     """Load a `ScoreModel` saved by `save_model`, or the model in a `train` checkpoint.
 
+    A saved `ConditionalScoreModel` comes back as a `ConditionalScoreModel` with the same
+    number of classes and null label.
+
     Outputs are bit-identical to the saved model's (in the saved dtype). The model is returned
     in **eval mode** (dropout off), ready for sampling and likelihoods; call `.train()` to train
     it further. The file is verified (checksum, keys, shapes, settings) before anything is
@@ -330,7 +400,8 @@ def load_model(path, *, net=None, sde=None, map_location=None, weights="ema") ->
 
     Raises:
         ValueError: for a corrupt or altered file, a file that is not a ScoreModel or training
-            checkpoint, a missing or mismatched SDE, or weights that do not fit the network.
+            checkpoint, a missing or mismatched SDE, weights that do not fit the network, or a
+            `net` built for another number of classes (or none) than the saved model's.
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")

@@ -201,3 +201,87 @@ def test_temporaries_of_killed_saves_are_removed(tmp_path):
     (tmp_path / "m.pt.tmp999999999").write_bytes(b"half a file")  # its writer was killed
     save_model(_mlp_model(sdescore.VPSDE()), path)
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+# Conditional models (issue 13): a ConditionalScoreModel must come back as one, with its
+# number of classes and null label, and a checkpoint of one kind must never load into the other.
+
+
+def _conditional_model(param="eps", classes=4, dtype=torch.float64):
+    torch.manual_seed(0)
+    net = sdescore.ConditionalMLPScoreNet(2, classes, hidden=16, depth=2)
+    torch.nn.init.normal_(net.out.weight, std=0.3)
+    torch.nn.init.normal_(net.label_embed.weight, std=0.5)
+    model = sdescore.ConditionalScoreModel(net, sdescore.VPSDE(), param, num_classes=classes)
+    return model.to(dtype)
+
+
+@pytest.mark.parametrize("param", ["score", "eps"])
+def test_conditional_model_round_trip(tmp_path, param):
+    model = _conditional_model(param)
+    model.fit_baseline(torch.randn(50, 2, dtype=torch.float64))
+    save_model(model, tmp_path / "c.pt")
+    loaded = load_model(tmp_path / "c.pt")
+    assert type(loaded) is sdescore.ConditionalScoreModel
+    assert loaded.num_classes == 4 and loaded.null_label == 4 and loaded.has_baseline
+    assert type(loaded.net) is sdescore.ConditionalMLPScoreNet
+    x, y = torch.randn(8, 2, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 4, 0, 3, 4])
+    assert loaded(x, 0.37, y).dtype == torch.float64
+    for labels in (y, 2, None):  # per-example labels, one label, the null label
+        assert torch.equal(loaded(x, 0.37, labels), model(x, 0.37, labels))
+    # a network that is not a library one is passed again, as for a plain ScoreModel
+    custom = sdescore.ConditionalScoreModel(
+        _CustomConditionalNet(), sdescore.VPSDE(), num_classes=3
+    ).double()
+    save_model(custom, tmp_path / "cc.pt")
+    with pytest.raises(ValueError, match="pass it: net="):
+        load_model(tmp_path / "cc.pt")
+    loaded = load_model(tmp_path / "cc.pt", net=_CustomConditionalNet().double())
+    assert type(loaded) is sdescore.ConditionalScoreModel and loaded.num_classes == 3
+    assert torch.equal(loaded(x, 0.2, 1), custom(x, 0.2, 1))
+
+
+class _CustomConditionalNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.emb = torch.nn.Linear(3, 2), torch.nn.Embedding(4, 2)
+
+    def forward(self, x, t, y):
+        return self.lin(torch.cat([x, t[:, None]], dim=1)) + self.emb(y)
+
+
+def test_conditional_mismatches_are_refused_before_anything_is_loaded(tmp_path):
+    from sdescore.models.checkpoint import atomic_save, check_model_state, model_state, safe_load
+
+    save_model(_conditional_model(), tmp_path / "c.pt")
+    save_model(_mlp_model(sdescore.VPSDE(), "eps", torch.float64), tmp_path / "p.pt")
+    plain = MLPScoreNet(2, hidden=16, depth=2).double()
+    other_k = sdescore.ConditionalMLPScoreNet(2, 5, hidden=16, depth=2).double()
+    cond = sdescore.ConditionalMLPScoreNet(2, 4, hidden=16, depth=2).double()
+    cases = [
+        ("c.pt", plain, "holds a ConditionalScoreModel with 4 classes .* without labels"),
+        ("c.pt", other_k, "with 4 classes .* built for 5 classes"),
+        ("p.pt", cond, "holds an unconditional ScoreModel, but net .* built for 4 classes"),
+    ]
+    for name, net, match in cases:
+        snap = _snapshot(net)
+        with pytest.raises(ValueError, match=match):
+            load_model(tmp_path / name, net=net)
+        assert _unchanged(net, snap)
+    # a trainer resuming into the other kind of model is checked by check_model_state
+    state = model_state(_mlp_model(sdescore.VPSDE(), "eps", torch.float64))
+    with pytest.raises(ValueError, match="unconditional ScoreModel, but the model is a Cond"):
+        check_model_state(state, _conditional_model())
+    with pytest.raises(ValueError, match="4 classes .*, but the model is a .* with 5 classes"):
+        check_model_state(model_state(_conditional_model()), _conditional_model(classes=5))
+    # a damaged entry (checksum recomputed, so only the entry is wrong) is refused
+    for bad in (
+        {"class": "ConditionalScoreModel", "num_classes": 4, "null_label": 0},
+        {"class": "ConditionalScoreModel", "num_classes": 0, "null_label": 0},
+        {"class": "Other", "num_classes": 4, "null_label": 4},
+        "yes",
+    ):
+        state = safe_load(tmp_path / "c.pt")
+        atomic_save({**state, "conditional": bad}, tmp_path / "bad.pt")
+        with pytest.raises(ValueError, match="conditional entry is invalid"):
+            load_model(tmp_path / "bad.pt")
