@@ -49,6 +49,7 @@ from .solvers import (
     Solver,
     TorchDiffEq,
     TorchSDE,
+    UniPC,
 )
 from .training import Trainer, TrainResult, train
 
@@ -72,6 +73,7 @@ __all__ = [
     # solver objects (method=...)
     "Solver",
     "DPMSolver",
+    "UniPC",
     "Dopri5",
     "TorchDiffEq",
     "EulerMaruyama",

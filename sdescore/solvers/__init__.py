@@ -22,6 +22,7 @@ from .sde_methods import (
     SDEDPMSolver,
     TorchSDE,
 )
+from .unipc import UniPC
 
 __all__ = [
     "PC",
@@ -39,6 +40,7 @@ __all__ = [
     "Solver",
     "TorchDiffEq",
     "TorchSDE",
+    "UniPC",
     "ODE_METHODS",
     "SDE_METHODS",
     "MaxStepsError",

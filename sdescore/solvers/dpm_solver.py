@@ -36,12 +36,14 @@ __all__ = [
     "dpm_orders",
     "dpm_solver",
     "dpm_solver_multistep",
+    "multistep_update",
 ]
 
 PREDICTIONS = ("data", "noise")
 ALLOCATIONS = ("equal", "order")
 DEFAULT_SCHEDULE = "time_quadratic"
-SCHEDULES = ("logsnr", "time_uniform", "time_quadratic")
+SCHEDULES = ("logsnr", "time_uniform", "time_quadratic", "karras")
+KARRAS_RHO = 7.0
 _STAGES = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}
 
 
@@ -71,7 +73,14 @@ def _boundaries(
     else:
         ends = sde.log_snr(torch.tensor([t0, t1], **opts))
         u = torch.linspace(0, 1, n + 1, **opts)
-        ts = sde.t_from_log_snr(ends[0] + u * (ends[1] - ends[0])).to(**opts)
+        if schedule == "logsnr":
+            lam = ends[0] + u * (ends[1] - ends[0])
+        else:
+            # Karras et al. (2022), eq. (5): uniform in sigma^(1/rho) for the VE noise level
+            # sigma/alpha = exp(-lambda), i.e. lambda = -rho log(...) between the end points.
+            a, b = (-ends / KARRAS_RHO).exp().unbind(0)
+            lam = -KARRAS_RHO * (a + u * (b - a)).log()
+        ts = sde.t_from_log_snr(lam).to(**opts)
     ts[0], ts[-1] = t0, t1
     return ts
 
@@ -241,28 +250,36 @@ def dpm_solver_multistep(
         s, t = pts[i], pts[i + 1]
         hist = (hist + [(s.lam, _data(score, x, s))])[-3:]
         k = min(order, len(hist), steps - i if steps < low_final else order)
-        h = t.lam - s.lam
-        em = torch.expm1(-h)
-        phi2 = 1 + em / h
-        d0 = hist[-1][1]
-        x_new = (t.sigma / s.sigma) * x - (t.alpha * em) * d0
-        if k >= 2:
-            (l1, d1), h1 = hist[-2], s.lam - hist[-2][0]
-            delta1 = (d0 - d1) / h1
-            deriv, second = delta1, None
-            if k >= 3:
-                l2, d2 = hist[-3]
-                delta2 = (d1 - d2) / (l1 - l2)
-                second = 2 * (delta1 - delta2) / (s.lam - l2)
-                deriv = delta1 + 0.5 * h1 * second
-                if damped:  # the 3M of Lu et al.'s code, diffusers, k-diffusion: half the term
-                    second = 0.5 * second
-            x_new = x_new + (t.alpha * h * phi2) * deriv
-            if second is not None:
-                x_new = x_new + (t.alpha * h * h * (0.5 - phi2 / h)) * second
-        x = x_new
+        x = multistep_update(x, s, t, hist, k, damped=damped)
         record(ts[i + 1], x)
     return x
+
+
+def multistep_update(
+    x: torch.Tensor, s: _Point, t: _Point, hist: list, k: int, *, damped: bool = False
+) -> torch.Tensor:
+    """One multistep DPM-Solver++ step s → t of order `k` from `hist`, the last `k` or more
+    `(lambda, x0-prediction)` pairs with the one at `s` last (see `dpm_solver_multistep`)."""
+    h = t.lam - s.lam
+    em = torch.expm1(-h)
+    phi2 = 1 + em / h
+    d0 = hist[-1][1]
+    x_new = (t.sigma / s.sigma) * x - (t.alpha * em) * d0
+    if k >= 2:
+        (l1, d1), h1 = hist[-2], s.lam - hist[-2][0]
+        delta1 = (d0 - d1) / h1
+        deriv, second = delta1, None
+        if k >= 3:
+            l2, d2 = hist[-3]
+            delta2 = (d1 - d2) / (l1 - l2)
+            second = 2 * (delta1 - delta2) / (s.lam - l2)
+            deriv = delta1 + 0.5 * h1 * second
+            if damped:  # the 3M of Lu et al.'s code, diffusers, k-diffusion: half the term
+                second = 0.5 * second
+        x_new = x_new + (t.alpha * h * phi2) * deriv
+        if second is not None:
+            x_new = x_new + (t.alpha * h * h * (0.5 - phi2 / h)) * second
+    return x_new
 
 
 def _step_data(score, x: torch.Tensor, s: _Point, t: _Point, mids: list[_Point]) -> torch.Tensor:

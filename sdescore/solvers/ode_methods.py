@@ -24,6 +24,7 @@ from .dpm_solver import (
 )
 from .options import check_positive
 from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED, solve_torchdiffeq
+from .unipc import UniPC
 
 __all__ = ["DPMSolver", "Dopri5", "TorchDiffEq"]
 
@@ -35,11 +36,13 @@ class DPMSolver(Solver):
     `steps` on `sample` is the number of score evaluations (default 20).
 
     Args:
-        order: 1, 2 or 3 (default: chosen by budget, see `plan`; 3 when `multistep` is set).
+        order: 1, 2 or 3 (default: chosen by budget, see `plan`, with UniPC's corrector from 6
+            calls; 3 when `multistep` is set).
         multistep: `False`: singlestep, `order` calls per step; `True`: multistep
             DPM-Solver++ with one call per step (default: chosen by budget, see `plan`).
         schedule: step boundaries `"time_quadratic"` (default, uniform in $\sqrt t$),
-            `"logsnr"` (uniform in $\lambda$) or `"time_uniform"`.
+            `"logsnr"` (uniform in $\lambda$), `"time_uniform"` or `"karras"` (Karras et al.
+            2022, eq. (5), $\rho = 7$ in $\tilde\sigma = \sigma/\alpha$).
         prediction: Taylor-expand the data prediction `"data"` (DPM-Solver++, default) or the
             noise prediction `"noise"` (singlestep only).
         damped: multistep order 3 only: `True` halves the second-derivative term, as the 3M of
@@ -84,20 +87,25 @@ class DPMSolver(Solver):
         if self.damped is not None and self.multistep is False:
             raise ValueError(f"damped applies to multistep=True only, got damped={damped!r}")
 
-    def plan(self, steps: int) -> tuple[int, bool, bool]:
-        """`(order, multistep, damped)` for a budget of `steps` score calls.
+    def plan(self, steps: int) -> tuple[int, bool, bool, bool]:
+        """`(order, multistep, damped, corrector)` for a budget of `steps` score calls.
 
         Options left unset are chosen by budget from measurements (docs/sampling.md, "choosing
         a sampler"; eight Gaussians, VPSDE(0.1, 20), exact score): with neither `order` nor
-        `multistep` set, multistep DPM-Solver++(2M) below 13 calls, the damped 3M from 13 to
-        39, the exact 3M from 40. Otherwise the singlestep solver is the default, order 3.
+        `multistep` set, multistep DPM-Solver++(2M) below 6 calls, then UniPC (`UniPC`, Zhao
+        et al. 2023: the 2M/3M predictor with the UniC corrector, `corrector=True`): order 2
+        from 6 to 15 calls, order 3 from 16. With only `damped` set, the multistep solver
+        without corrector: 2M below 13 calls, 3M from 13. Otherwise the singlestep solver is the
+        default, order 3.
         """
         if self.order is None and self.multistep is None and self.prediction == "data":
-            if steps < 13:
-                return 2, True, False
-            return 3, True, (steps < 40) if self.damped is None else self.damped
+            if self.damped is None and steps >= 6:
+                return (2 if steps < 16 else 3), True, False, True
+            if steps < 13 or self.damped is None:
+                return 2, True, False, False
+            return 3, True, self.damped, False
         multistep = bool(self.multistep)
-        return (3 if self.order is None else self.order), multistep, bool(self.damped)
+        return (3 if self.order is None else self.order), multistep, bool(self.damped), False
 
     def integrate(self, p: Problem) -> torch.Tensor:
         if not isinstance(p.sde, GaussianSDE):
@@ -105,7 +113,9 @@ class DPMSolver(Solver):
                 "method 'dpm_solver' needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), "
                 f"got {type(p.sde).__name__}; use a torchdiffeq method such as 'dopri5'"
             )
-        order, multistep, damped = self.plan(p.steps)
+        order, multistep, damped, corrector = self.plan(p.steps)
+        if corrector:
+            return UniPC(order=order, schedule=self.schedule).integrate(p)
         common = dict(
             t0=p.t0,
             t1=p.t1,

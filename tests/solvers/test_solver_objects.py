@@ -151,18 +151,20 @@ def test_user_defined_solver_runs_end_to_end():
 
 
 def test_dpm_solver_default_is_chosen_by_budget():
-    # Measured on eight Gaussians (docs/sampling.md, "choosing a sampler"): 2M below 13 calls,
-    # damped 3M from 13 to 39, exact 3M from 40; explicit options keep the old meaning.
+    # Measured on eight Gaussians (docs/sampling.md, "choosing a sampler"): 2M below 6 calls,
+    # UniPC-2 (2M + UniC corrector) from 6 to 15, UniPC-3 from 16; explicit options keep the
+    # old meaning.
     auto = sdescore.DPMSolver()
-    assert [auto.plan(n) for n in (6, 12, 13, 39, 40)] == [
-        (2, True, False),
-        (2, True, False),
-        (3, True, True),
-        (3, True, True),
-        (3, True, False),
+    assert [auto.plan(n) for n in (5, 6, 15, 16, 50)] == [
+        (2, True, False, False),
+        (2, True, False, True),
+        (2, True, False, True),
+        (3, True, False, True),
+        (3, True, False, True),
     ]
-    assert sdescore.DPMSolver(order=3).plan(10) == (3, False, False)
-    assert sdescore.DPMSolver(multistep=True).plan(10) == (3, True, False)
+    assert sdescore.DPMSolver(damped=True).plan(13) == (3, True, True, False)
+    assert sdescore.DPMSolver(order=3).plan(10) == (3, False, False, False)
+    assert sdescore.DPMSolver(multistep=True).plan(10) == (3, True, False, False)
     with pytest.raises(ValueError, match="damped applies to multistep=True only"):
         sdescore.DPMSolver(multistep=False, damped=True)
     with pytest.raises(ValueError, match="allocation must be one of"):
