@@ -119,8 +119,43 @@ def _job(rank: int, world: int, port: int, out: str) -> None:
         kw = dict(method="euler", steps=5, dtype=torch.float64, device="cpu")
         saved["samples"] = [sharded_sample(pf, (5, 2), seed=3, **kw) for _ in range(2)]
         saved["gather"] = gather(torch.full((rank + 1, 2), float(rank)))
+        # 5. Sharded evaluate: every collective after the last score call (adaptive dopri5).
+        events = []
+        spied = {name: getattr(dist, name) for name in ("all_reduce", "all_gather", "broadcast")}
+
+        def spy(name):
+            return lambda *a, **k: (events.append(name), spied[name](*a, **k))[1]
+
+        def score(x, t):
+            events.append("score")
+            return _mixture_score(x, t)
+
+        for name in spied:
+            setattr(dist, name, spy(name))
+        try:
+            ev, xs = sdescore.evaluate(
+                score, _data()[:11], sde=sdescore.VPSDE(), **_EVAL, return_samples=True
+            )
+        finally:
+            for name, fn in spied.items():
+                setattr(dist, name, fn)
+        saved["evaluate"] = (ev, xs, events)
     saved["group_destroyed"] = not dist.is_initialized()
     torch.save(saved, os.path.join(out, f"rank{rank}.pt"))
+
+
+def _mixture_score(x, t):
+    mix = sdescore.toy.GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), 0.6)
+    return mix.score_fn(sdescore.VPSDE())(x, t)
+
+
+_EVAL = dict(
+    num_samples=7,
+    sample_options={"method": "dopri5", "rtol": 1e-6, "atol": 1e-6},
+    likelihood_options={"estimator": "exact", "rtol": 1e-7, "atol": 1e-7},
+    elbo_options={"samples": 16},
+    generator=torch.Generator().manual_seed(4),
+)
 
 
 def _failing_job(rank: int, world: int, port: int) -> None:
@@ -223,6 +258,48 @@ def test_a_failing_rank_ends_the_job_promptly():
     assert time.perf_counter() - start < 30  # the group timeout is 120 s: nobody waited on it
 
 
+def test_sharded_evaluate_equals_single_process(ranks):
+    data = _data()[:11]
+    one = sdescore.evaluate(_mixture_score, data, sde=sdescore.VPSDE(), **{
+        **_EVAL, "generator": torch.Generator().manual_seed(4)})  # fmt: skip
+    (ev0, xs0, _), (ev1, xs1, _) = (r["evaluate"] for r in ranks)
+    assert torch.equal(xs0, xs1) and xs0.shape == (7, 2)
+    for key in ev0:  # every rank returns the same figures (times aside)
+        assert {k: v for k, v in ev0[key].items() if k != "seconds"} == {
+            k: v for k, v in ev1[key].items() if k != "seconds"
+        }, key
+    assert set(ev0) == set(one) and ev0["sampling"]["world_size"] == 2
+    # exact trace, rtol = atol = 1e-7: the batch-shared steps differ, the figure to ~1e-6
+    for key in ("nll", "bits_per_dim"):
+        assert abs(ev0[key]["value"] - one[key]["value"]) < 1e-5, key
+        assert ev0[key]["stderr"] == pytest.approx(one[key]["stderr"], rel=1e-4), key
+    # the ELBO draws other t's per rank: equal within its Monte Carlo error (4 sigma)
+    se = (ev0["elbo_nll"]["stderr"] ** 2 + one["elbo_nll"]["stderr"] ** 2) ** 0.5
+    assert abs(ev0["elbo_nll"]["value"] - one["elbo_nll"]["value"]) < 4 * se
+    # samples: each rank its shard from rank_seed(one seed rank 0 drew from the generator)
+    base = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(4)))
+    pf = sdescore.VPSDE().probability_flow(_mixture_score)
+    parts = []
+    for r in range(WORLD):
+        s = shard(7, r, WORLD)
+        g = torch.Generator().manual_seed(rank_seed(base, r))
+        opts = _EVAL["sample_options"]
+        parts.append(pf.sample((s.stop - s.start, 2), generator=g, dtype=torch.float64, **opts))
+    torch.testing.assert_close(xs0, torch.cat(parts), rtol=0, atol=0)
+
+
+def test_sharded_evaluate_meets_only_after_the_solves(ranks):
+    for r in ranks:
+        events = r["evaluate"][2]
+        calls = [e for e in events if e != "score"]
+        # the seed broadcast before any solve; after the last score call one gather of the
+        # samples (sizes, data) and the one all-reduce of sums and counts; nothing between
+        assert calls == ["broadcast", "all_gather", "all_gather", "all_reduce"], calls
+        last_score = max(i for i, e in enumerate(events) if e == "score")
+        assert events[0] == "broadcast" and events.index("all_gather") > last_score
+        assert events.count("score") > 20  # the adaptive solves ran here, between the two
+
+
 def test_single_process_helpers():
     assert shard(7, 0, 2) == slice(0, 3) and shard(7, 1, 2) == slice(3, 7)
     assert rank_seed(11, 0) == 11 and rank_seed(11, 1) != 11
@@ -232,5 +309,9 @@ def test_single_process_helpers():
         sharded_likelihood(_model(), _data(), generator=torch.Generator())
     with pytest.raises(ValueError, match="distributed=True needs"):
         Trainer(_model(), _data(), distributed=True)
+    with pytest.raises(ValueError, match="distributed=True needs"):
+        sdescore.evaluate(_mixture_score, _data(), sde=sdescore.VPSDE(), distributed=True)
+    with pytest.raises(TypeError, match="distributed must be None or a bool"):
+        sdescore.evaluate(_mixture_score, _data(), sde=sdescore.VPSDE(), distributed="yes")
     assert sdescore.distributed.backend_for("cpu") == "gloo"
     assert sdescore.distributed.backend_for("cuda") == "nccl"

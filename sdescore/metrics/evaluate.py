@@ -4,16 +4,23 @@ Every entry records what it cost: NFE (batched network calls) and wall time. The
 that apply are chosen from the data: 8x8 digits get FID-digits, KID and the Inception-style
 score (with torchmetrics installed); point data `(N, d)` gets SW2 and MMD; a known
 `GaussianMixture` adds the exact-density metrics.
+
+Under `torchrun` every rank samples and scores its share; the ranks meet only after their
+solves (one gather of the samples, one all-reduce of sums and counts), never inside a solver.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from functools import partial
 
 import torch
+import torch.distributed as dist
 
 from .._checks import check_bool, check_choice, check_finite_tensor, check_int, check_state
+from ..distributed import env as dist_env
+from ..distributed import gather, is_distributed, rank_seed, shard
 from ..elbo import elbo as _elbo
 from ..likelihood import likelihood as _likelihood
 from ..likelihood import resolve_sde
@@ -71,6 +78,7 @@ def evaluate(
     generator: torch.Generator | None = None,
     verbose: bool = False,
     return_samples: bool = False,
+    distributed: bool | None = None,
 ):
     r"""Evaluate a score model on held-out data: samples, NLL and bits/dim, ELBO, sample metrics.
 
@@ -99,16 +107,32 @@ def evaluate(
         generator: `torch.Generator` for the samples, probes and metrics.
         verbose: print the table (`format_table`).
         return_samples: also return the samples.
+        distributed: shard the work over the ranks of the process group: None (default) when
+            one of more than one process is initialised (`sdescore.distributed`), or a bool.
+            Every rank must then call `evaluate` with the same arguments and the same `data`.
+            Rank r draws its `shard(num_samples)` of the samples and scores its shard of the
+            held-out points with its own generator (`rank_seed` of one seed that rank 0 draws
+            from `generator` and broadcasts); the samples are gathered and the per-example sums
+            and counts combined in one all-reduce after every rank's solves (an adaptive solver
+            takes a different number of steps on each rank: a collective inside it would
+            deadlock). The NLL then equals a one-process run's to within the solver tolerance
+            (exact trace) or its Monte Carlo error (Hutchinson, ELBO); the samples are other,
+            equally valid draws, reproducible for a fixed seed and world size. The metrics are
+            computed on the gathered samples on every rank, so every rank returns the same dict.
+            `nfe` is the largest count of any rank (a fixed-step sampler reports what one
+            process would), `seconds` the slowest rank's.
 
     Returns:
         A dict `{name: {"value", "stderr", "floor", "nfe", "seconds", "unit", ...}}` with
-        entries `"sampling"`, `"nll"`, `"bits_per_dim"`, `"elbo_nll"`, `"elbo_bits_per_dim"`
-        and one per metric (values are Python floats; NLL entries are means over examples
-        with their standard errors); with `return_samples`, the pair `(dict, samples)`.
+        entries `"sampling"` (with the `world_size` it was drawn on), `"nll"`,
+        `"bits_per_dim"`, `"elbo_nll"`, `"elbo_bits_per_dim"` and one per metric (values are
+        Python floats; NLL entries are means over examples with their standard errors); with
+        `return_samples`, the pair `(dict, samples)` (all `num_samples`, on every rank).
 
     Raises:
         ValueError, TypeError: for a bad argument (unknown sampler or metric, data that is
-            neither a tensor nor a `GaussianMixture`, NaN in the data).
+            neither a tensor nor a `GaussianMixture`, NaN in the data, `distributed=True`
+            without a process group, fewer samples than ranks).
     """
     sde = resolve_sde(model, sde)
     check_choice("sampler", sampler, SAMPLERS)
@@ -116,16 +140,26 @@ def evaluate(
         check_bool(name, flag)
     check_int("num_samples", num_samples, allow_none=True)
     check_int("likelihood_examples", likelihood_examples, allow_none=True)
+    world = _world_size(distributed)
     for name, opts in (("sample_options", sample_options), ("likelihood_options", likelihood_options),
                        ("elbo_options", elbo_options)):  # fmt: skip
         if opts is not None and not isinstance(opts, dict):
             raise TypeError(f"{name} must be a dict of keyword options, got {type(opts).__name__}")
+    # One process draws everything from `generator`. Several ranks need streams of their own
+    # (else every rank would draw the same samples) and a shared one (data, metrics): both come
+    # from one seed that rank 0 draws and broadcasts.
+    local_gen = shared_gen = generator
+    if world > 1:
+        base = _broadcast_seed(generator)
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        shared_gen = torch.Generator(gen_device).manual_seed(base)
+        local_gen = None  # made on the data's device below
     mixture = None
     if isinstance(data, GaussianMixture):
         mixture = data
-        data = mixture.sample(num_samples or 1000, generator=generator, dtype=torch.float64)
+        data = mixture.sample(num_samples or 1000, generator=shared_gen, dtype=torch.float64)
         if reference is None:  # a known law gives the floors' independent real set for free
-            reference = mixture.sample(data.shape[0], generator=generator, dtype=torch.float64)
+            reference = mixture.sample(data.shape[0], generator=shared_gen, dtype=torch.float64)
     check_state(data, "data")
     check_finite_tensor(data, "data")
     if data.ndim < 2 or data.shape[0] < 2:
@@ -137,60 +171,159 @@ def evaluate(
     if "mixture" in metrics and mixture is None:
         raise ValueError("metrics 'mixture' needs data given as a sdescore.toy.GaussianMixture")
     n = num_samples or data.shape[0]
-    out = {}
+    if n < world:
+        raise ValueError(f"num_samples must be at least the world size {world}, got {n}")
+    if world > 1:
+        local_gen = torch.Generator(data.device).manual_seed(rank_seed(base))
+    mine = _Share(world)
 
-    # Samples.
+    # Samples: this rank's share.
     proc = ProbabilityFlowODE(sde, model) if sampler == "ode" else ReverseSDE(sde, model)
     opts = dict(sample_options or {})
+    part = shard(n, world_size=world) if world > 1 else slice(0, n)
     res, sec = _timed(
         lambda: proc.sample(
-            (n, *data.shape[1:]),
-            generator=generator,
+            (part.stop - part.start, *data.shape[1:]),
+            generator=local_gen,
             device=data.device,
             dtype=data.dtype,
             return_info=True,
             **opts,
         )  # fmt: skip
     )
-    x = res.samples
-    out["sampling"] = _row(nfe=res.nfe, seconds=sec, sampler=sampler, n=n, **opts)
+    mine.cost("sampling", res.nfe, sec)
 
-    # Likelihood and ELBO on the held-out points.
+    # Likelihood and ELBO on this rank's share of the held-out points.
     test = data if likelihood_examples is None else data[:likelihood_examples]
+    if world > 1:
+        test = test[shard(test.shape[0], world_size=world)]
+    scored = test.shape[0] > 0
     if likelihood:
-        lr, sec = _timed(lambda: _likelihood(model, test, sde=sde, generator=generator,
-                                             **(likelihood_options or {})))  # fmt: skip
-        for key, v, unit in (
-            ("nll", -lr.log_prob, "nats"),
-            ("bits_per_dim", lr.bits_per_dim, "bits/dim"),
-        ):
-            out[key] = _row(v.mean().item(), stderr=_se(v), nfe=lr.nfe, seconds=sec, unit=unit)
-    if elbo and isinstance(sde, GaussianSDE):
+        lo = likelihood_options or {}
+        run = partial(_likelihood, model, test, sde=sde, generator=local_gen, **lo)
+        lr, sec = _timed(run) if scored else (None, 0.0)
+        mine.cost("likelihood", 0 if lr is None else lr.nfe, sec)
+        mine.values("nll", None if lr is None else -lr.log_prob)
+        mine.values("bits_per_dim", None if lr is None else lr.bits_per_dim)
+    run_elbo = elbo and isinstance(sde, GaussianSDE)
+    if run_elbo:
         eo = dict(elbo_options or {})
-        er, sec = _timed(lambda: _elbo(model, test, sde=sde, generator=generator, **eo))
-        calls = math.ceil(
-            er.samples * test.shape[0] / (eo.get("batch_size") or er.samples * test.shape[0])
-        )
-        for key, v, unit in (
-            ("elbo_nll", er.nll_bound, "nats"),
-            ("elbo_bits_per_dim", er.bits_per_dim, "bits/dim"),
-        ):
-            out[key] = _row(v.mean().item(), stderr=_se(v), nfe=calls, seconds=sec, unit=unit)
+        run = partial(_elbo, model, test, sde=sde, generator=local_gen, **eo)
+        er, sec = _timed(run) if scored else (None, 0.0)
+        calls = 0
+        if er is not None:
+            pairs = er.samples * test.shape[0]
+            calls = math.ceil(pairs / (eo.get("batch_size") or pairs))
+        mine.cost("elbo", calls, sec)
+        mine.values("elbo_nll", None if er is None else er.nll_bound)
+        mine.values("elbo_bits_per_dim", None if er is None else er.bits_per_dim)
 
-    # Sample metrics: they reuse the samples, so their NFE is the sampler's.
+    # The ranks meet here, after all their solves: the samples, then the sums and counts.
+    x = gather(res.samples) if world > 1 else res.samples
+    total = mine.combine(data.device)
+    out = {}
+    nfe, sec = total.cost("sampling")
+    out["sampling"] = _row(nfe=nfe, seconds=sec, sampler=sampler, n=n, world_size=world, **opts)
+    entries = [("nll", "likelihood", "nats"), ("bits_per_dim", "likelihood", "bits/dim")]
+    entries += [("elbo_nll", "elbo", "nats"), ("elbo_bits_per_dim", "elbo", "bits/dim")]
+    for key, stage, unit in entries:
+        if (stage == "likelihood" and likelihood) or (stage == "elbo" and run_elbo):
+            nfe, sec = total.cost(stage)
+            mean, se = total.mean_se(key)
+            out[key] = _row(mean, stderr=se, nfe=nfe, seconds=sec, unit=unit)
+
+    # Sample metrics on all the samples (every rank the same): their NFE is the sampler's.
     for name in metrics:
         (vals, sec) = _timed(
-            lambda name=name: _metric(name, x, data, reference, mixture, generator)
+            lambda name=name: _metric(name, x, data, reference, mixture, shared_gen)
         )
         for key, m in vals.items():
-            out[key] = _row(m.value, stderr=m.stderr, floor=m.floor, nfe=res.nfe, seconds=sec)
+            out[key] = _row(
+                m.value, stderr=m.stderr, floor=m.floor, nfe=out["sampling"]["nfe"], seconds=sec
+            )
     if verbose:
         print(format_table(out))
     return (out, x) if return_samples else out
 
 
-def _se(v: torch.Tensor) -> float:
-    return v.std().item() / math.sqrt(v.shape[0]) if v.shape[0] > 1 else float("nan")
+def _world_size(distributed) -> int:
+    if distributed is not None and not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be None or a bool, got {type(distributed).__name__}")
+    if distributed is None:
+        distributed = is_distributed()
+    if distributed and not is_distributed():
+        raise ValueError(
+            "distributed=True needs an initialised process group of more than one process "
+            "(launch with torchrun and open sdescore.distributed.process_group()), got none"
+        )
+    return dist_env().world_size if distributed else 1
+
+
+def _broadcast_seed(generator) -> int:
+    """One seed for all ranks: rank 0's draw from `generator` (or torch's global stream)."""
+    seed = torch.randint(0, 2**62, (1,), generator=generator, dtype=torch.int64)
+    if dist.get_backend() == "nccl":  # nccl moves CUDA tensors only
+        seed = seed.cuda()
+    dist.broadcast(seed, src=0)
+    return int(seed.item())
+
+
+class _Share:
+    """This rank's per-example sums and per-stage costs, combined over ranks in one all-reduce.
+
+    Sums are float64 (thousands of bits/dim values in float32 would lose digits). Each rank fills
+    its own row of a `(world, columns)` table; summing the tables (the all-reduce) gives every
+    rank every row, from which the sums and the slowest rank's costs are read.
+    """
+
+    def __init__(self, world: int):
+        self.world = world
+        self.columns: dict[str, list[float] | torch.Tensor] = {}
+
+    def cost(self, stage: str, nfe: int, seconds: float) -> None:
+        self.columns[stage] = [float(nfe), float(seconds)]
+
+    def values(self, key: str, v: torch.Tensor | None) -> None:
+        if v is None:
+            self.columns[key] = [0.0, 0.0, 0.0]
+        else:  # stays on the device: one sync when the combined table is read
+            v = v.detach().double()
+            self.columns[key] = torch.stack([v.sum(), v.square().sum(), v.new_tensor(len(v))])
+
+    def combine(self, device) -> _Totals:
+        flat = [
+            torch.as_tensor(c, dtype=torch.float64, device=device) for c in self.columns.values()
+        ]
+        row = torch.cat(flat)
+        table = row.new_zeros(self.world, row.numel())
+        table[dist_env().rank if self.world > 1 else 0] = row
+        if self.world > 1:
+            dist.all_reduce(table)  # the one all-reduce: after every rank's solves
+        rows, start, per_rank = table.tolist(), 0, {}
+        for key, c in self.columns.items():
+            per_rank[key] = [r[start : start + len(c)] for r in rows]
+            start += len(c)
+        return _Totals(per_rank)
+
+
+class _Totals:
+    """The combined table of `_Share`: `{column: [this column's entries, one list per rank]}`."""
+
+    def __init__(self, per_rank: dict[str, list[list[float]]]):
+        self.per_rank = per_rank
+
+    def cost(self, stage: str) -> tuple[int, float]:
+        """The largest NFE and the slowest wall time over the ranks."""
+        rows = self.per_rank[stage]
+        return int(max(r[0] for r in rows)), max(r[1] for r in rows)
+
+    def mean_se(self, key: str) -> tuple[float, float]:
+        """Mean over all examples of all ranks and its standard error (unbiased std, as torch)."""
+        s1, s2, n = (sum(r[k] for r in self.per_rank[key]) for k in range(3))
+        mean = s1 / n
+        if n < 2:
+            return mean, float("nan")
+        return mean, math.sqrt(max(s2 - s1 * mean, 0.0) / (n - 1) / n)
 
 
 def _metric(name, x, data, reference, mixture, generator) -> dict:
