@@ -76,10 +76,12 @@ def sample(
         return_info: return a `SampleResult` (samples, `nfe`, trajectory).
         trajectory: record the intermediate states (needs `return_info=True`).
         order: `"dpm_solver"` only: 1, 2 or 3. Left unset (with `multistep`), the solver is
-            chosen by the budget, as measured (`sdescore.DPMSolver`): 2M below 13 calls, the
-            damped 3M from 13 to 39, the exact 3M from 40.
+            chosen by the budget, as measured (`sdescore.DPMSolver`): 2M below 6 calls, UniPC
+            (`sdescore.UniPC`, the multistep solver with UniC's corrector) of order 2 from 6
+            to 15 calls and of order 3 from 16.
         schedule: `"dpm_solver"` only: step boundaries `"time_quadratic"` (default, uniform
-            in $\sqrt t$), `"logsnr"` (uniform in $\lambda$) or `"time_uniform"`.
+            in $\sqrt t$), `"logsnr"` (uniform in $\lambda$), `"time_uniform"` or `"karras"`
+            (Karras et al. 2022, eq. (5), $\rho = 7$).
         prediction: `"dpm_solver"` only: Taylor-expand the data prediction `"data"`
             (default; DPM-Solver++) or the noise prediction `"noise"` (DPM-Solver).
         multistep: `"dpm_solver"` only: `False` is the singlestep solver (orders 1-3 of Lu

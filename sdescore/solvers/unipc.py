@@ -37,7 +37,7 @@ import torch
 from .._checks import check_bool, check_choice
 from ..sdes.gaussian import GaussianSDE
 from .base import Problem, Solver
-from .dpm_solver import DEFAULT_SCHEDULE, SCHEDULES, _boundaries, _data, _points
+from .dpm_solver import DEFAULT_SCHEDULE, SCHEDULES, _boundaries
 
 __all__ = ["UNIPC_VARIANTS", "UniPC", "unipc"]
 
@@ -45,69 +45,63 @@ UNIPC_VARIANTS = ("bh1", "bh2")
 _SERIES_TERMS = 14  # |z| < 1: the series' remainder is below 1/(14 + k)! < 1e-11 relative
 
 
-def _phi(z: torch.Tensor, k: int) -> torch.Tensor:
-    r"""$\varphi_k(z) = \sum_{n \ge 0} z^n / (n + k)!$ for a 0-d tensor `z`, $k \ge 1$.
+def _phi(z: float, k: int) -> float:
+    r"""$\varphi_k(z) = \sum_{n \ge 0} z^n / (n + k)!$, $k \ge 1$, in float64.
 
     The recursion $\varphi_{k+1} = (\varphi_k - 1/k!)/z$ loses $\log_{10}(1/|z|)$ digits per
-    level, too many in float32 for the small steps of a long solve; below $|z| = 1$ the series
-    is summed instead (both are computed and selected on the device: no host sync).
+    level, so below $|z| = 1$ the series is summed instead.
     """
-    rec = torch.expm1(z) / z
+    if abs(z) < 1:
+        out = 0.0
+        for n in reversed(range(_SERIES_TERMS)):
+            out = out * z + 1 / math.factorial(n + k)
+        return out
+    out = math.expm1(z) / z
     for j in range(1, k):
-        rec = (rec - 1 / math.factorial(j)) / z
-    series = torch.zeros_like(z)
-    for n in reversed(range(_SERIES_TERMS)):
-        series = series * z + 1 / math.factorial(n + k)
-    return torch.where(z.abs() < 1, series, rec)
+        out = (out - 1 / math.factorial(j)) / z
+    return out
 
 
-def _weights(r: list, h: torch.Tensor) -> list:
+def _weights(r: list[float], h: float) -> list[float]:
     r"""Weights $B(h) a_k$ solving $\sum_k a_k r_k^{j-1} = j!\,(-h)\varphi_{j+1}(-h)/B(h)$ for
-    the nodes `r` ($j = 1..$`len(r)`), by Lagrange's formula for the inverse Vandermonde matrix
-    (0-d tensor arithmetic: no solver call, no host sync)."""
+    the nodes `r` ($j = 1..$`len(r)`), by Lagrange's formula for the inverse Vandermonde matrix."""
     c = [math.factorial(j) * (-h) * _phi(-h, j + 1) for j in range(1, len(r) + 1)]
     out = []
     for k, rk in enumerate(r):
         others = [rm for m, rm in enumerate(r) if m != k]
-        # coefficients (low to high) of prod_{m != k} (x - r_m)
-        poly = [torch.ones_like(h)]
+        poly = [1.0]  # coefficients (low to high) of prod_{m != k} (x - r_m)
         for rm in others:
             poly = [
-                (poly[i - 1] if i > 0 else 0) - (rm * poly[i] if i < len(poly) else 0)
+                (poly[i - 1] if i > 0 else 0.0) - (rm * poly[i] if i < len(poly) else 0.0)
                 for i in range(len(poly) + 1)
             ]
-        denom = torch.ones_like(h)
-        for rm in others:
-            denom = denom * (rk - rm)
+        denom = math.prod(rk - rm for rm in others)
         out.append(sum(cj * pj for cj, pj in zip(c, poly, strict=True)) / denom)
     return out
-
-
-def _b(h: torch.Tensor, variant: str) -> torch.Tensor:
-    return -h if variant == "bh1" else torch.expm1(-h)
 
 
 def _update(x, s, t, hist, new, p: int, variant: str) -> torch.Tensor:
     """UniP-p (`new is None`) or UniC-p (`new` the prediction at `t`) from `s` to `t`.
 
-    `hist`: `(lambda, x0-prediction)` pairs, the one at `s` last; the predictor uses the last
-    `p`, the corrector the last `p` and `new`.
+    `s`, `t`: `(alpha, sigma, lambda)` as floats. `hist`: `(lambda, x0-prediction)` pairs, the
+    one at `s` last; the predictor uses the last `p`, the corrector the last `p` and `new`.
     """
-    h = t.lam - s.lam
+    (_, sig_s, lam_s), (a_t, sig_t, lam_t) = s, t
+    h = lam_t - lam_s
     m0 = hist[-1][1]
-    x_t = (t.sigma / s.sigma) * x - (t.alpha * torch.expm1(-h)) * m0
-    nodes = [((lam - s.lam) / h, m) for lam, m in reversed(hist[-p:-1])]
+    x_t = (sig_t / sig_s) * x - (a_t * math.expm1(-h)) * m0
+    nodes = [((lam - lam_s) / h, m) for lam, m in reversed(hist[-p:-1])]
     if new is not None:
-        nodes.append((torch.ones_like(h), new))
+        nodes.append((1.0, new))
     if not nodes:
         return x_t
     if len(nodes) == 1 and (new is not None or p == 2):
         # UniC-1 and UniP-2: a_1 = 1/2 (Zhao et al., Sec. 3.2), exact to leading order
-        w = [0.5 * _b(h, variant)]
+        w = [0.5 * (-h if variant == "bh1" else math.expm1(-h))]
     else:
         w = _weights([r for r, _ in nodes], h)
     for wk, (rk, mk) in zip(w, nodes, strict=True):
-        x_t = x_t - (t.alpha * wk / rk) * (mk - m0)
+        x_t = x_t - (a_t * wk / rk) * (mk - m0)
     return x_t
 
 
@@ -142,16 +136,18 @@ def unipc(
         record: a `Recorder`.
     """
     ts = _boundaries(sde, t0, t1, steps, schedule, x)
-    pts = _points(sde, ts, x)
+    tb = ts.to(x.dtype)[:, None].expand(len(ts), x.shape[0]).unbind(0)
+    # All coefficients as float64 numbers: one host read before the loop, none inside it.
+    coef = torch.stack([sde.alpha(ts), sde.sigma(ts), sde.log_snr(ts)], 1).tolist()
     hist: list = []
-    prev = None  # (corrected state, point, predictor order) of the previous step
+    prev = None  # (corrected state, coefficients, predictor order) of the previous step
     for i in range(steps):
-        s, t = pts[i], pts[i + 1]
-        m = _data(score, x, s)
+        s, t = coef[i], coef[i + 1]
+        m = (x + s[1] ** 2 * score(x, tb[i])) / s[0]  # Tweedie's x0-prediction
         if corrector and prev is not None:
             x = _update(prev[0], prev[1], s, hist, m, prev[2], variant)
         record(ts[i], x)
-        hist = (hist + [(s.lam, m)])[-3:]
+        hist = (hist + [(s[2], m)])[-3:]
         k = min(order, len(hist), steps - i if lower_order_final else order)
         prev = (x, s, k)
         x = _update(x, s, t, hist, None, k, variant)
