@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import default_threads, histogram_tv
+from _common import default_threads, histogram_tv, launch
 
 import sdescore
 from sdescore.metrics import sliced_wasserstein
@@ -124,10 +124,16 @@ def timed(fn):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    with launch(args.device) as job:  # one process, or one rank of torchrun
+        return run_example(args, job)
+
+
+def run_example(args, job) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(args.device)
+    if job.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    dev = job.device
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # network initialisation
 
@@ -162,13 +168,26 @@ def main(argv=None) -> dict:
     # Four samplers on the same model; a fresh generator each so they are comparable.
     n = args.samples
     samplers = {
-        "PF ODE, dpm_solver": lambda g: sde.probability_flow(ema).sample(
-            (n, 2), method="dpm_solver", steps=20, generator=g, return_info=True, device=dev
+        "PF ODE, dpm_solver": lambda g: job.sample(
+            sde.probability_flow(ema),
+            (n, 2),
+            method="dpm_solver",
+            steps=20,
+            generator=g,
+            return_info=True,
+            device=dev,
         ),
-        "reverse SDE, pc": lambda g: sde.reverse(ema).sample(
-            (n, 2), method="pc", steps=args.sde_steps, generator=g, return_info=True, device=dev
+        "reverse SDE, pc": lambda g: job.sample(
+            sde.reverse(ema),
+            (n, 2),
+            method="pc",
+            steps=args.sde_steps,
+            generator=g,
+            return_info=True,
+            device=dev,
         ),
-        "reverse SDE, euler_maruyama": lambda g: sde.reverse(ema).sample(
+        "reverse SDE, euler_maruyama": lambda g: job.sample(
+            sde.reverse(ema),
             (n, 2),
             method="euler_maruyama",
             steps=args.sde_steps,
@@ -176,7 +195,8 @@ def main(argv=None) -> dict:
             return_info=True,
             device=dev,
         ),
-        "annealed Langevin": lambda g: sde.reverse(ema).sample(
+        "annealed Langevin": lambda g: job.sample(
+            sde.reverse(ema),
             (n, 2),
             method="annealed_langevin",
             steps=args.levels,
@@ -214,7 +234,9 @@ def main(argv=None) -> dict:
     # Test NLL in float64 through the PF ODE with the exact divergence (d = 2: two extra passes).
     ema64 = copy.deepcopy(ema).double()
     lik, secs = timed(
-        lambda: sdescore.likelihood(ema64, test_data.double(), estimator="exact", batch_size=1024)
+        lambda: job.sharded(
+            sdescore.likelihood, ema64, test_data.double(), estimator="exact", batch_size=1024
+        )
     )
     nll = -lik.log_prob.mean().item()
     se = lik.log_prob.std().item() / args.test_points**0.5
@@ -231,6 +253,7 @@ def main(argv=None) -> dict:
         "config": {k: v for k, v in vars(args).items()},
         "version": sdescore.__version__,
         "seed": args.seed,
+        "world_size": job.world_size,
     }
     if exact is not None:
         report["exact_nll"] = -exact.log_prob(test_data.double().cpu()).mean().item()
@@ -239,9 +262,10 @@ def main(argv=None) -> dict:
 
     print_summary(report, args)
     warn_if_off(report, args)
-    if not args.no_plots:
+    if job.is_main and not args.no_plots:  # only rank 0 writes
         figures(out, args, sde, ema, ema64, exact, test_data.cpu(), samples, rows, result, gen)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    if job.is_main:
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out}/metrics.json" + ("" if args.no_plots else " and five figures"))
     return report
 
