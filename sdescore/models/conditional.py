@@ -136,7 +136,8 @@ class ConditionalMLPScoreNet(MLPScoreNet):
     Args:
         dim: data dimension d.
         num_classes: K; the embedding has K + 1 rows, the last for the null label.
-        **options: `hidden`, `depth`, `embed_dim`, `fourier_scale`, `out_dim` of `MLPScoreNet`.
+        **options: `hidden`, `depth`, `embed_dim`, `fourier_scale`, `out_dim`, `x_features`,
+            `x_scale` of `MLPScoreNet`.
     """
 
     def __init__(self, dim: int, num_classes: int, **options):
@@ -146,10 +147,8 @@ class ConditionalMLPScoreNet(MLPScoreNet):
         self.label_embed = nn.Embedding(num_classes + 1, hidden * depth)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 2 or x.shape[1] != self.config["dim"]:
-            raise ValueError(f"x must have shape (B, {self.config['dim']}), got {tuple(x.shape)}")
+        h = self._input(x)  # checks x; with x_features, x and its Fourier features
         temb = self.time_proj(self.act(self.embed(t.to(x.dtype)))) + self.label_embed(y)
-        h = x
         for layer, te in zip(self.layers, temb.chunk(len(self.layers), dim=-1), strict=True):
             h = self.act(layer(h) + te)
         return self.out(h)

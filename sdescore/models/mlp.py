@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_int
-from .embeddings import GaussianFourierFeatures
+from .._checks import check_int, check_real
+from .embeddings import GaussianFourierFeatures, RandomFourierFeatures
 
 __all__ = ["MLPScoreNet"]
 
@@ -19,13 +19,28 @@ class MLPScoreNet(nn.Module):
     blocks of Song et al. 2021's networks). SiLU activations keep the output smooth in $x$, which
     the exact-trace likelihood and the `"energy"` parameterization differentiate.
 
+    With `x_features = m > 0` the input is $[x, \sin 2\pi x B, \cos 2\pi x B]$, random Fourier
+    features of $x$ with $B_{ij} \sim N(0, s^2)$, $s$ = `x_scale` (Tancik et al. 2020): a plain
+    MLP learns fine spatial detail slowly (its spectral bias), and these features remove that
+    bottleneck at almost no cost. On the four-rings toy (rings 0.08 wide, 1 apart; 3000 steps,
+    `"eps"` head, likelihood weighting) the default 256 x 3 MLP with m = 64, s = 0.5 resolves
+    all four rings; without them the inner two are a blur (a 512 x 4 MLP, several times the
+    cost per step, also resolves them: the limit is capacity for fine detail). Off by default.
+
     Args:
         dim: data dimension d.
         hidden: width of each hidden layer.
         depth: number of hidden layers.
         embed_dim: size of the Fourier time embedding.
-        fourier_scale: std of the Fourier frequencies.
+        fourier_scale: std of the Fourier frequencies of the time.
         out_dim: output size; default `dim` (a score-like output); 1 for an energy.
+        x_features: number m of random Fourier frequencies of `x` (0: none, the input is `x`).
+        x_scale: std $s$ of those frequencies, in cycles per unit of `x`: match it to the finest
+            structure of the data (the features resolve lengths down to about $1/(2\pi s)$).
+
+    Raises:
+        TypeError, ValueError: a size not an int >= 1 (`x_features` >= 0), `x_scale` not a
+            finite number > 0; in `forward`, `x` not shaped `(B, dim)`.
     """
 
     def __init__(
@@ -37,6 +52,8 @@ class MLPScoreNet(nn.Module):
         embed_dim: int = 64,
         fourier_scale: float = 16.0,
         out_dim: int | None = None,
+        x_features: int = 0,
+        x_scale: float = 1.0,
     ):
         super().__init__()
         self.config = {
@@ -46,10 +63,16 @@ class MLPScoreNet(nn.Module):
             "embed_dim": embed_dim,
             "fourier_scale": float(fourier_scale),
             "out_dim": dim if out_dim is None else check_int("out_dim", out_dim),
+            "x_features": check_int("x_features", x_features, minimum=0),
+            "x_scale": check_real("x_scale", x_scale, positive=True),
         }
         self.embed = GaussianFourierFeatures(embed_dim, fourier_scale)
         self.time_proj = nn.Linear(embed_dim, hidden * depth)
-        dims = [dim] + [hidden] * depth
+        # seed 1: frequencies independent of the time embedding's (seed 0)
+        self.x_embed = (
+            RandomFourierFeatures(dim, x_features, x_scale, seed=1) if x_features else None
+        )
+        dims = [dim + 2 * x_features] + [hidden] * depth
         self.layers = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
@@ -59,11 +82,17 @@ class MLPScoreNet(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.act = nn.SiLU()
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """Check `x: (B, dim)` and return the first layer's input, `x` and its features."""
         if x.ndim != 2 or x.shape[1] != self.config["dim"]:
             raise ValueError(f"x must have shape (B, {self.config['dim']}), got {tuple(x.shape)}")
+        if self.x_embed is None:
+            return x
+        return torch.cat([x, self.x_embed(x)], dim=-1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h = self._input(x)
         temb = self.time_proj(self.act(self.embed(t.to(x.dtype)))).chunk(len(self.layers), dim=-1)
-        h = x
         for layer, te in zip(self.layers, temb, strict=True):
             h = self.act(layer(h) + te)
         return self.out(h)

@@ -86,3 +86,92 @@ def test_unet_learns_an_image_gaussian_on_cpu():
         trained,
         exact,
     )
+
+
+def test_random_fourier_features_closed_form_and_validation():
+    from sdescore.models.embeddings import RandomFourierFeatures
+
+    rff = RandomFourierFeatures(2, 5, 0.5, seed=3).double()
+    assert torch.equal(rff.B, RandomFourierFeatures(2, 5, 0.5, seed=3).double().B)
+    assert rff.B.shape == (2, 5)
+    x = torch.randn(7, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    f = rff(x)
+    assert f.shape == (7, 10) and f.dtype == torch.float64
+    # [sin 2 pi x B, cos 2 pi x B], written out per frequency (float64 round-off only)
+    phase = 2 * math.pi * (x[:, :1] * rff.B[0] + x[:, 1:] * rff.B[1])
+    torch.testing.assert_close(f, torch.cat([phase.sin(), phase.cos()], 1), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2\), got \(7, 3\)"):
+        rff(torch.randn(7, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="features must be an int >= 1, got 0"):
+        RandomFourierFeatures(2, 0)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        RandomFourierFeatures(2, 4, -1.0)
+
+
+def test_mlp_x_features_off_by_default_and_old_checkpoints_load():
+    from sdescore.models.checkpoint import model_from_state, model_state
+
+    plain = MLPScoreNet(2, hidden=8, depth=2)
+    assert plain.x_embed is None and plain.layers[0].in_features == 2
+    # The state dict of a default net has exactly the keys it had before the option existed.
+    assert not any(k.startswith("x_embed") for k in plain.state_dict())
+    torch.nn.init.normal_(plain.out.weight)
+    model = sdescore.ScoreModel(plain, sdescore.VPSDE())
+    state = model_state(model)
+    # A checkpoint written before x_features existed: its config lacks the two new keys.
+    old = {k: v for k, v in state["net"]["config"].items() if k not in ("x_features", "x_scale")}
+    state = {**state, "net": {**state["net"], "config": old}}
+    loaded = model_from_state(state)
+    x, t = torch.randn(5, 2), torch.rand(5)
+    assert loaded.net.x_embed is None and torch.equal(loaded(x, t), model(x, t))
+
+
+def test_mlp_x_features_shapes_checkpoint_and_conditional(tmp_path):
+    net = MLPScoreNet(2, hidden=8, depth=2, x_features=6, x_scale=0.5)
+    assert net.layers[0].in_features == 2 + 12 and net.x_embed.B.shape == (2, 6)
+    torch.nn.init.normal_(net.out.weight)
+    x, t = torch.randn(4, 2), torch.rand(4)
+    assert net(x, t).shape == (4, 2) and net.double()(x.double(), t.double()).dtype == torch.float64
+    model = sdescore.ScoreModel(net.float(), sdescore.VPSDE())
+    sdescore.save_model(model, tmp_path / "m.pt")
+    loaded = sdescore.load_model(tmp_path / "m.pt")
+    assert loaded.net.config["x_features"] == 6 and torch.equal(loaded(x, t), model(x, t))
+    cond = sdescore.ConditionalMLPScoreNet(2, 3, hidden=8, depth=2, x_features=4)
+    assert cond(x, t, torch.tensor([0, 1, 2, 3])).shape == (4, 2)
+    with pytest.raises(ValueError, match="x_features must be an int >= 0, got -1"):
+        MLPScoreNet(2, x_features=-1)
+    with pytest.raises(ValueError, match="x_scale must be > 0"):
+        MLPScoreNet(2, x_features=4, x_scale=0.0)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2\)"):
+        net(torch.randn(4, 3, dtype=torch.float64), t.double())
+
+
+def test_mlp_x_features_learn_ring_detail_a_plain_mlp_misses():
+    # The reason for the option (Tancik et al. 2020): regress the ring pattern sin(2 pi |x|)
+    # (period 1, the spacing of the four-rings toy) on [-4, 4]^2 with 300 Adam steps. Held-out
+    # MSE with 32 Fourier features of scale 0.5 must be below a tenth of the plain MLP's
+    # (measured 0.008 against 0.51: the plain MLP has learned nothing, the target's variance is
+    # 0.5).
+    g = torch.Generator().manual_seed(0)
+    x = 8 * torch.rand(4096, 2, generator=g) - 4
+    x_test = 8 * torch.rand(2048, 2, generator=g) - 4
+
+    def target(p):
+        return torch.sin(2 * math.pi * p.norm(dim=1, keepdim=True))
+
+    def held_out_mse(**options):
+        torch.manual_seed(0)
+        net = MLPScoreNet(2, hidden=64, depth=2, out_dim=1, **options)
+        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+        t, batches = torch.zeros(256), torch.Generator().manual_seed(1)  # same batches for both
+        for _ in range(300):
+            idx = torch.randint(0, len(x), (256,), generator=batches)
+            loss = (net(x[idx], t) - target(x[idx])).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            return (net(x_test, torch.zeros(len(x_test))) - target(x_test)).square().mean().item()
+
+    plain, featured = held_out_mse(), held_out_mse(x_features=32, x_scale=0.5)
+    assert featured < plain / 10, (featured, plain)
