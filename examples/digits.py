@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import default_threads
+from _common import default_threads, launch
 
 import sdescore
 from sdescore.dequantization import dequantize
@@ -128,10 +128,16 @@ def baselines(train_y: torch.Tensor, val_y: torch.Tensor, test_y: torch.Tensor, 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    with launch(args.device) as job:  # one process, or one rank of torchrun
+        return run_example(args, job)
+
+
+def run_example(args, job) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device(args.device)
+    if job.is_main:  # only rank 0 writes (the checkpoints too)
+        out.mkdir(parents=True, exist_ok=True)
+    dev = job.device
     torch.manual_seed(args.seed)  # network initialisation
     gen = torch.Generator().manual_seed(args.seed)
     all_train, fit_train, val, test = load_levels(args.seed)
@@ -169,10 +175,11 @@ def main(argv=None) -> dict:
     # below the standard errors; the whole test split is one ODE solve (one batch).
     test_y = dequantize(test, BINS, RANGE, generator=gen)[0]
     t0 = time.perf_counter()
-    lik = sdescore.likelihood(ema, test_y.to(dev), generator=gen)
+    lik = job.sharded(sdescore.likelihood, ema, test_y.to(dev), generator=gen)
     stages["pf_ode_likelihood"] = {"nfe": lik.nfe, "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    iw = sdescore.likelihood(
+    iw = job.sharded(
+        sdescore.likelihood,
         ema,
         test.to(dev),
         bins=BINS,
@@ -183,7 +190,9 @@ def main(argv=None) -> dict:
     )
     stages["pf_ode_likelihood_iw"] = {"nfe": iw.nfe, "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    bound = sdescore.elbo(ema, test_y.to(dev), samples=args.elbo_samples, generator=gen)
+    bound = job.sharded(
+        sdescore.elbo, ema, test_y.to(dev), samples=args.elbo_samples, generator=gen
+    )
     stages["elbo"] = {"nfe": args.elbo_samples, "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
     y_train = dequantize(fit_train, BINS, RANGE, generator=gen)[0]
@@ -206,7 +215,8 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         t0 = time.perf_counter()
         g = torch.Generator(dev).manual_seed(args.seed + 1)
-        res = sde.probability_flow(ema).sample(
+        res = job.sample(
+            sde.probability_flow(ema),
             (args.n_samples, 1, 8, 8),
             method="dpm_solver",
             steps=20,
@@ -241,10 +251,11 @@ def main(argv=None) -> dict:
         "config": {k: v for k, v in vars(args).items()},
         "version": sdescore.__version__,
         "seed": args.seed,
+        "world_size": job.world_size,
     }
     report.update(sample_metrics(samples, as_pix, test, all_train))
-    report["inpainting"] = inpainting(ema, sde, test, args, dev, out)
-    quality = sample_quality_table(ema, sde, base["gmm_model"], test, all_train, args, dev)
+    report["inpainting"] = inpainting(ema, sde, test, args, dev, out if job.is_main else None)
+    quality = sample_quality_table(ema, sde, base["gmm_model"], test, all_train, args, job)
     if quality:
         report["sample_quality"] = quality
 
@@ -265,8 +276,9 @@ def main(argv=None) -> dict:
         print(
             f"FID-digits of {args.n_samples} PF-ODE samples {f['value']:.2f} (floor {f['floor']:.2f})"
         )
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    if not args.no_plots:
+    if job.is_main:
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    if job.is_main and not args.no_plots:
         figures(out, samples, res, test, all_train, idx_s, d_s, d_t, result, table)
     print(f"wrote {out}/metrics.json" + ("" if args.no_plots else " and four figures"))
     return report
@@ -277,7 +289,7 @@ def inpainting(ema, sde, test, args, dev, out) -> dict:
 
     Reports how often the digits classifier gives the inpainted image the original's class, and
     the same for unconditional samples (chance level); writes inpainting.png (masked input,
-    inpainted, original).
+    inpainted, original) unless `out` is None.
     """
     n = 8 if args.quick else 64
     levels = test[:n]
@@ -313,7 +325,7 @@ def inpainting(ema, sde, test, args, dev, out) -> dict:
         f"the original's class to {agree:.0%} of them ({chance:.0%} for unconditional samples); "
         f"known half changed by at most {known_err:.1e}"
     )
-    if not args.no_plots:
+    if out is not None and not args.no_plots:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -340,9 +352,11 @@ def to_pixels(samples: torch.Tensor) -> torch.Tensor:
     return sdescore.quantize(samples.float(), BINS, RANGE).float() / 8.0 - 1.0
 
 
-def sample_quality_table(ema, sde, gmm, test, train, args, dev) -> list[dict]:
+def sample_quality_table(ema, sde, gmm, test, train, args, job) -> list[dict]:
     """FID-digits and the Inception-style score of real digits, the model's samples (PF ODE at
-    10/20/50 calls, reverse SDE with PC) and the Gaussian-mixture baseline's samples."""
+    10/20/50 calls, reverse SDE with PC; each rank of torchrun draws its share) and the
+    Gaussian-mixture baseline's samples."""
+    dev = job.device
     try:
         from sdescore.metrics import fid_digits, inception_score_digits
 
@@ -359,18 +373,19 @@ def sample_quality_table(ema, sde, gmm, test, train, args, dev) -> list[dict]:
     g = torch.Generator(dev).manual_seed(args.seed + 2)
     with torch.no_grad():
         for calls in (10, 20, 50):
-            res = sde.probability_flow(ema).sample(
-                (n, 1, 8, 8), method="dpm_solver", steps=calls, generator=g, return_info=True,
-                device=dev,
+            res = job.sample(
+                sde.probability_flow(ema), (n, 1, 8, 8), method="dpm_solver", steps=calls,
+                generator=g, return_info=True, device=dev,
             )  # fmt: skip
             candidates[f"PF ODE, dpm_solver, {calls} calls"] = (
                 to_pixels(res.samples.cpu()),
                 res.nfe,
             )
         pc_steps = 50 if args.quick else 100
-        res = sde.reverse(ema).sample(
-            (n, 1, 8, 8), method="pc", steps=pc_steps, generator=g, return_info=True, device=dev
-        )
+        res = job.sample(
+            sde.reverse(ema), (n, 1, 8, 8), method="pc", steps=pc_steps, generator=g,
+            return_info=True, device=dev,
+        )  # fmt: skip
         candidates[f"reverse SDE, pc, {pc_steps} steps"] = (to_pixels(res.samples.cpu()), res.nfe)
     y, _ = gmm.sample(n)
     gmm_x = torch.as_tensor(y, dtype=torch.float32).reshape(n, 1, 8, 8)
