@@ -140,6 +140,17 @@ def _job(rank: int, world: int, port: int, out: str) -> None:
             for name, fn in spied.items():
                 setattr(dist, name, fn)
         saved["evaluate"] = (ev, xs, events)
+        # 6. Classifier-free training under DDP: the label-dropout loss sees the model's class.
+        cond = sdescore.ConditionalScoreModel(
+            sdescore.ConditionalMLPScoreNet(2, 3, hidden=8, depth=1), sdescore.VPSDE(), "eps",
+            num_classes=3,
+        )  # fmt: skip
+        labels = torch.arange(64) % 3
+        cf = train(
+            cond.double(), _data(), labels=labels, loss=sdescore.label_dropout_loss, steps=2,
+            batch_size=8, progress=False, seed=0,
+        )  # fmt: skip
+        saved["label_dropout"] = list(cf.losses)
     saved["group_destroyed"] = not dist.is_initialized()
     torch.save(saved, os.path.join(out, f"rank{rank}.pt"))
 
@@ -256,6 +267,11 @@ def test_a_failing_rank_ends_the_job_promptly():
     with pytest.raises(mp.ProcessRaisedException, match="fails on purpose|[Cc]onnection"):
         _start(_failing_job, (WORLD, _free_port()))
     assert time.perf_counter() - start < 30  # the group timeout is 120 s: nobody waited on it
+
+
+def test_label_dropout_trains_under_ddp(ranks):
+    losses = [r["label_dropout"] for r in ranks]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]  # the global mean, on every rank
 
 
 def test_sharded_evaluate_equals_single_process(ranks):
