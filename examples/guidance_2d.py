@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import launch
 
 import sdescore
 from sdescore.toy import MixtureClassifier, eight_gaussians, mixture_component
@@ -65,9 +66,18 @@ def main(argv=None) -> dict:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    with launch("cpu") as job:  # one process, or one rank of torchrun
+        return run_example(args, job)
+
+
+def run_example(args, job) -> dict:
     torch.set_num_threads(args.threads)
+    # Network initialisation: reproducible, and the same classifier on every rank of torchrun
+    # (it trains outside DDP, identically on each).
+    torch.manual_seed(args.seed)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if job.is_main:  # only rank 0 writes
+        out.mkdir(parents=True, exist_ok=True)
     steps = args.steps or (300 if args.quick else 3000)
     n_samples, sample_steps = (400, 60) if args.quick else (2000, 250)
 
@@ -99,9 +109,10 @@ def main(argv=None) -> dict:
                 score = sdescore.ClassifierFreeGuidance(model, 0, w=s)
             gen = torch.Generator().manual_seed(args.seed + 1)
             with torch.no_grad():
-                xs = sde.reverse(score).sample(
-                    (n_samples, 2), method="reverse_diffusion", steps=sample_steps, generator=gen
-                )
+                xs = job.sample(  # each rank its share under torchrun
+                    sde.reverse(score), (n_samples, 2), method="reverse_diffusion",
+                    steps=sample_steps, generator=gen,
+                )  # fmt: skip
             samples[kind][s] = xs
             results[kind][str(s)] = evaluate(xs.double(), exact)
     sample_s = time.perf_counter() - t0
@@ -120,10 +131,12 @@ def main(argv=None) -> dict:
         "seconds": {"train": train_s, "sample": sample_s},
         "config": {"steps": steps, "samples": n_samples, "sample_steps": sample_steps},
         "seed": args.seed,
+        "world_size": job.world_size,
         "version": sdescore.__version__,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if not args.no_plots:
+    if job.is_main:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if job.is_main and not args.no_plots:
         import matplotlib
 
         matplotlib.use("Agg")
