@@ -28,6 +28,7 @@ from ._checks import (
     check_choice,
     check_end_time,
     check_int,
+    check_real,
 )
 from ._shapes import flat_dim
 from .dequantization import (
@@ -42,13 +43,28 @@ from .models.mode import check_data_scale, evaluation_mode
 from .sdes.base import SDE
 from .sdes.gaussian import GaussianSDE
 from .solvers._common import NonFiniteError
-from .solvers.torchdiffeq import ADAPTIVE_RK_METHODS, DEFAULT_MAX_STEPS, STEP_CONTROLS, odeint_drift
+from .solvers.exp_abm import exp_abm_likelihood
+from .solvers.torchdiffeq import (
+    ADAPTIVE_RK_METHODS,
+    DEFAULT_MAX_STEPS,
+    STEP_CONTROLS,
+    TORCHDIFFEQ_METHODS,
+    odeint_drift,
+)
 
 # torchdiffeq's fixed-grid methods: they need a step count, or they take a single step.
 FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 
+# The log-SNR exponential predictor-corrector (sdescore.solvers.exp_abm) and its default
+# tolerance: on image-like mixtures (benchmarks/likelihood.py) mean error below 5e-4 bits/dim and
+# worst point below 1e-3 with 0.4-0.7 times the evaluations of dopri5 at 1e-5.
+EXP_ABM = "exp_abm"
+EXP_ABM_TOL = 2e-4
+DOPRI5_TOL = 1e-5
+
 __all__ = [
     "ESTIMATORS",
+    "EXP_ABM",
     "FIXED_GRID_METHODS",
     "LikelihoodResult",
     "likelihood",
@@ -141,15 +157,25 @@ def _solve(pf, y, *, estimator, noise, probes, eps, generator, solver_kw, exact_
     vecs = None
     if estimator == "hutchinson":  # drawn once per solve and held fixed (FFJORD)
         vecs = draw_probes(x, probes, noise=noise, generator=generator)
-    aux0 = x.new_zeros(x.shape[0]) if vecs is None else x.new_zeros(probes, x.shape[0])
-    with torch.no_grad():
-        sol = odeint_drift(
-            _AugmentedDrift(pf.drift, vecs, exact_chunk), x, eps, pf.T, aux0=aux0, **solver_kw
-        )
-    per_probe = None if vecs is None else sol.aux
-    delta = sol.aux if vecs is None else sol.aux.mean(0)
-    prior = pf.sde.prior_logp(sol.x)
-    return _Solve(y, prior + delta, prior, delta, per_probe, sol.x, sol.nfe)
+    if solver_kw["method"] == EXP_ABM:
+        kw = {k: v for k, v in solver_kw.items() if k in ("rtol", "atol", "max_steps")}
+        with torch.no_grad():
+            sol = exp_abm_likelihood(
+                pf.score, pf.sde, x, eps=eps, probes=vecs, exact_chunk=exact_chunk,
+                **kw, **solver_kw["options"],
+            )  # fmt: skip
+        latent, aux, nfe = sol.latent, sol.delta, sol.nfe
+    else:
+        aux0 = x.new_zeros(x.shape[0]) if vecs is None else x.new_zeros(probes, x.shape[0])
+        with torch.no_grad():
+            sol = odeint_drift(
+                _AugmentedDrift(pf.drift, vecs, exact_chunk), x, eps, pf.T, aux0=aux0, **solver_kw
+            )
+        latent, aux, nfe = sol.x, sol.aux, sol.nfe
+    per_probe = None if vecs is None else aux
+    delta = aux if vecs is None else aux.mean(0)
+    prior = pf.sde.prior_logp(latent)
+    return _Solve(y, prior + delta, prior, delta, per_probe, latent, nfe)
 
 
 def likelihood(
@@ -160,8 +186,8 @@ def likelihood(
     estimator: str = "hutchinson",
     noise: str = "rademacher",
     probes: int = 1,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float | None = None,
+    atol: float | None = None,
     method: str = "dopri5",
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
@@ -205,11 +231,20 @@ def likelihood(
         noise: Hutchinson probe distribution, `"rademacher"` or `"gaussian"`.
         probes: number k of Hutchinson probes per example, each integrated as its own channel;
             `log_prob` uses their mean and, for k > 1, `log_prob_stderr` their standard error.
-        rtol: relative tolerance of the ODE solver.
-        atol: absolute tolerance of the ODE solver.
+        rtol: relative tolerance of the ODE solver (default 1e-5; 2e-4 for `"exp_abm"`).
+        atol: absolute tolerance of the ODE solver (default 1e-5; 2e-4 for `"exp_abm"`, where
+            it also bounds each step's log-density error by `atol * d` nats).
         method: a torchdiffeq method name (see `sdescore.solvers.torchdiffeq.odeint_drift`):
             adaptive (`"dopri5"`, `"dopri8"`, `"bosh3"`, ...) or fixed-grid
-            (`FIXED_GRID_METHODS`, which need `steps`).
+            (`FIXED_GRID_METHODS`, which need `steps`); or `"exp_abm"` for a Gaussian-kernel
+            SDE: an adaptive exponential predictor-corrector in log-SNR, one network pass per
+            step, with the linear part of the drift and its divergence exact
+            (`sdescore.solvers.exp_abm`). Measured on image-like mixtures (d = 16, 64, VP,
+            sub-VP, VE): mean error 0.3-5e-4 bits/dim, worst point within 2x the mean, in
+            0.4-0.7 times the evaluations of dopri5; on smooth 1-2-D data it takes about as
+            many evaluations as dopri5 (with errors of a few 1e-4 nats), but fewer seconds.
+            `options` may set its `"order"` (1-4, default 3) and `"first_step"` (in log-SNR,
+            default 0.05).
         eps: start time $\varepsilon \in (0, T)$; the score is typically unreliable at t = 0.
         generator: `torch.Generator` for the probes and the dequantization noise.
         bins: if given, `x` holds discrete levels `0 .. bins-1` and is uniformly dequantized
@@ -241,7 +276,8 @@ def likelihood(
     Raises:
         ValueError: NaN/Inf in `x`, an empty batch, an unknown `estimator`/`noise`/`method`
             (the message lists the valid ones), a fixed-grid method without `steps`, a bad
-            option value, or a score of the wrong shape.
+            option value, a score of the wrong shape, or `"exp_abm"` with an SDE that is not
+            a `GaussianSDE`, with `steps` or with `step_control` other than `"all"`.
         TypeError: a wrong argument type, a `model` without an SDE and no `sde=`, or data in
             half precision (float16/bfloat16: the ODE state and the log-density accumulator
             need float32 at least; run the network under `torch.autocast` instead).
@@ -278,7 +314,16 @@ def likelihood(
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     options = dict(options or {})
-    _check_method_steps(method, steps, options)
+    if method == EXP_ABM:
+        _check_exp_abm(sde, steps, step_control, options)
+    else:
+        if not isinstance(method, str) or method not in TORCHDIFFEQ_METHODS:
+            valid = [EXP_ABM, *sorted(TORCHDIFFEQ_METHODS)]
+            raise ValueError(f"method must be one of {valid}, got {method!r}")
+        _check_method_steps(method, steps, options)
+    default_tol = EXP_ABM_TOL if method == EXP_ABM else DOPRI5_TOL
+    rtol = check_real("rtol", default_tol if rtol is None else rtol, positive=True)
+    atol = check_real("atol", default_tol if atol is None else atol, positive=True)
     if method in ADAPTIVE_RK_METHODS:
         # Step growth capped at 4x per step (torchdiffeq: 10x): fewer rejected steps after a
         # growth spurt. A heuristic: it saved 0-12% of the evaluations on the test and
@@ -403,6 +448,44 @@ def _check_combination(estimator: str, probes: int, samples: int, d: int) -> Non
             f"evaluation ({d}/k times the cost of Hutchinson with k probes); at this size "
             "estimator='hutchinson' with a few probes is usually the better use of time",
             stacklevel=3,
+        )
+
+
+_EXP_ABM_OPTIONS = ("order", "first_step")
+
+
+def _check_exp_abm(sde: SDE, steps: int | None, step_control: str, options: dict) -> None:
+    if not isinstance(sde, GaussianSDE):
+        raise ValueError(
+            f"method='exp_abm' integrates in log-SNR and needs a Gaussian-kernel SDE (VP, sub-VP, "
+            f"VE, LinearSDE, ...), got {type(sde).__name__}; use method='dopri5'"
+        )
+    if steps is not None:
+        raise ValueError(
+            f"method='exp_abm' chooses its own steps (control them with rtol/atol), got "
+            f"steps={steps}; pass a fixed-grid method such as 'rk4' for a step count"
+        )
+    if step_control != "all":
+        raise ValueError(
+            "method='exp_abm' controls the error of x and of the log-density together "
+            f"(step_control='all'), got step_control={step_control!r}; step_control applies to "
+            "the torchdiffeq methods"
+        )
+    unknown = sorted(set(options) - set(_EXP_ABM_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"options for method='exp_abm' may be {list(_EXP_ABM_OPTIONS)}, got {unknown}"
+        )
+    order = options.get("order", 3)
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
+        raise ValueError(
+            f"options['order'] for method='exp_abm' must be 1, 2, 3 or 4, got {order!r}"
+        )
+    first = options.get("first_step", 0.05)
+    if isinstance(first, bool) or not isinstance(first, (int, float)) or not 0 < first < 100:
+        raise ValueError(
+            f"options['first_step'] for method='exp_abm' must be a positive step in log-SNR "
+            f"(e.g. 0.05), got {first!r}"
         )
 
 

@@ -24,6 +24,7 @@ from ._common import DEFAULT_MAX_STEPS, FiniteWatch, MaxStepsError, NonFiniteErr
 __all__ = ["ADAPTIVE_RK_METHODS", "ODESolution", "STEP_CONTROLS", "odeint_drift"]
 
 # Adaptive Runge-Kutta solvers of torchdiffeq: they accept `step_t`, `ifactor`, `first_step`...
+TORCHDIFFEQ_METHODS = frozenset(_SOLVERS)
 ADAPTIVE_RK_METHODS = frozenset({"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"})
 STEP_CONTROLS = ("x", "x_per_example", "all")
 
