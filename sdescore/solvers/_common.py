@@ -162,6 +162,10 @@ class CountedScore:
 
     With `io_dtype` (a float16/bfloat16 caller, see `working_state`) the solver works in float32
     and the score is called, and answers, in `io_dtype`.
+
+    Every answer is cast to the state's dtype before the solver uses it: a network run under
+    `torch.autocast` may answer in bfloat16/float16, and the state, the time grid and the step
+    arithmetic stay in the state's float32/float64 (tests/test_mixed_precision.py).
     """
 
     def __init__(self, score_fn, *, progress=None, io_dtype: torch.dtype | None = None):
