@@ -205,6 +205,14 @@ VARIANTS = {
     "3M exact": sdescore.DPMSolver(order=3, multistep=True, damped=False),
     "3M damped": sdescore.DPMSolver(order=3, multistep=True, damped=True),
     "3M damped logsnr": sdescore.DPMSolver(order=3, multistep=True, damped=True, schedule="logsnr"),
+    "3M damped karras": sdescore.DPMSolver(order=3, multistep=True, damped=True, schedule="karras"),
+    "UniPC-2 bh2": sdescore.UniPC(order=2),
+    "UniPC-2 bh1": sdescore.UniPC(order=2, variant="bh1"),
+    "UniPC-3 bh2": sdescore.UniPC(order=3),
+    "UniPC-3 bh2 no low final": sdescore.UniPC(order=3, lower_order_final=False),
+    "UniPC-2 bh2 logsnr": sdescore.UniPC(order=2, schedule="logsnr"),
+    "UniPC-2 bh2 karras": sdescore.UniPC(order=2, schedule="karras"),
+    "UniPC-3 bh2 karras": sdescore.UniPC(order=3, schedule="karras"),
 }
 
 
@@ -219,7 +227,7 @@ def nfe_table(sde, data, n):
     ref = sdescore.DPMSolver(order=3, multistep=False, schedule="logsnr")
     refs = [pf.sample(x_T=z, method=ref, steps=900, eps=EPS) for z in draws]
     print(f"solver error vs converged PF ODE, n={n}, max over 3 seeds")
-    print(f"{'variant':<26}" + "".join(f"{k:>9}" for k in NFES))
+    print(f"{'variant':<27}" + "".join(f"{k:>9}" for k in NFES))
     for name, solver in VARIANTS.items():
         errs = []
         for nfe in NFES:
@@ -228,7 +236,7 @@ def nfe_table(sde, data, n):
                 for z, r in zip(draws, refs, strict=True)
             ]
             errs.append(max(e))
-        print(f"{name:<26}" + "".join(f"{v:9.1e}" for v in errs), flush=True)
+        print(f"{name:<27}" + "".join(f"{v:9.1e}" for v in errs), flush=True)
 
 
 if __name__ == "__main__":

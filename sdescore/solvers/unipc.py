@@ -126,7 +126,8 @@ def unipc(
         sde: a `GaussianSDE`.
         score: a counted score function `(x, t) -> (B, *D)`.
         x: the state `(B, *D)` at `t0`.
-        t0, t1: start and end time (either order).
+        t0: start time.
+        t1: end time (either order).
         steps: steps = score calls.
         order: the predictor's order p (1-3); the first steps use lower orders (warm-up).
         schedule: one of `SCHEDULES`.

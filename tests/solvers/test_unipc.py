@@ -201,3 +201,19 @@ def test_unipc_refuses_a_non_gaussian_sde_and_the_reverse_sde():
     rs = VP.reverse(gaussian_1d(MU, S0).score_fn(VP))
     with pytest.raises(ValueError, match="integrates the probability-flow ODE"):
         rs.sample((4, 1), method=sdescore.UniPC())
+
+
+def test_peers_benchmark_quick_mode_runs():
+    # benchmarks/peers.py --quick: 512 draws, one seed, 10 calls (about 5 s with diffusers).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "peers.py"), "--quick"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "best configuration of each library per NFE" in out.stdout
+    assert "sdescore default" in out.stdout and "per-call overhead" in out.stdout

@@ -1,0 +1,347 @@
+"""sdescore's default PF-ODE sampler side by side with diffusers and k-diffusion.
+
+    python benchmarks/peers.py [--n 16384] [--quick] [--figure PATH] [--k-diffusion DIR]
+
+Workload (as `benchmarks/samplers.py --nfe-table`): eight Gaussians, VPSDE(0.1, 20), the exact
+score, `n` shared prior draws for each of seeds 0-2, end time eps = 1e-3. Solver error = mean
+|x - x_ref| per coordinate against a converged PF-ODE solve (900 calls) from the same draws.
+Every library gets the same score, converted to its interface:
+
+- diffusers (`pip install "sdescore[bench]"`): `trained_betas` such that `alphas_cumprod[i]`
+  = alpha(t_i)^2 at t_i = (i + 1)/1000, so timestep 0 is t = eps; the eps-model returns
+  eps = -sigma(t) score(x, t) at the noise level the scheduler is at (its `sigmas[i]`, not the
+  rounded integer timestep: a continuous-time model), `prediction_type="epsilon"`,
+  `thresholding=False` (no clipping of x0), `final_sigmas_type="sigma_min"` (end at eps
+  instead of jumping to sigma = 0), `lower_order_final=True` (the singlestep scheduler's
+  default `False` spends fewer calls than asked when the order does not divide them),
+  grids: `timestep_spacing="linspace"` (uniform in t), `use_karras_sigmas`,
+  `use_exponential_sigmas` (uniform in log-SNR); the last two end at sigma_min and then repeat
+  it as the final sigma, a zero-length step (a wasted call, NaN in the 3M): we ask for
+  NFE + 1 steps and stop before that last one (DEIS has no `final_sigmas_type` and
+  behaves the same way).
+- k-diffusion: its `sampling.py` imports `utils`, which needs torchvision, PIL and safetensors,
+  for one function (`append_dims`); the file is loaded alone with a stub `utils`, so neither
+  torchvision nor a second torch is installed. Point `--k-diffusion` at an unpacked
+  `pip download k-diffusion --no-deps` (or install it with `pip install --no-deps
+  k-diffusion`). The model is the denoiser D(x/alpha, sigma/alpha) of `sdescore.interop`;
+  the sigma grid ends at sigma(eps) (no final jump to 0); heun and dpm_2 make 2 calls a step
+  (NFE // 2 steps); the 2m_sde and 3m_sde samplers run with eta = 0 (the ODE).
+- The official DPM-Solver file is not on the package index; diffusers' singlestep scheduler is
+  its closest installable stand-in.
+
+Tables: solver error at NFE 6-50 for each library's best configuration per NFE (and every
+configuration with `--all`), the smallest NFE at which the default reaches 1e-2 on all three
+seeds, and the per-call overhead at batch 1024 with a free score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+import sdescore
+from sdescore.interop import Denoiser
+from sdescore.solvers.dpm_solver import _boundaries
+from sdescore.toy import eight_gaussians
+
+EPS, N_TRAIN = 1e-3, 1000
+NFES = (6, 8, 10, 12, 15, 20, 30, 50)
+
+
+class Workload:
+    """The problem, the shared prior draws and their converged solutions."""
+
+    def __init__(self, n: int, seeds):
+        self.sde, self.data = sdescore.VPSDE(0.1, 20.0), eight_gaussians(radius=4.0, std=0.5)
+        self.score = self.data.score_fn(self.sde)
+        self.pf = self.sde.probability_flow(self.score)
+        self.draws = [
+            self.sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ]
+        ref = sdescore.DPMSolver(order=3, multistep=False, schedule="logsnr")
+        self.refs = [self.pf.sample(x_T=z, method=ref, steps=900, eps=EPS) for z in self.draws]
+
+    def errors(self, solve, nfe) -> list[float]:
+        return [
+            (solve(z, nfe) - r).abs().mean().item()
+            for z, r in zip(self.draws, self.refs, strict=True)
+        ]
+
+
+# --- sdescore -------------------------------------------------------------------------------
+
+
+def sdescore_solver(method):
+    def solve(w, z, nfe, score=None):
+        pf = w.pf if score is None else w.sde.probability_flow(score)
+        return pf.sample(x_T=z, method=method, steps=nfe, eps=EPS)
+
+    return solve
+
+
+# --- diffusers ------------------------------------------------------------------------------
+
+
+def trained_betas(sde) -> list[float]:
+    t = torch.arange(1, N_TRAIN + 1, dtype=torch.float64) / N_TRAIN
+    abar = sde.alpha(t).square()
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    return (1 - abar / prev).tolist()
+
+
+def diffusers_solver(cls_name, **kw):
+    def solve(w, z, nfe, score=None):
+        import diffusers
+
+        score = w.score if score is None else score
+        sched = getattr(diffusers, cls_name)(
+            num_train_timesteps=N_TRAIN, trained_betas=trained_betas(w.sde),
+            prediction_type="epsilon", thresholding=False, **kw,
+        )  # fmt: skip
+        sched.set_timesteps(nfe)
+        steps = nfe
+        if sched.sigmas[-1] == sched.sigmas[-2]:
+            # Karras/exponential/Lu grids end at sigma_min and final_sigmas_type="sigma_min"
+            # repeats it: a zero-length last step (a wasted call; NaN in the 3M). Ask for one
+            # step more and stop before that one, so `nfe` calls reach sigma_min.
+            sched.set_timesteps(nfe + 1)
+        # The scheduler's noise levels sigma/alpha -> our times (one vectorised inversion).
+        sig = sched.sigmas.to(torch.float64)
+        ts = w.sde.t_from_log_snr(-sig.clamp_min(1e-12).log()).float()
+        x = z.clone()
+        for i, step_t in enumerate(sched.timesteps[:steps]):
+            tb = ts[i].expand(x.shape[0])
+            eps = -w.sde.sigma(tb)[:, None] * score(x, tb)
+            x = sched.step(eps, step_t, x).prev_sample
+        return x
+
+    return solve
+
+
+DIFFUSERS_GRIDS = {
+    "uniform t": {},  # timestep_spacing="linspace", the default (the singlestep has no option)
+    "karras": {"use_karras_sigmas": True},
+    "logsnr": {"use_exponential_sigmas": True},  # uniform in log(sigma/alpha) = -lambda
+}
+DIFFUSERS = {
+    "DPMSolverMultistep 2M": ("DPMSolverMultistepScheduler", {"solver_order": 2}),
+    "DPMSolverMultistep 3M": ("DPMSolverMultistepScheduler", {"solver_order": 3}),
+    "DPMSolverSinglestep 2S": ("DPMSolverSinglestepScheduler", {"solver_order": 2}),
+    "DPMSolverSinglestep 3S": ("DPMSolverSinglestepScheduler", {"solver_order": 3}),
+    "UniPC-2 bh2": ("UniPCMultistepScheduler", {"solver_order": 2}),
+    "UniPC-3 bh2": ("UniPCMultistepScheduler", {"solver_order": 3}),
+    "UniPC-2 bh1": ("UniPCMultistepScheduler", {"solver_order": 2, "solver_type": "bh1"}),
+    "DEIS-3": ("DEISMultistepScheduler", {"solver_order": 3}),
+}
+_COMMON = {
+    "DPMSolverMultistepScheduler": {"algorithm_type": "dpmsolver++", "final_sigmas_type": "sigma_min"},
+    "DPMSolverSinglestepScheduler": {
+        "algorithm_type": "dpmsolver++", "final_sigmas_type": "sigma_min", "lower_order_final": True,
+    },
+    "UniPCMultistepScheduler": {"final_sigmas_type": "sigma_min"},
+    "DEISMultistepScheduler": {},
+}  # fmt: skip
+
+
+def diffusers_configs():
+    out = {}
+    for name, (cls, kw) in DIFFUSERS.items():
+        for grid, gkw in DIFFUSERS_GRIDS.items():
+            out[f"{name}, {grid}"] = diffusers_solver(cls, **_COMMON[cls], **kw, **gkw)
+    return out
+
+
+# --- k-diffusion ----------------------------------------------------------------------------
+
+
+def load_k_sampling(directory: str | None):
+    """k-diffusion's `sampling.py` alone, with a stub `k_diffusion.utils` (see the docstring)."""
+    if directory is None:
+        spec = importlib.util.find_spec("k_diffusion")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        directory = str(Path(next(iter(spec.submodule_search_locations))).parent)
+    path = Path(directory) / "k_diffusion" / "sampling.py"
+    if not path.is_file():
+        return None
+    pkg = types.ModuleType("k_diffusion")
+    pkg.__path__ = [str(path.parent)]
+    utils = types.ModuleType("k_diffusion.utils")
+    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
+    pkg.utils = utils
+    sys.modules.setdefault("k_diffusion", pkg)
+    sys.modules.setdefault("k_diffusion.utils", utils)
+    spec = importlib.util.spec_from_file_location("k_diffusion.sampling", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def k_sigmas(kd, w, steps, grid, like):
+    den = Denoiser(w.score, w.sde, eps=EPS)
+    if grid == "karras":
+        return kd.get_sigmas_karras(steps + 1, den.sigma_min, den.sigma_max, rho=7.0)[:-1]
+    if grid == "logsnr":
+        return kd.get_sigmas_exponential(steps + 1, den.sigma_min, den.sigma_max)[:-1]
+    ts = _boundaries(w.sde, w.sde.T, EPS, steps, "time_quadratic", like)
+    return (-w.sde.log_snr(ts)).exp().float()
+
+
+def k_solver(kd, name, calls_per_step, grid):
+    fn = getattr(kd, f"sample_{name}")
+    extra = {}
+    if name.endswith("_sde"):  # eta = 0: the deterministic ODE sampler, no Brownian tree
+        extra = {"eta": 0.0, "noise_sampler": lambda s, t: 0.0}
+
+    def solve(w, z, nfe, score=None):
+        den = Denoiser(w.score if score is None else score, w.sde, eps=EPS)
+        sig = k_sigmas(kd, w, nfe // calls_per_step, grid, z)
+        a_T, a_eps = w.sde.alpha(torch.tensor([w.sde.T, EPS])).tolist()
+        x = fn(den, z / a_T, sig, disable=True, **extra)
+        return a_eps * x
+
+    return solve
+
+
+K_SAMPLERS = {"dpmpp_2m": 1, "dpmpp_2m_sde": 1, "dpmpp_3m_sde": 1, "dpm_2": 2, "heun": 2}
+
+
+def k_configs(kd):
+    if kd is None:
+        return {}
+    return {
+        f"{name}, {grid}": k_solver(kd, name, c, grid)
+        for name, c in K_SAMPLERS.items()
+        for grid in ("karras", "logsnr", "time_quadratic")
+    }
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+def error_table(w, libraries, nfes, show_all):
+    """{library: {nfe: (max-over-seeds error, config)}} for each library's best config."""
+    best = {}
+    for lib, configs in libraries.items():
+        best[lib] = {}
+        for cname, solve in configs.items():
+            errs = [max(w.errors(lambda z, k, f=solve: f(w, z, k), nfe)) for nfe in nfes]
+            if show_all:
+                print(f"  {lib + ': ' + cname:<52}" + "".join(f"{e:9.1e}" for e in errs))
+            for nfe, e in zip(nfes, errs, strict=True):
+                if nfe not in best[lib] or e < best[lib][nfe][0]:
+                    best[lib][nfe] = (e, cname)
+    return best
+
+
+def overhead(w, libraries, calls=20, batch=1024):
+    """Wall time per score call beyond the score itself: the score is free (a fixed tensor)."""
+    z = torch.randn(batch, 2, generator=torch.Generator().manual_seed(0))
+    free_out = torch.zeros(batch, 2)
+
+    def free(x, t):
+        return free_out
+
+    rows = []
+    for lib, (cname, solve) in libraries.items():
+        best = math.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            solve(w, z, calls, score=free)
+            best = min(best, time.perf_counter() - t0)
+        rows.append((lib, cname, 1e6 * best / calls))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=16384)
+    ap.add_argument("--quick", action="store_true", help="smoke test: 512 draws, 1 seed, NFE 10")
+    ap.add_argument("--all", action="store_true", help="print every configuration's row")
+    ap.add_argument("--figure", help="write the error-vs-NFE figure (png) here")
+    ap.add_argument("--k-diffusion", help="directory holding an unpacked k_diffusion package")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    n, seeds, nfes = (512, (0,), (10,)) if args.quick else (args.n, (0, 1, 2), NFES)
+    w = Workload(n, seeds)
+    libraries = {"sdescore default": {"DPMSolver()": sdescore_solver(sdescore.DPMSolver())}}
+    try:
+        import diffusers  # noqa: F401
+
+        libraries["diffusers"] = diffusers_configs()
+    except ImportError:
+        print("diffusers not installed (pip install 'sdescore[bench]'): skipped")
+    kd = load_k_sampling(args.k_diffusion)
+    if kd is None:
+        print("k-diffusion not found (--k-diffusion DIR, see the docstring): skipped")
+    else:
+        libraries["k-diffusion"] = k_configs(kd)
+    if args.quick:
+        libraries = {lib: dict(list(c.items())[:2]) for lib, c in libraries.items()}
+    print(
+        f"eight Gaussians, VPSDE(0.1, 20), exact score, n={n} x {len(seeds)} seeds, eps={EPS}; "
+        "solver error = mean |x - x_ref| vs a converged PF-ODE solve, max over seeds"
+    )
+    if args.all:
+        print(f"  {'configuration':<52}" + "".join(f"{k:>9}" for k in nfes))
+    best = error_table(w, libraries, nfes, args.all)
+    print(
+        f"\nbest configuration of each library per NFE\n{'library':<20}"
+        + "".join(f"{k:>9}" for k in nfes)
+    )
+    for lib, row in best.items():
+        print(f"{lib:<20}" + "".join(f"{row[k][0]:9.1e}" for k in nfes))
+    for lib, row in best.items():
+        if lib != "sdescore default":
+            print(f"  {lib} best configs: " + "; ".join(f"{k}: {row[k][1]}" for k in nfes))
+    if not args.quick:
+        solve = libraries["sdescore default"]["DPMSolver()"]
+        reach = next(
+            (k for k in range(4, 51) if max(w.errors(lambda z, m: solve(w, z, m), k)) <= 1e-2), None
+        )
+        print(
+            f"\nsmallest NFE at which the default reaches solver error <= 1e-2 on all seeds: {reach}"
+        )
+    fastest = {lib: next(iter(c.items())) for lib, c in libraries.items()}
+    print("\nper-call overhead at batch 1024, free score (20 calls, best of 3), microseconds")
+    for lib, cname, us in overhead(w, fastest):
+        print(f"  {lib:<18} {cname:<40} {us:8.0f}")
+    if args.figure:
+        figure(best, nfes, args.figure)
+
+
+def figure(best, nfes, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for lib, row in best.items():
+        ax.loglog(
+            nfes,
+            [row[k][0] for k in nfes],
+            "o-",
+            label=lib + (" (best config)" if lib != "sdescore default" else ""),
+        )
+    ax.axhline(1e-2, color="gray", lw=0.8, ls="--")
+    ax.set_xlabel("score calls (NFE)")
+    ax.set_ylabel("solver error (mean |x - x_ref|)")
+    ax.set_title("eight Gaussians, VPSDE(0.1, 20), exact score")
+    ax.set_xticks(nfes, [str(k) for k in nfes])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure written to {path}")
+
+
+if __name__ == "__main__":
+    main()
