@@ -39,12 +39,17 @@ DEFAULT_STEPS = {
     "two_moons": 2000,
     "checkerboard": 3000,
     "swiss_roll": 3000,
-    "rings": 8000,
+    "rings": 6000,
 }
 # Rings (width 0.08, 1 apart) need the score at small noise: the eps head and likelihood
 # weighting with importance-sampled t (measured at 3000 steps: histogram TV 0.28 against 0.41
 # for score + sigma2, which learns a disc; at 8000 steps the outer two rings are resolved).
 DEFAULT_OBJECTIVE = {"rings": ("eps", "likelihood")}
+# ... and detail finer than a plain MLP learns in that time (its spectral bias): random Fourier
+# features of x, 64 frequencies of std 0.5 per unit (wavelengths ~2, the rings 1 apart). At 3000
+# steps (PF ODE samples, one thread): histogram TV 0.21 against 0.30 without, and the inner
+# ring's radial spread 0.13 against 0.28 (data 0.08): all four rings instead of two.
+DEFAULT_X_FEATURES = {"rings": (64, 0.5)}
 LIMIT = 6.0  # plots cover [-LIMIT, LIMIT]^2; every toy dataset lies in about [-4.5, 4.5]^2
 
 
@@ -90,6 +95,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="DSM weighting: sigma2 (NCSN; default) or likelihood with importance-sampled t "
         "(rings' default)",
     )
+    p.add_argument(
+        "--x-features",
+        type=int,
+        default=None,
+        help="random Fourier features of x in the MLP (MLPScoreNet x_features); 0 for none; "
+        "default none (rings: 64)",
+    )
+    p.add_argument(
+        "--x-scale",
+        type=float,
+        default=None,
+        help="std of those frequencies, cycles per data unit (default 0.5)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--out", default="outputs/toy_2d", help="output directory (created)")
@@ -110,6 +128,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     param, weighting = DEFAULT_OBJECTIVE.get(args.dataset, ("score", "sigma2"))
     args.parameterization = args.parameterization or param
     args.weighting = args.weighting or weighting
+    features, scale = DEFAULT_X_FEATURES.get(args.dataset, (0, 0.5))
+    args.x_features = features if args.x_features is None else args.x_features
+    args.x_scale = scale if args.x_scale is None else args.x_scale
+    if args.x_features < 0 or not args.x_scale > 0:
+        p.error(
+            f"--x-features must be >= 0 and --x-scale > 0, got {args.x_features}, {args.x_scale}"
+        )
     # Sizes: batch, samples per sampler, test points, density grid per axis, PC/EM steps, levels.
     sizes = (256, 512, 128, 24, 100, 50) if args.quick else (1024, 4096, 1024, 60, 500, 200)
     args.batch, args.samples, args.test_points, args.grid, args.sde_steps, args.levels = sizes
@@ -144,7 +169,8 @@ def run_example(args, job) -> dict:
     print(f"dataset {args.dataset}, SDE {args.sde} ({sde!r}), {args.steps} steps, seed {args.seed}")
 
     # The network learns the residual to the score of a Gaussian fitted to the data.
-    model = sdescore.ScoreModel(sdescore.MLPScoreNet(2), sde, args.parameterization)
+    net = sdescore.MLPScoreNet(2, x_features=args.x_features, x_scale=args.x_scale)
+    model = sdescore.ScoreModel(net, sde, args.parameterization)
     model = model.fit_baseline(train_data).to(dev)
     result = sdescore.train(
         model,
