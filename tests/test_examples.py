@@ -79,6 +79,29 @@ def test_toy_2d_rejects_bad_option(tmp_path):
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 
+def test_toy_2d_rings_defaults(monkeypatch):
+    # Rings (width 0.08, 1 apart) need Fourier features of x in the MLP to resolve the inner two
+    # rings (the full default run is measured in docs/examples.md); the other datasets keep the
+    # plain MLP, and --x-features 0 turns them off.
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location("toy_2d_example", EXAMPLES / "toy_2d.py")
+    toy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toy)
+    a = toy.parse_args(["--dataset", "rings"])
+    assert (a.parameterization, a.weighting, a.x_features, a.x_scale) == (
+        "eps",
+        "likelihood",
+        64,
+        0.5,
+    )
+    assert toy.parse_args(["--dataset", "rings", "--x-features", "0"]).x_features == 0
+    assert toy.parse_args([]).x_features == 0  # eight Gaussians: the measured plain MLP
+    with pytest.raises(SystemExit):
+        toy.parse_args(["--x-features", "-1"])
+
+
 def test_custom_sde_quick(tmp_path):
     m = run_example("custom_sde.py", tmp_path)
     assert (tmp_path / "samples.png").stat().st_size > 10_000
