@@ -2,7 +2,9 @@
 
 For the package's `UNet` (3 channels, default width) under a VP SDE (eps parameterization) at
 32x32 and 64x64, on whatever device it gets, it reports:
-- sampling: images/s with `dpm_solver` at 20 score calls (probability-flow ODE);
+- sampling: images/s with `dpm_solver` at 20 score calls (probability-flow ODE); for the eager
+  network also under `torch.autocast` in bfloat16 (the state stays float32; the accuracy of
+  that is measured in tests/test_mixed_precision.py, not here: these networks are untrained);
 - likelihood: bits/dim per second (Hutchinson, one Rademacher probe, dopri5), with its NFE;
 - training: optimizer steps per second of `sdescore.Trainer` (DSM, AdamW, EMA);
 - network: milliseconds per score call, and the solver's overhead per call beyond the network,
@@ -91,6 +93,13 @@ def measure(row: dict, device, compiled: bool, quick: bool) -> None:
     row["sample_images_per_s"] = batch / sample_s
     row["sample_nfe"] = nfe
     row["solver_overhead_ms_per_call"] = 1e3 * (sample_s - nfe * net_s) / nfe
+    if not compiled:  # bfloat16 autocast (a compiled net would compile again for it)
+
+        def sample_bf16():
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return sample()
+
+        row["sample_bf16_images_per_s"] = batch / _timed(sample_bf16, device, repeats)
 
     # --quick: a 2-step rk4 grid (8 calls) instead of an adaptive solve of unknown length
     opts = dict(method="rk4", steps=2) if quick else dict(rtol=1e-5, atol=1e-5)
@@ -188,6 +197,7 @@ def table(rows: list[dict]) -> None:
         ("res", "res", "{}"), ("batch", "batch", "{}"), ("compile", "compile", "{}"),
         ("first_call_s", "1st call s", "{:.1f}"), ("ms_per_call", "net ms/call", "{:.2f}"),
         ("sample_images_per_s", "sample img/s", "{:.1f}"),
+        ("sample_bf16_images_per_s", "bf16 img/s", "{:.1f}"),
         ("solver_overhead_ms_per_call", "solver ms/call", "{:.3f}"),
         ("likelihood_bpd_per_s", "bpd/s", "{:.2f}"), ("likelihood_nfe", "nll NFE", "{}"),
         ("train_steps_per_s", "train steps/s", "{:.2f}"),
