@@ -152,3 +152,61 @@ def test_nan_score_and_max_steps_are_reported():
         sdescore.likelihood(
             data.score_fn(sde), x, sde=sde, method="exp_abm", max_steps=5, estimator="exact"
         )
+
+
+def _repeats(score, x, sde, n, **kw):
+    return torch.stack(
+        [
+            sdescore.likelihood(
+                score,
+                x,
+                sde=sde,
+                method="exp_abm",
+                generator=torch.Generator().manual_seed(r),
+                **kw,
+            ).log_prob
+            for r in range(n)
+        ]
+    )
+
+
+def test_resampled_probes_cut_the_variance_and_stay_unbiased():
+    """16-D mixture (std 0.1), 8 points, 10 seeds each: the per-point standard deviation with
+    fresh probes at every evaluation is at least 3x below fixed probes at the same k = 1
+    (measured 4.1x), and the mean agrees with the exact trace within 4 standard errors."""
+    sde, data = SDES["vp"], sharp_mixture((16,), std=0.1)
+    x = data.sample(8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    score = data.score_fn(sde)
+    exact = sdescore.likelihood(score, x, sde=sde, estimator="exact", method="exp_abm").log_prob
+    fixed = _repeats(score, x, sde, 10, probes=1)
+    fresh = _repeats(score, x, sde, 10, probes=1, resample_probes=True)
+    ratio = fixed.std(0).mean() / fresh.std(0).mean()
+    assert ratio > 3, ratio
+    se = fresh.std(0) / 10**0.5
+    assert ((fresh.mean(0) - exact).abs() < 4 * se + 1e-3).all(), (fresh.mean(0) - exact, se)
+
+
+def test_resampled_probes_report_their_standard_error():
+    sde, data = SDES["vp"], sharp_mixture((16,), std=0.1)
+    x = data.sample(4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    res = sdescore.likelihood(
+        data.score_fn(sde), x, sde=sde, method="exp_abm", probes=3, resample_probes=True,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert res.log_prob_stderr is not None and (res.log_prob_stderr > 0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(method="dopri5"), ValueError, "resample_probes=True needs method='exp_abm'"),
+        (dict(estimator="exact"), ValueError, "estimator='hutchinson'"),
+        (dict(resample_probes=1), TypeError, "resample_probes must be a bool"),
+    ],
+)
+def test_resample_probes_bad_combinations(kwargs, err, match):
+    sde, data = SDES["vp"], gaussian_1d()
+    x = data.sample(2, dtype=torch.float64)
+    kw = dict(method="exp_abm", resample_probes=True) | kwargs
+    with pytest.raises(err, match=match):
+        sdescore.likelihood(data.score_fn(sde), x, sde=sde, **kw)
