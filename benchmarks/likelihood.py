@@ -194,8 +194,9 @@ def run_one(kw, score, sde, x):
     if kw is None:
         return ref_2021(score, sde, x, seed=1)
     g = torch.Generator().manual_seed(1)
+    kw = dict(rtol=TOL, atol=TOL) | kw  # exp_abm rows bring their own tolerance
     with torch.no_grad():
-        r = sdescore.likelihood(score, x, sde=sde, rtol=TOL, atol=TOL, generator=g, **kw)
+        r = sdescore.likelihood(score, x, sde=sde, generator=g, **kw)
     return r.log_prob, r.nfe
 
 
@@ -227,6 +228,8 @@ def accuracy_table(batches, repeats, dtype):
             ("sdescore hutch. rad., step ctl x", dict(step_control="x")),
             ("sdescore exact trace", dict(estimator="exact")),
             ("sdescore exact, step ctl x", dict(estimator="exact", step_control="x")),
+            ("sdescore exact, exp_abm 2e-4", dict(estimator="exact", **ABM)),
+            ("sdescore hutch. rad., exp_abm 2e-4", dict(**ABM)),
         ]
         scores = [Counting(data.score_fn(sde)) for _ in configs]
         fns = [
@@ -236,6 +239,92 @@ def accuracy_table(batches, repeats, dtype):
         for (name, _), sc, w, c, (logp, nfe) in zip(configs, scores, wall, cpu, outs, strict=True):
             err = (logp.double() - exact).abs()
             rows.append((name, b, w, c, nfe, sc.calls, err.mean().item(), err.max().item()))
+    return rows
+
+
+ABM = dict(method="exp_abm", rtol=2e-4, atol=2e-4)
+# Plain torchdiffeq dopri5: its own step growth (ifactor 10; sdescore's default caps it at 4),
+# error control on (x, Delta log p) as a mixed norm (max over the two channels' RMS).
+PLAIN = dict(method="dopri5", rtol=1e-5, atol=1e-5, options={"ifactor": 10.0})
+LIMIT_CONFIGS = [
+    ("plain dopri5 1e-5, ctl (x, log p)", PLAIN),
+    ("sdescore dopri5 (default)", dict(method="dopri5")),
+    ("exp_abm 2e-4", ABM),
+    ("exp_abm 1e-4", dict(method="exp_abm", rtol=1e-4, atol=1e-4)),
+]
+
+
+def limit_table(shapes, n_points):
+    """Issue 12's table: score calls, wall-time ratio and error (bits/dim) of plain dopri5, the
+    default and exp_abm, side by side on the same points, exact scores and exact trace."""
+    sdes = {
+        "vp": sdescore.VPSDE(0.1, 20.0),
+        "subvp": sdescore.SubVPSDE(0.1, 20.0),
+        "ve": sdescore.VESDE(0.01, 50.0),
+    }
+    rows = []
+    for shape in shapes:
+        d = math.prod(shape)
+        g = torch.Generator().manual_seed(0)
+        means = torch.rand(8, *shape, generator=g, dtype=torch.float64) * 2 - 1
+        data = sdescore.toy.GaussianMixture(means, 0.004)
+        n = n_points if len(shape) == 1 else max(4, n_points // 4)
+        x = data.sample(n, generator=g, dtype=torch.float64)
+        for name, sde in sdes.items():
+            base_nfe = base_sec = None
+            for label, kw in LIMIT_CONFIGS:
+                t0 = time.perf_counter()
+                r = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", **kw)
+                sec = time.perf_counter() - t0
+                exact = (
+                    data.marginal_log_prob(x, EPS, sde)
+                    + sde.prior_logp(r.latent)
+                    - data.marginal_log_prob(r.latent, sde.T, sde)
+                )
+                err = (exact - r.log_prob) / (d * math.log(2))
+                if base_nfe is None:
+                    base_nfe, base_sec = r.nfe, sec
+                rows.append(
+                    ("x".join(map(str, shape)), name, label, n, r.nfe, r.nfe / base_nfe,
+                     sec / base_sec, err.mean().item(), err.abs().max().item())
+                )  # fmt: skip
+    return rows
+
+
+def trained_toy_model(steps=1500):
+    """A 3x128 MLPScoreNet trained on eight Gaussians (eps parameterization), float32."""
+    sde, data = sdescore.VPSDE(0.1, 20.0), eight_gaussians()
+    torch.manual_seed(0)  # benchmark script: fixed initialisation
+    x = data.sample(8192, generator=torch.Generator().manual_seed(0))
+    model = sdescore.ScoreModel(sdescore.MLPScoreNet(2, hidden=128), sde, "eps")
+    res = sdescore.train(model, x, steps=steps, batch_size=512, progress=False, seed=0)
+    return res.ema_model, data.sample(32, generator=torch.Generator().manual_seed(5))
+
+
+def variance_table(model, x, repeats):
+    """Per-point standard deviation of Hutchinson log p over `repeats` probe seeds, against
+    probes and evaluations, and the bias of the mean against the exact trace."""
+    exact = sdescore.likelihood(model, x, estimator="exact", method="exp_abm").log_prob.double()
+    configs = [
+        ("dopri5, fixed probes", dict(method="dopri5"), (1, 2, 4)),
+        ("exp_abm, fixed probes", dict(method="exp_abm"), (1, 2, 4)),
+        ("exp_abm, resampled (+1 control)", dict(method="exp_abm", resample_probes=True), (1, 3)),
+    ]
+    rows = []
+    for label, kw, ks in configs:
+        for k in ks:
+            vals, nfe = [], 0
+            for r in range(repeats):
+                g = torch.Generator(device=x.device).manual_seed(1000 + r)
+                res = sdescore.likelihood(model, x, probes=k, generator=g, **kw)
+                vals.append(res.log_prob.double())
+                nfe += res.nfe
+            v = torch.stack(vals)
+            std = v.std(0).mean().item()
+            bias = (v.mean(0) - exact).mean().item()
+            se = (v.std(0) / math.sqrt(repeats)).pow(2).mean().sqrt().item() / math.sqrt(len(x))
+            vjps = k + (1 if kw.get("resample_probes") else 0)
+            rows.append((label, k, vjps, nfe / repeats, std, bias, se))
     return rows
 
 
@@ -295,6 +384,9 @@ def main():
     ap.add_argument(
         "--exact-cost", action="store_true", help="only the exact-trace cost table (UNet)"
     )
+    ap.add_argument(
+        "--skip-limit", action="store_true", help="skip the issue-12 tables (exp_abm, variance)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.exact_cost:
@@ -309,6 +401,31 @@ def main():
             )
         return
     dtype = torch.float64 if args.float64 else torch.float32
+    if not args.skip_limit:
+        limit_shapes = [(16,)] if args.quick else [(16,), (64,), (1, 8, 8)]
+        print("# Likelihood at the limit (issue 12): image-like 8-mode mixtures, std 0.004 on")
+        print("# [-1, 1]^D, exact scores, exact trace, float64; evals and wall time relative to")
+        print("# plain torchdiffeq dopri5 at rtol = atol = 1e-5 with control on (x, log p)")
+        print()
+        print("| D | SDE | method | B | evals | evals / plain | wall / plain | mean err bpd "
+              "| worst bpd |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
+        for shape, name, label, n, nfe, rn, rw, mean, worst in limit_table(limit_shapes, 16):
+            print(
+                f"| {shape} | {name} | {label} | {n} | {nfe} | {rn:.2f} | {rw:.2f} "
+                f"| {mean:+.1e} | {worst:.1e} |"
+            )
+        print()
+        reps = 4 if args.quick else 10
+        model, xv = trained_toy_model(300 if args.quick else 1500)
+        print("# Hutchinson variance: a trained 3x128 MLP on eight Gaussians (float32), 32 test")
+        print(f"# points, {reps} probe seeds each; bias = mean over seeds - exact trace (nats)")
+        print()
+        print("| solver, probes | k | VJPs / eval | evals | per-point std (nats) | bias +- se |")
+        print("|---|---|---|---|---|---|")
+        for label, k, vjps, nfe, std, bias, se in variance_table(model, xv, reps):
+            print(f"| {label} | {k} | {vjps} | {nfe:.0f} | {std:.3f} | {bias:+.3f} +- {se:.3f} |")
+        print()
     batches = [256] if args.quick else [512, 4096]
     repeats = 1 if args.quick else args.repeats
     shapes = [(16,), (1, 8, 8)] if args.quick else [(2,), (16,), (64,), (3, 8, 8)]
