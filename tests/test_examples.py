@@ -81,8 +81,8 @@ def test_toy_2d_rejects_bad_option(tmp_path):
 
 def test_toy_2d_rings_defaults(monkeypatch):
     # Rings (width 0.08, 1 apart) need Fourier features of x in the MLP to resolve the inner two
-    # rings (the full default run is measured in docs/examples.md); the other datasets keep the
-    # plain MLP, and --x-features 0 turns them off.
+    # rings (the full default runs are measured in docs/examples.md); so do the other datasets
+    # with fine structure, eight Gaussians keep the plain MLP, and --x-features 0 turns them off.
     import importlib.util
 
     monkeypatch.syspath_prepend(str(EXAMPLES))
@@ -98,6 +98,8 @@ def test_toy_2d_rings_defaults(monkeypatch):
     )
     assert toy.parse_args(["--dataset", "rings", "--x-features", "0"]).x_features == 0
     assert toy.parse_args([]).x_features == 0  # eight Gaussians: the measured plain MLP
+    for name in ("two_moons", "checkerboard", "swiss_roll"):
+        assert toy.parse_args(["--dataset", name]).x_features == 64, name
     with pytest.raises(SystemExit):
         toy.parse_args(["--x-features", "-1"])
 
