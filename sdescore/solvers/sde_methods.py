@@ -18,7 +18,7 @@ from .base import Problem, Solver
 from .langevin import annealing_levels, sample_annealed_langevin, sample_pc
 from .native import PREDICTORS, sample_predictor
 from .options import check_positive
-from .sde_dpm_solver import sample_sde_dpm_solver
+from .sde_dpm_solver import default_order, sample_sde_dpm_solver
 from .torchsde import TORCHSDE_METHODS, sample_torchsde
 
 __all__ = [
@@ -90,39 +90,62 @@ _PREDICTOR_CLASSES = {c.name: c for c in (EulerMaruyama, ReverseDiffusion, Ances
 class SDEDPMSolver(Solver):
     r"""SDE-DPM-Solver++ (Lu et al. 2022b): exponential integrator of the reverse SDE.
 
-    One score call per step on a grid uniform in the half log-SNR $\lambda$; the linear part is
-    integrated exactly and the noise comes from the caller's generator (see
-    `sdescore.solvers.sde_dpm_solver`). Needs a `GaussianSDE`. The last step is noise-free
+    One score call per step; the linear part is integrated exactly and the noise comes from the
+    caller's generator (see `sdescore.solvers.sde_dpm_solver`). Needs a `GaussianSDE`. The last step is noise-free
     unless `denoise="none"`.
 
     Args:
-        order: 1 (SDE-DPM-Solver++1) or 2 (SDE-DPM-Solver++(2M), default; the first step is
-            first order).
+        order: 1 (SDE-DPM-Solver++1), 2 (SDE-DPM-Solver++(2M); the first step is first
+            order) or 3 (SDE-DPM-Solver++(3M), Gonzalez et al. 2023; the first two steps of
+            order 1 and 2). Default: chosen by budget (`plan`): 2 below 20 calls, 3 from 20.
         eta: stochasticity in [0, 1]: 1 (default) samples the reverse SDE, 0 is the
             probability-flow ODE's DPM-Solver++ (deterministic), in between a mixture.
-        schedule: step boundaries `"logsnr"` (default), `"time_quadratic"` or
-            `"time_uniform"`.
+        schedule: step boundaries `"time_quadratic"` (default, uniform in $\sqrt t$),
+            `"logsnr"`, `"time_uniform"` or `"karras"` (Karras et al. 2022, eq. (5), $\rho = 7$).
+        damped: order 3 only: `True` halves the second-derivative term, as k-diffusion's
+            `sample_dpmpp_3m_sde` (order 2 at eta = 0); `False` (default) the exact term (order
+            3 at eta = 0).
+
+    Raises:
+        ValueError, TypeError: a bad option, named in the message.
     """
 
     process: ClassVar[str] = "sde"
     default_steps: ClassVar[int] = 100
 
-    def __init__(self, *, order: int = 2, eta: float = 1.0, schedule: str = "logsnr"):
-        if order not in (1, 2) or isinstance(order, bool):
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
+    def __init__(
+        self,
+        *,
+        order: int | None = None,
+        eta: float = 1.0,
+        schedule: str = "time_quadratic",
+        damped: bool = False,
+    ):
+        if order is not None and (order not in (1, 2, 3) or isinstance(order, bool)):
+            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
         self.order = order
+        self.damped = check_bool("damped", damped)
+        if damped and order != 3:
+            raise ValueError(f"damped applies to order=3 only, got damped=True with order={order}")
         eta = float(eta) if isinstance(eta, (int, float)) and not isinstance(eta, bool) else eta
         if not isinstance(eta, float) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
         self.eta = eta
         self.schedule = check_choice(
-            "schedule", schedule, ("logsnr", "time_quadratic", "time_uniform")
+            "schedule", schedule, ("logsnr", "time_quadratic", "time_uniform", "karras")
         )
+
+    def plan(self, steps: int) -> int:
+        """The order used for a budget of `steps` calls: `order`, or if unset
+        `sde_dpm_solver.default_order(steps)` (2 below 20 calls, 3 from 20)."""
+        return default_order(steps) if self.order is None else self.order
 
     def integrate(self, p: Problem) -> torch.Tensor:
         return sample_sde_dpm_solver(
-            p.sde, p.score, p.x, p.t0, p.t1, p.steps, schedule=self.schedule, order=self.order,
+            p.sde, p.score, p.x, p.t0, p.t1, p.steps, schedule=self.schedule,
+            order=self.plan(p.steps),
             eta=self.eta, final_noise=p.final_noise, generator=p.generator, record=p.record,
+            damped=self.damped,
         )  # fmt: skip
 
 
