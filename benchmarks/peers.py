@@ -1,6 +1,7 @@
-"""sdescore's default PF-ODE sampler side by side with diffusers and k-diffusion.
+"""sdescore's samplers side by side with diffusers and k-diffusion.
 
     python benchmarks/peers.py [--n 16384] [--quick] [--figure PATH] [--k-diffusion DIR]
+    python benchmarks/peers.py --sde [--n-sde 8192] [--quick] [--k-diffusion DIR]
 
 Workload (as `benchmarks/samplers.py --nfe-table`): eight Gaussians, VPSDE(0.1, 20), the exact
 score, `n` shared prior draws for each of seeds 0-2, end time eps = 1e-3. Solver error = mean
@@ -32,6 +33,23 @@ Every library gets the same score, converted to its interface:
 Tables: solver error at NFE 6-50 for each library's best configuration per NFE (and every
 configuration with `--all`), the smallest NFE at which the default reaches 1e-2 on all three
 seeds, and the per-call overhead at batch 1024 with a free score.
+
+`--sde`: the reverse-SDE table instead (about 5 minutes on one free core). Every sampler starts
+from the same `n-sde` prior draws per seed (0-2) and draws its noise from a generator seeded
+per seed, float32, 20-200 score calls; no final jump to sigma = 0 anywhere (sdescore's last
+step is noise-free, `denoise="mean"`; the peers' last step keeps its noise, a difference of
+sigma(eps) ~ 0.01 against a within-mode std of 0.5). Two distances to the data, mean over seeds:
+dlogp, the mean exact log p0 of the samples minus its expectation (from 2^18 exact draws; its
+Monte Carlo standard error is printed), and SW2, the sliced Wasserstein-2 distance to `n-sde`
+exact samples (256 directions), whose floor is the same distance between two exact sets. Peers:
+k-diffusion's `sample_euler_ancestral`, `sample_dpmpp_2m_sde` and `sample_dpmpp_3m_sde` at
+eta = 1 with a `noise_sampler` of fresh N(0, I) draws from the seeded generator (exact for
+these samplers: each step uses one independent increment; their default Brownian tree only
+ties the noise across step counts), on the Karras, log-SNR and time-quadratic sigma grids;
+diffusers' `DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")` of order 2 and 3
+with `generator=` passed to `step`, on its three grids, otherwise set up as above. diffusers'
+`DPMSolverSDEScheduler` (two calls a step on a torchsde Brownian tree seeded by an integer) is
+not wired.
 """
 
 from __future__ import annotations
@@ -48,6 +66,7 @@ import torch
 
 import sdescore
 from sdescore.interop import Denoiser
+from sdescore.metrics import sliced_wasserstein
 from sdescore.solvers.dpm_solver import _boundaries
 from sdescore.toy import eight_gaussians
 
@@ -98,10 +117,11 @@ def trained_betas(sde) -> list[float]:
 
 
 def diffusers_solver(cls_name, **kw):
-    def solve(w, z, nfe, score=None):
+    def solve(w, z, nfe, score=None, generator=None):
         import diffusers
 
         score = w.score if score is None else score
+        noise = {} if generator is None else {"generator": generator}
         sched = getattr(diffusers, cls_name)(
             num_train_timesteps=N_TRAIN, trained_betas=trained_betas(w.sde),
             prediction_type="epsilon", thresholding=False, **kw,
@@ -120,7 +140,7 @@ def diffusers_solver(cls_name, **kw):
         for i, step_t in enumerate(sched.timesteps[:steps]):
             tb = ts[i].expand(x.shape[0])
             eps = -w.sde.sigma(tb)[:, None] * score(x, tb)
-            x = sched.step(eps, step_t, x).prev_sample
+            x = sched.step(eps, step_t, x, **noise).prev_sample
         return x
 
     return solve
@@ -224,6 +244,185 @@ def k_configs(kd):
     }
 
 
+# --- reverse SDE ---------------------------------------------------------------------------
+
+SDE_CALLS = (20, 50, 100, 200)
+
+
+class SDEWorkload:
+    """Shared prior draws, the exact log-density target and two exact sets per seed."""
+
+    def __init__(self, n: int, seeds):
+        self.sde, self.data = sdescore.VPSDE(0.1, 20.0), eight_gaussians(radius=4.0, std=0.5)
+        self.score = self.data.score_fn(self.sde)
+        self.rev = self.sde.reverse(self.score)
+        self.seeds = seeds
+        self.draws = [
+            self.sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ]
+        big = self.data.sample(2**18, generator=torch.Generator().manual_seed(99))
+        lp = self.data.log_prob(big.double())
+        self.target, self.se = lp.mean().item(), lp.std().item() / math.sqrt(n * len(seeds))
+        self.exact = [self._exact(n, 1000 + s) for s in seeds]
+        floors = [self.sw2(self._exact(n, 2000 + s), k) for k, s in enumerate(seeds)]
+        self.floor = sum(floors) / len(floors)
+
+    def _exact(self, n, seed):
+        return self.data.sample(n, generator=torch.Generator().manual_seed(seed))
+
+    def sw2(self, x, k) -> float:
+        sw = sliced_wasserstein(
+            x.double(), self.exact[k].double(), projections=256,
+            generator=torch.Generator().manual_seed(7),
+        )  # fmt: skip
+        return sw.value
+
+    def metrics(self, solve, calls):
+        """(mean log p0 minus its expectation, SW2) of `solve`'s samples, mean over seeds."""
+        lp, sw = [], []
+        for k, (s, z) in enumerate(zip(self.seeds, self.draws, strict=True)):
+            x = solve(self, z, calls, torch.Generator().manual_seed(100 + s)).double()
+            if not torch.isfinite(x).all():
+                return math.nan, math.nan
+            lp.append(self.data.log_prob(x).mean().item() - self.target)
+            sw.append(self.sw2(x, k))
+        return sum(lp) / len(lp), sum(sw) / len(sw)
+
+
+def sdescore_sde(method, calls_per_step=1):
+    def solve(w, z, calls, g):
+        return w.rev.sample(
+            x_T=z, method=method, steps=calls // calls_per_step, eps=EPS, generator=g
+        )
+
+    return solve
+
+
+def k_sde_solver(kd, name, grid):
+    fn = getattr(kd, f"sample_{name}")
+
+    def solve(w, z, calls, g):
+        den = Denoiser(w.score, w.sde, eps=EPS)
+        sig = k_sigmas(kd, w, calls, grid, z)
+        a_T, a_eps = w.sde.alpha(torch.tensor([w.sde.T, EPS])).tolist()
+        # Fresh N(0, I) per step from the caller's generator: exact for these one-step-noise
+        # samplers (their default Brownian tree only matters across step counts).
+        noise = lambda s, t: torch.randn(z.shape, generator=g, dtype=z.dtype)  # noqa: E731
+        return a_eps * fn(den, z / a_T, sig, disable=True, eta=1.0, noise_sampler=noise)
+
+    return solve
+
+
+def sde_configs(kd):
+    lib = {
+        "sdescore": {
+            "euler_maruyama": sdescore_sde("euler_maruyama"),
+            "ancestral": sdescore_sde("ancestral"),
+            "pc (2 calls/step)": sdescore_sde("pc", 2),
+            "SDEDPMSolver(order=1)": sdescore_sde(sdescore.SDEDPMSolver(order=1)),
+            "SDEDPMSolver(order=2, schedule='logsnr') (old default)": sdescore_sde(
+                sdescore.SDEDPMSolver(order=2, schedule="logsnr")
+            ),
+            "SDEDPMSolver(order=2)": sdescore_sde(sdescore.SDEDPMSolver(order=2)),
+            "SDEDPMSolver(order=3, damped=True)": sdescore_sde(
+                sdescore.SDEDPMSolver(order=3, damped=True)
+            ),
+            "SDEDPMSolver() (default: 3M from 20 calls)": sdescore_sde(sdescore.SDEDPMSolver()),
+        }
+    }
+    try:
+        import diffusers  # noqa: F401
+
+        lib["diffusers"] = {
+            f"DPMSolverMultistep sde-dpmsolver++ {k}M, {grid}": diffusers_solver(
+                "DPMSolverMultistepScheduler",
+                algorithm_type="sde-dpmsolver++",
+                solver_order=k,
+                final_sigmas_type="sigma_min",
+                **gkw,
+            )  # fmt: skip
+            for k in (2, 3)
+            for grid, gkw in DIFFUSERS_GRIDS.items()
+        }
+        for cname, f in lib["diffusers"].items():
+            lib["diffusers"][cname] = lambda w, z, c, g, f=f: f(w, z, c, generator=g)
+    except ImportError:
+        print("diffusers not installed (pip install 'sdescore[bench]'): skipped")
+    if kd is not None:
+        lib["k-diffusion"] = {
+            f"{name}, {grid}": k_sde_solver(kd, name, grid)
+            for name in ("euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde")
+            for grid in ("karras", "logsnr", "time_quadratic")
+        }
+    return lib
+
+
+def sde_table(n, seeds, calls, kd):
+    w = SDEWorkload(n, seeds)
+    print(
+        f"reverse SDE: eight Gaussians, VPSDE(0.1, 20), exact score, n={n} x {len(seeds)} seeds, "
+        f"eps={EPS}, float32; mean over seeds of\n  dlogp = mean exact log p0 of the samples "
+        f"minus its expectation (2^18 exact draws; Monte Carlo SE {w.se:.3f})\n  SW2 = sliced "
+        f"Wasserstein-2 to {n} exact samples (256 directions; floor, two exact sets: "
+        f"{w.floor:.4f})"
+    )
+    head = "".join(f"{c:>8}" for c in calls)
+    print(f"{'library: configuration':<66}{'dlogp at calls':<{8 * len(calls)}} | SW2")
+    print(f"{'':<66}{head} | {head}")
+    table = {}
+    for lib, configs in sde_configs(kd).items():
+        for cname, solve in configs.items():
+            rows = table[f"{lib}: {cname}"] = [w.metrics(solve, c) for c in calls]
+            print(
+                f"{lib + ': ' + cname:<66}" + "".join(f"{r[0]:+8.3f}" for r in rows) + " | "
+                + "".join(f"{r[1]:8.4f}" for r in rows), flush=True,
+            )  # fmt: skip
+    return table, w.floor, w.se
+
+
+def sde_figure(table, floor, se, calls, path):
+    """|dlogp| and SW2 against calls for the rows named in `SDE_FIGURE_ROWS`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, rows in table.items():
+        if not any(name.startswith(r) for r in SDE_FIGURE_ROWS):
+            continue
+        style = "o-" if name.startswith("sdescore") else "s--"
+        axes[0].loglog(calls, [max(abs(r[0]), 1e-3) for r in rows], style, label=name)
+        axes[1].loglog(calls, [r[1] for r in rows], style, label=name)
+    se_line = axes[0].axhline(2 * se, color="gray", lw=0.8, ls=":", label="2 x Monte Carlo SE")
+    axes[1].axhline(floor, color="gray", lw=0.8, ls=":", label="floor (two exact sets)")
+    axes[0].set_ylabel("|mean log p0 - expectation| (nats, >= 1e-3)")
+    axes[1].set_ylabel("sliced W2 to exact samples")
+    for ax in axes:
+        ax.set_xlabel("score calls")
+        ax.minorticks_off()
+        ax.set_xticks(calls, [str(c) for c in calls])
+    axes[0].legend(handles=[se_line], fontsize=7)
+    axes[1].legend(fontsize=6.5)
+    fig.suptitle("reverse SDE: eight Gaussians, VPSDE(0.1, 20), exact score", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure written to {path}")
+
+
+SDE_FIGURE_ROWS = (
+    "sdescore: euler_maruyama",
+    "sdescore: pc",
+    "sdescore: SDEDPMSolver(order=2, schedule='logsnr')",
+    "sdescore: SDEDPMSolver() ",
+    "diffusers: DPMSolverMultistep sde-dpmsolver++ 2M, karras",
+    "k-diffusion: euler_ancestral, logsnr",
+    "k-diffusion: dpmpp_2m_sde, time_quadratic",
+    "k-diffusion: dpmpp_3m_sde, time_quadratic",
+)
+
+
 # --- tables ---------------------------------------------------------------------------------
 
 
@@ -264,12 +463,25 @@ def overhead(w, libraries, calls=20, batch=1024):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=16384)
+    ap.add_argument("--n-sde", type=int, default=8192, help="draws per seed of the --sde table")
     ap.add_argument("--quick", action="store_true", help="smoke test: 512 draws, 1 seed, NFE 10")
     ap.add_argument("--all", action="store_true", help="print every configuration's row")
     ap.add_argument("--figure", help="write the error-vs-NFE figure (png) here")
     ap.add_argument("--k-diffusion", help="directory holding an unpacked k_diffusion package")
+    ap.add_argument(
+        "--sde", action="store_true", help="the reverse-SDE table at 20-200 calls instead"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.sde:
+        kd = load_k_sampling(args.k_diffusion)
+        if kd is None:
+            print("k-diffusion not found (--k-diffusion DIR, see the docstring): skipped")
+        n, seeds, calls = (512, (0,), (20,)) if args.quick else (args.n_sde, (0, 1, 2), SDE_CALLS)
+        table, floor, se = sde_table(n, seeds, calls, kd)
+        if args.figure:
+            sde_figure(table, floor, se, calls, args.figure)
+        return None
     n, seeds, nfes = (512, (0,), (10,)) if args.quick else (args.n, (0, 1, 2), NFES)
     w = Workload(n, seeds)
     libraries = {"sdescore default": {"DPMSolver()": sdescore_solver(sdescore.DPMSolver())}}

@@ -217,3 +217,21 @@ def test_default_picks_the_order_by_budget():
             )
         )
         assert torch.equal(a, b)
+
+
+def test_peers_reverse_sde_table_quick_mode_runs():
+    """`benchmarks/peers.py --sde --quick` (512 draws, one seed, 20 calls; about 4 s): every
+    sdescore row prints finite distances."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "peers.py"), "--sde", "--quick"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("sdescore: ")]
+    assert len(rows) == 8 and any("SDEDPMSolver() (default" in r for r in rows), out.stdout
+    assert not any("nan" in r for r in rows), rows
