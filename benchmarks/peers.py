@@ -34,7 +34,7 @@ Tables: solver error at NFE 6-50 for each library's best configuration per NFE (
 configuration with `--all`), the smallest NFE at which the default reaches 1e-2 on all three
 seeds, and the per-call overhead at batch 1024 with a free score.
 
-`--sde`: the reverse-SDE table instead (about 5 minutes on one free core). Every sampler starts
+`--sde`: the reverse-SDE table instead (about 3.5 minutes of one core). Every sampler starts
 from the same `n-sde` prior draws per seed (0-2) and draws its noise from a generator seeded
 per seed, float32, 20-200 score calls; no final jump to sigma = 0 anywhere (sdescore's last
 step is noise-free, `denoise="mean"`; the peers' last step keeps its noise, a difference of
