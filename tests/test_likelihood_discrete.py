@@ -124,9 +124,13 @@ def test_importance_weighting_with_hutchinson_is_unbiased():
     ex = sdescore.likelihood(
         sc, k, estimator="exact", generator=torch.Generator().manual_seed(1), **kw
     )
-    hu = sdescore.likelihood(sc, k, probes=2, generator=torch.Generator().manual_seed(2), **kw)
+    # Probes held fixed through each solve: their noise is large, so is the bias removed.
+    fixed = dict(resample_probes=False)
+    hu = sdescore.likelihood(
+        sc, k, probes=2, generator=torch.Generator().manual_seed(2), **fixed, **kw
+    )
     one = sdescore.likelihood(
-        sc, k, sde=sde, bins=17, probes=2, generator=torch.Generator().manual_seed(3)
+        sc, k, sde=sde, bins=17, probes=2, generator=torch.Generator().manual_seed(3), **fixed
     )
     diff = hu.log_prob - ex.log_prob
     se = diff.std() / math.sqrt(len(diff))
@@ -136,6 +140,13 @@ def test_importance_weighting_with_hutchinson_is_unbiased():
     # S > 1 reports a standard error (delta method over the draws).
     assert hu.log_prob_stderr is not None and torch.isfinite(hu.log_prob_stderr).all()
     assert ex.log_prob_stderr is not None and (ex.log_prob_stderr > 0).all()
+    # The default for this dimension (exp_abm, probes drawn afresh at every evaluation): less
+    # noise (the spread left is mostly the dequantization draws'; measured 0.76 vs 1.44 nats),
+    # and the corrected combination is unbiased too.
+    fresh = sdescore.likelihood(sc, k, probes=2, generator=torch.Generator().manual_seed(4), **kw)
+    d2 = fresh.log_prob - ex.log_prob
+    assert d2.std() < 0.75 * diff.std(), (d2.std(), diff.std())
+    assert d2.mean().abs() < 3 * d2.std() / math.sqrt(len(d2)) + 1e-3, d2.mean()
 
 
 def test_exact_trace_at_image_size_warns():

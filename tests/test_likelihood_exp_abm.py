@@ -178,7 +178,7 @@ def test_resampled_probes_cut_the_variance_and_stay_unbiased():
     x = data.sample(8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     score = data.score_fn(sde)
     exact = sdescore.likelihood(score, x, sde=sde, estimator="exact", method="exp_abm").log_prob
-    fixed = _repeats(score, x, sde, 10, probes=1)
+    fixed = _repeats(score, x, sde, 10, probes=1, resample_probes=False)
     fresh = _repeats(score, x, sde, 10, probes=1, resample_probes=True)
     ratio = fixed.std(0).mean() / fresh.std(0).mean()
     assert ratio > 3, ratio
@@ -210,3 +210,30 @@ def test_resample_probes_bad_combinations(kwargs, err, match):
     kw = dict(method="exp_abm", resample_probes=True) | kwargs
     with pytest.raises(err, match=match):
         sdescore.likelihood(data.score_fn(sde), x, sde=sde, **kw)
+
+
+def test_the_default_picks_by_dimension():
+    """exp_abm with resampled probes from d = 16 on (Gaussian-kernel SDE), dopri5 below; the
+    same calls, bit for bit, as the explicit options."""
+    sde = SDES["vp"]
+    for d, explicit in [
+        (16, dict(method="exp_abm", resample_probes=True)),
+        (2, dict(method="dopri5")),
+    ]:
+        data = sharp_mixture((d,), components=2, std=0.1)
+        x = data.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        runs = [
+            sdescore.likelihood(
+                data.score_fn(sde), x, sde=sde, generator=torch.Generator().manual_seed(1), **kw
+            )
+            for kw in ({}, explicit)
+        ]
+        assert runs[0].nfe == runs[1].nfe and torch.equal(runs[0].log_prob, runs[1].log_prob), d
+    # Options only the torchdiffeq methods have keep dopri5 at any dimension.
+    data = sharp_mixture((16,), components=2, std=0.1)
+    x = data.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    a = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x")
+    b = sdescore.likelihood(
+        data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x", method="dopri5"
+    )
+    assert a.nfe == b.nfe and torch.equal(a.log_prob, b.log_prob)
