@@ -256,7 +256,8 @@ def likelihood(
         atol: absolute tolerance of the ODE solver (default 1e-5; 2e-4 for `"exp_abm"`, where
             it also bounds each step's log-density error by `atol * d` nats).
         method: `None` (default: `"exp_abm"` for a `GaussianSDE` and d >= 16 with the default
-            `step_control` and no `steps`, else `"dopri5"`; see above), a torchdiffeq method
+            `step_control`, no `steps` and no torchdiffeq `options`, else `"dopri5"`; see
+            above), a torchdiffeq method
             name (see `sdescore.solvers.torchdiffeq.odeint_drift`): adaptive (`"dopri5"`, `"dopri8"`, `"bosh3"`, ...) or fixed-grid
             (`FIXED_GRID_METHODS`, which need `steps`); or `"exp_abm"` for a Gaussian-kernel
             SDE: an adaptive exponential predictor-corrector in log-SNR, one network pass per
@@ -353,6 +354,7 @@ def likelihood(
             and src_dim >= EXP_ABM_MIN_DIM
             and steps is None
             and step_control == "all"
+            and set(options) <= set(_EXP_ABM_OPTIONS)  # torchdiffeq options keep dopri5
         )
         method = EXP_ABM if exp_abm else "dopri5"
     if resample_probes is None:

@@ -237,3 +237,16 @@ def test_the_default_picks_by_dimension():
         data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x", method="dopri5"
     )
     assert a.nfe == b.nfe and torch.equal(a.log_prob, b.log_prob)
+
+
+def test_discrete_vp_sde_needs_no_jump_hints():
+    """diffusers' 1000-step schedule as a `DiscreteVPSDE`: f and g jump at every node, which
+    dopri5 (t as the variable) must be told about (`jump_t`; at its default tolerance it took
+    536 evaluations here, worst point 1.4e-2 bits/dim off). In log-SNR the jumps vanish (only
+    alpha and sigma enter, both continuous): measured 84 evaluations, worst 6.4e-4."""
+    sde, data = sdescore.DiscreteVPSDE.linear(), sharp_mixture((16,))
+    x = data.sample(8, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact")  # the default
+    err = likelihood_error_bpd(data, sde, x, res)
+    assert err.mean().abs() < 1e-3 and err.abs().max() < 2e-3, err
+    assert res.nfe < 150, res.nfe
