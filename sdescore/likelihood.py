@@ -131,6 +131,31 @@ def resolve_sde(model, sde) -> SDE:
     return sde
 
 
+class _NeedsGraph:
+    """The score function, refusing an answer without an autograd graph to `x` when the
+    divergence is being taken (`x` requires grad): detached, or computed under `no_grad`, its
+    divergence would count as zero without a word."""
+
+    def __init__(self, score):
+        self.score = score
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s = self.score(x, t)
+        if (
+            torch.is_grad_enabled()
+            and x.requires_grad
+            and isinstance(s, torch.Tensor)
+            and not s.requires_grad
+        ):
+            raise TypeError(
+                "the score function returned a tensor without an autograd graph to x (computed "
+                "under torch.no_grad(), detached, or constant in x), so its divergence, which "
+                "likelihood needs, would silently be zero. Compute the score with gradients "
+                "enabled; a score that truly does not depend on x can return e.g. `0 * x`"
+            )
+        return s
+
+
 class _AugmentedDrift:
     """Right-hand side `(x, t) -> (v, rate)` of the $(x, \\Delta\\log p)$ system, one pass each."""
 
@@ -220,8 +245,9 @@ def likelihood(
     Integrates $(x, \Delta\log p)$ from `eps` to $T$ (see the module docstring) and returns
     $\log p_\varepsilon(x) = \log\pi(z) + \int_\varepsilon^T \nabla\cdot v\,dt$ per example, the
     density of the model's time-`eps` marginal at `x` (Song et al. 2021, Sec. 4.3 and App. D.2).
-    The divergence is estimated by Hutchinson's trick with `probes` probes held fixed through the
-    solve (Grathwohl et al. 2019), or computed exactly (`estimator="exact"`, `prod(D)`
+    The divergence is estimated by Hutchinson's trick with `probes` probes (Grathwohl et al.
+    2019; held fixed through the solve with the torchdiffeq methods, drawn afresh at every
+    evaluation with `"exp_abm"`, see `resample_probes`), or computed exactly (`estimator="exact"`, `prod(D)`
     vector-Jacobian products per evaluation: moderate dimension only). Either way the drift and
     its products share one network pass per ODE evaluation. Adaptive steps are shared by the
     whole batch, so an example's value depends on the rest of the batch at the level of the
@@ -311,7 +337,8 @@ def likelihood(
             (the message lists the valid ones), a fixed-grid method without `steps`, a bad
             option value, a score of the wrong shape, or `"exp_abm"` with an SDE that is not
             a `GaussianSDE`, with `steps` or with `step_control` other than `"all"`.
-        TypeError: a wrong argument type, a `model` without an SDE and no `sde=`, or data in
+        TypeError: a wrong argument type, a `model` without an SDE and no `sde=`, a score
+            without an autograd graph to `x` (detached or under `no_grad`), or data in
             half precision (float16/bfloat16: the ODE state and the log-density accumulator
             need float32 at least; run the network under `torch.autocast` instead).
         NonFiniteError: (a `FloatingPointError`) the solve produced a non-finite log-density (a score returning
@@ -343,7 +370,7 @@ def likelihood(
     else:
         bins, _ = check_bins(bins, data_range)
         levels = to_levels(x, bins, None)
-    pf = sde.probability_flow(model)
+    pf = sde.probability_flow(_NeedsGraph(model))
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     options = dict(options or {})
@@ -361,11 +388,15 @@ def likelihood(
         resample_probes = method == EXP_ABM and estimator == "hutchinson"
     if not isinstance(resample_probes, bool):
         raise TypeError(f"resample_probes must be a bool, got {type(resample_probes).__name__}")
-    if resample_probes and (method != EXP_ABM or estimator != "hutchinson"):
+    if resample_probes and estimator != "hutchinson":
         raise ValueError(
-            "resample_probes=True needs method='exp_abm' and estimator='hutchinson' (the "
-            "torchdiffeq methods' error control needs probes held fixed through the solve), "
-            f"got method={method!r}, estimator={estimator!r}"
+            "resample_probes=True resamples Hutchinson probes: it needs "
+            f"estimator='hutchinson', got estimator={estimator!r} (the exact trace has no probes)"
+        )
+    if resample_probes and method != EXP_ABM:
+        raise ValueError(
+            "resample_probes=True needs method='exp_abm' (the torchdiffeq methods' error "
+            f"control needs probes held fixed through the solve), got method={method!r}"
         )
     if method == EXP_ABM:
         _check_exp_abm(sde, steps, step_control, options)

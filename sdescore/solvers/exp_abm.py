@@ -171,16 +171,31 @@ def exp_abm_likelihood(
     lam1 = float(sde.log_snr(torch.tensor(sde.T, dtype=f64)))
     span = lam0 - lam1
 
+    cache: dict[float, tuple[float, float, float]] = {}
+
     def coefficients(lam: float) -> tuple[float, float, float]:
-        """`(t, alpha, sigma)` at log-SNR `lam`, in float64 on the host (no device sync)."""
-        if lam == lam0:
-            t = eps
-        elif lam == lam1:
-            t = sde.T
-        else:
-            t = float(sde.t_from_log_snr(torch.tensor(lam, dtype=f64)).clamp(eps, sde.T))
-        tt = torch.tensor(t, dtype=f64)
-        return t, float(sde.alpha(tt)), float(sde.sigma(tt))
+        """`(t, alpha, sigma)` at log-SNR `lam`, in float64 on the host (no device sync);
+        cached, since each step needs them twice (the inversion of lambda may be a bisection)."""
+        if lam not in cache:
+            if lam == lam0:
+                t = eps
+            elif lam == lam1:
+                t = sde.T
+            else:
+                t = float(sde.t_from_log_snr(torch.tensor(lam, dtype=f64)).clamp(eps, sde.T))
+            tt = torch.tensor(t, dtype=f64)
+            cache.clear()  # only the current step's two points are ever needed again
+            cache[lam] = (t, float(sde.alpha(tt)), float(sde.sigma(tt)))
+        return cache[lam]
+
+    def nonfinite(bad: torch.Tensor, lam: float, evaluation: int) -> NonFiniteError:
+        t_bad = coefficients(lam)[0]
+        return NonFiniteError(
+            f"likelihood (exp_abm): the score or its divergence is NaN/Inf for "
+            f"{int(bad.sum())} of {batch} examples at t = {t_bad:.6g} (lambda = {lam:.4g}, "
+            f"evaluation {evaluation}); check that the score function returns finite values "
+            "for t in [eps, T]"
+        )
 
     def evaluate(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise prediction and $h$ at `y`; with `fresh_probes`, $h$ stacks the fixed
@@ -200,6 +215,10 @@ def exp_abm_likelihood(
 
     n_control = 0 if probes is None else probes.shape[0]
     eps0, h0 = evaluate(x, lam0)
+    bad0 = ~torch.isfinite(eps0).reshape(batch, -1).all(1)
+    bad0 |= ~torch.isfinite(h0).reshape(-1, batch).all(0)
+    if bool(bad0.any()):  # one sync before the loop: a NaN at eps is named at eps
+        raise nonfinite(bad0, lam0, 1)
     nfe, accepted, rejected = 1, 0, 0
     history = [_Node(lam0, eps0, h0)]
     delta = torch.zeros_like(h0)  # int h dlam so far, (B,) or (k, B)
@@ -247,12 +266,7 @@ def exp_abm_likelihood(
         err = torch.maximum(err_x, err_q) if control_logp else err_x
         r = float(err.max())  # the one sync per step: accept or not
         if not math.isfinite(r):
-            t_bad = coefficients(lam_t)[0]
-            raise NonFiniteError(
-                f"likelihood (exp_abm): the score or its divergence is NaN/Inf at t = {t_bad:.6g} "
-                f"(lambda = {lam_t:.4g}, evaluation {nfe}); check that the score function returns "
-                "finite values for t in [eps, T]"
-            )
+            raise nonfinite(~torch.isfinite(err), lam_t, nfe)
         if r <= 1.0:
             x, lam, alpha_s = x_corr, lam_t, alpha_t
             delta = delta - q_corr  # lambda decreases: int_{lam_T}^{lam_eps} h = -sum of steps
