@@ -260,8 +260,8 @@ ABM = dict(method="exp_abm", rtol=2e-4, atol=2e-4)
 PLAIN = dict(method="dopri5", rtol=1e-5, atol=1e-5, options={"ifactor": 10.0})
 LIMIT_CONFIGS = [
     ("plain dopri5 1e-5, ctl (x, log p)", PLAIN),
-    ("sdescore dopri5 (default)", dict(method="dopri5")),
-    ("exp_abm 2e-4", ABM),
+    ("sdescore dopri5 1e-5 (growth cap 4)", dict(method="dopri5")),
+    ("exp_abm 2e-4 (the default)", ABM),
     ("exp_abm 1e-4", dict(method="exp_abm", rtol=1e-4, atol=1e-4)),
 ]
 
