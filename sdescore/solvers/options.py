@@ -6,6 +6,9 @@ an error (a silently ignored `snr=` on Euler–Maruyama would hide a typo in `me
 
 from __future__ import annotations
 
+import difflib
+import inspect
+
 import torch
 
 from .._checks import check_bool, check_choice, check_int, check_real, check_shape, check_state
@@ -20,6 +23,7 @@ __all__ = [
     "check_method",
     "check_positive",
     "check_unused",
+    "reject_extra",
     "resolve_start",
 ]
 
@@ -92,20 +96,39 @@ _PROCESS = {"ode": "the probability-flow ODE", "sde": "the reverse SDE"}
 
 
 def resolve_solver(
-    method, given: dict, *, steps, inpaint, process: str, build, valid, other, options, hint
+    method,
+    given: dict,
+    *,
+    steps,
+    inpaint,
+    extra: dict,
+    keywords,
+    process: str,
+    build,
+    valid,
+    other,
+    options,
+    hint,
+    extra_hints=None,
+    caller: str = "sample",
 ):
     """The `Solver` object for `method`: the object itself, or, for a method name, the
     default-configured object built by `build(name, options)` from the per-method keyword
     options of `sample` (kept for backward compatibility; each must apply to the method).
 
+    `extra` holds the keyword arguments that `caller` does not take (its `**solver_options`,
+    whose names are not in `keywords`); any of them is an error (`reject_extra`), raised after
+    the method itself is checked.
+
     Raises:
         ValueError, TypeError: an unknown name, a solver of the other process, an option that
-            does not apply, or keyword options next to a solver object (set them on the object).
+            does not apply, keyword options next to a solver object (set them on the object),
+            or a keyword that `sample` does not take.
     """
     from .base import Solver
 
     if isinstance(method, Solver):
-        set_ = sorted(k for k, v in given.items() if v is not None)
+        set_ = sorted(k for k, v in given.items() if v is not None) + sorted(extra)
         if set_:
             raise ValueError(
                 f"option(s) {set_} are set on the solver object, not on sample(); got "
@@ -124,8 +147,57 @@ def resolve_solver(
             f"method must be a method name or an sdescore.Solver, got {type(method).__name__}"
         )
     check_method(method, valid, other=other, kind=_KIND[process], hint=hint)
+    if extra:
+        reject_extra(method, build(method, {}), extra, keywords, extra_hints or {}, caller)
     check_unused(method, dict(given, steps=steps, inpaint=inpaint), options[method])
     return build(method, {k: v for k, v in given.items() if v is not None})
+
+
+def _solver_options(solver) -> list[str]:
+    """The keyword-only constructor options of a solver object's class."""
+    params = inspect.signature(type(solver)).parameters.values()
+    return sorted(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def reject_extra(
+    name: str, solver, extra: dict, keywords, hints: dict, caller: str = "sample"
+) -> None:
+    """Raise `TypeError` for keyword arguments `extra` that `caller` (`sample`) does not take.
+
+    A method name is a shorthand for a default-configured solver object (`solver`); `sample`
+    takes some of the objects' options as keywords (its signature, `keywords`) and no others.
+    An option of the object that `sample` lacks gets the call that sets it on the object
+    (`method=sdescore.SDEDPMSolver(order=3)`); any other name is reported as unknown, with
+    the closest valid names.
+    """
+    cls = type(solver).__name__
+    own = _solver_options(solver)
+    unknown = sorted(k for k in extra if k not in own)
+    if unknown:
+        near = sorted(
+            {m for k in unknown for m in difflib.get_close_matches(k, [*keywords, *own], n=1)}
+        )
+        parts = [f"{caller}() got unexpected keyword argument(s) {unknown}"]
+        parts += [hints[k] for k in unknown if k in hints]
+        parts.append(
+            f"its keywords are {sorted(keywords)}, and method {name!r} (sdescore.{cls}) has "
+            f"the options {own}"
+        )
+        if near:
+            parts.append(f"did you mean {', '.join(map(repr, near))}?")
+        raise TypeError("; ".join(parts))
+    # Positional constructor arguments (TorchDiffEq / TorchSDE take the method name).
+    positional = [
+        repr(name)
+        for p in inspect.signature(type(solver)).parameters.values()
+        if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.name == "method"
+    ]
+    args = ", ".join([*positional, *(f"{k}={v!r}" for k, v in sorted(extra.items()))])
+    raise TypeError(
+        f"option(s) {sorted(extra)} of method {name!r} are not keywords of {caller}(): the name "
+        f"is a shorthand for the default sdescore.{cls}(), whose options are {own}; set them "
+        f"on the object, method=sdescore.{cls}({args})"
+    )
 
 
 _KIND = {"ode": "reverse-SDE", "sde": "probability-flow ODE"}

@@ -6,6 +6,8 @@ which picks DPM-Solver or the torchdiffeq path from the method name.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .._checks import check_end_time, check_state
@@ -16,15 +18,17 @@ from .ode_methods import DPMSolver, TorchDiffEq
 from .options import check_denoise, check_flags, resolve_solver, resolve_start, resolve_steps
 from .torchdiffeq_sample import ODE_ADAPTIVE, ODE_FIXED
 from .torchsde import TORCHSDE_METHODS
+from .unipc import UniPC
 
 __all__ = ["ODE_METHODS", "decode", "encode", "sample"]
 
-ODE_METHODS = ("dpm_solver", *ODE_ADAPTIVE, *ODE_FIXED)
+ODE_METHODS = ("dpm_solver", "unipc", *ODE_ADAPTIVE, *ODE_FIXED)
 # The reverse SDE's methods (sample_sde.SDE_METHODS), named only to point a user to them.
 _SDE_ONLY = (*PREDICTORS, "pc", "annealed_langevin", "gotta_go_fast", *TORCHSDE_METHODS)
 
 _OPTIONS = {
     "dpm_solver": frozenset({"steps", "order", "schedule", "prediction", "multistep"}),
+    "unipc": frozenset({"steps", "order", "schedule"}),
     **{m: frozenset({"rtol", "atol", "max_steps"}) for m in ODE_ADAPTIVE},
     **{m: frozenset({"steps"}) for m in ODE_FIXED},
 }
@@ -52,20 +56,23 @@ def sample(
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int | None = None,
+    **solver_options,
 ):
     r"""Draw samples: a prior draw (or `x_T`) carried by the ODE from $T$ to `eps`.
 
-    Methods (`sdescore.solvers.ODE_METHODS`): `"dpm_solver"` (default; Lu et al. 2022,
-    Gaussian-kernel SDEs), torchdiffeq's adaptive `"dopri5"`, `"dopri8"`, `"bosh3"`,
-    `"fehlberg2"`, `"adaptive_heun"` and fixed-step `"euler"`, `"midpoint"`, `"heun2"`,
-    `"heun3"`, `"rk4"`. Options a method does not use must be left at `None`.
+    Methods (`sdescore.solvers.ODE_METHODS`), each a shorthand for a default-configured solver
+    object: `"dpm_solver"` (default, `sdescore.DPMSolver()`; Lu et al. 2022, Gaussian-kernel
+    SDEs), `"unipc"` (`sdescore.UniPC()`; Zhao et al. 2023), torchdiffeq's adaptive
+    `"dopri5"`, `"dopri8"`, `"bosh3"`, `"fehlberg2"`, `"adaptive_heun"` and fixed-step
+    `"euler"`, `"midpoint"`, `"heun2"`, `"heun3"`, `"rk4"`. Options a method does not use must
+    be left at `None`.
 
     Args:
         process: the `ProbabilityFlowODE` (this function is its `sample` method).
         shape: `(B, *D)`; may be omitted when `x_T` is given.
         method: the solver.
-        steps: `"dpm_solver"`: score evaluations (default 20); fixed-step methods: steps
-            (default 100).
+        steps: `"dpm_solver"`, `"unipc"`: score evaluations (default 20); fixed-step methods:
+            steps (default 100).
         eps: end time, in $(0, T)$.
         x_T: start state `(B, *D)` instead of a prior draw.
         generator: `torch.Generator` for the prior draw.
@@ -75,13 +82,14 @@ def sample(
         progress: show a tqdm bar counting score evaluations.
         return_info: return a `SampleResult` (samples, `nfe`, trajectory).
         trajectory: record the intermediate states (needs `return_info=True`).
-        order: `"dpm_solver"` only: 1, 2 or 3. Left unset (with `multistep`), the solver is
-            chosen by the budget, as measured (`sdescore.DPMSolver`): 2M below 6 calls, UniPC
-            (`sdescore.UniPC`, the multistep solver with UniC's corrector) of order 2 from 6
-            to 15 calls and of order 3 from 16.
-        schedule: `"dpm_solver"` only: step boundaries `"time_quadratic"` (default, uniform
-            in $\sqrt t$), `"logsnr"` (uniform in $\lambda$), `"time_uniform"` or `"karras"`
-            (Karras et al. 2022, eq. (5), $\rho = 7$).
+        order: `"dpm_solver"` and `"unipc"`: 1, 2 or 3. `"dpm_solver"`: left unset (with
+            `multistep`), the solver is chosen by the budget, as measured
+            (`sdescore.DPMSolver`): 2M below 6 calls, UniPC (`sdescore.UniPC`, the multistep
+            solver with UniC's corrector) of order 2 from 6 to 15 calls and of order 3 from 16.
+            `"unipc"`: the predictor's order (default 2).
+        schedule: `"dpm_solver"` and `"unipc"`: step boundaries `"time_quadratic"` (default,
+            uniform in $\sqrt t$), `"logsnr"` (uniform in $\lambda$), `"time_uniform"` or
+            `"karras"` (Karras et al. 2022, eq. (5), $\rho = 7$).
         prediction: `"dpm_solver"` only: Taylor-expand the data prediction `"data"`
             (default; DPM-Solver++) or the noise prediction `"noise"` (DPM-Solver).
         multistep: `"dpm_solver"` only: `False` is the singlestep solver (orders 1-3 of Lu
@@ -91,6 +99,11 @@ def sample(
         atol: absolute tolerance, adaptive torchdiffeq methods only (default 1e-5).
         max_steps: adaptive torchdiffeq methods only: the most steps before a `MaxStepsError`
             (default 10 000).
+        **solver_options: not accepted; caught only to say what to do. A solver object's
+            option that is not a keyword above (`DPMSolver`'s `damped`, `allocation`; `UniPC`'s
+            `variant`, `lower_order_final`) raises a `TypeError` naming the call that sets it,
+            e.g. `method=sdescore.UniPC(variant="bh1")`; an unknown name raises a `TypeError`
+            with the closest valid names.
 
     Returns:
         Samples `(B, *D)` at `eps`, or a `SampleResult`.
@@ -108,12 +121,14 @@ def sample(
         )
     else:
         x_T = resolve_start(process.sde, shape, x_T, generator=None, device=device, dtype=dtype)
-    return decode(
+    eps = check_end_time(eps, process.T)
+    return _solve(
         process,
         x_T,
+        t0=process.T,
+        t1=eps,
         method=method,
         steps=steps,
-        eps=eps,
         denoise=denoise,
         progress=progress,
         return_info=return_info,
@@ -125,6 +140,8 @@ def sample(
         rtol=rtol,
         atol=atol,
         max_steps=max_steps,
+        extra=solver_options,
+        caller="sample",
     )
 
 
@@ -146,6 +163,7 @@ def decode(
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int | None = None,
+    **solver_options,
 ):
     """Map latents `z: (B, *D)` at time T to data at `eps` (the inverse of `encode`).
 
@@ -174,6 +192,8 @@ def decode(
         progress=progress,
         return_info=return_info,
         trajectory=trajectory,
+        extra=solver_options,
+        caller="decode",
     )
 
 
@@ -194,6 +214,7 @@ def encode(
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int | None = None,
+    **solver_options,
 ):
     """Map data `x: (B, *D)` at time `eps` to latents at T by integrating the ODE forwards.
 
@@ -221,6 +242,8 @@ def encode(
         progress=progress,
         return_info=return_info,
         trajectory=trajectory,
+        extra=solver_options,
+        caller="encode",
     )
 
 
@@ -243,6 +266,8 @@ def _solve(
     progress,
     return_info,
     trajectory,
+    extra,
+    caller,
 ):
     """Integrate the PF ODE from `t0` to `t1` starting at `x` (see `ProbabilityFlowODE`)."""
     sde = process.sde
@@ -260,6 +285,10 @@ def _solve(
         given,
         steps=steps,
         inpaint=None,
+        extra=extra,
+        keywords=_KEYWORDS[caller],
+        extra_hints=_HINTS,
+        caller=caller,
         process="ode",
         build=_build,
         valid=ODE_METHODS,
@@ -290,8 +319,20 @@ def _solve(
     )
 
 
+# Each function's own keywords, for the error on one it does not take.
+_KEYWORDS = {
+    f.__name__: tuple(inspect.signature(f).parameters)[2:-1] for f in (sample, encode, decode)
+}
+_HINTS = {
+    "inpaint": "inpaint= belongs to the reverse SDE: sde.reverse(score_fn).sample(..., "
+    "inpaint=...) with a native method (docs/guidance.md)"
+}
+
+
 def _build(method: str, opts: dict) -> Solver:
     """The default-configured solver object for a method name, with the legacy options."""
     if method == "dpm_solver":
         return DPMSolver(**opts)
+    if method == "unipc":
+        return UniPC(**opts)
     return TorchDiffEq(method, **opts)

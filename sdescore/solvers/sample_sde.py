@@ -6,6 +6,8 @@ wrapped in a `CountedScore`, so that evaluations are counted and shapes checked 
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .._checks import check_end_time
@@ -46,7 +48,7 @@ SDE_METHODS = (
 )
 # The probability-flow ODE's methods (sample_ode.ODE_METHODS, which imports this module's
 # neighbours, not this module), named here only to point a user to the right process.
-_ODE_ONLY = ("dpm_solver", *ODE_ADAPTIVE, *ODE_FIXED)
+_ODE_ONLY = ("dpm_solver", "unipc", *ODE_ADAPTIVE, *ODE_FIXED)
 
 _OPTIONS = {
     **{p: frozenset({"steps", "inpaint"}) for p in PREDICTORS},
@@ -86,6 +88,7 @@ def sample(
     atol: float | None = None,
     max_steps: int | None = None,
     inpaint: Inpainting | None = None,
+    **solver_options,
 ):
     r"""Draw samples by integrating the reverse SDE from $T$ (the prior) down to `eps`.
 
@@ -133,6 +136,12 @@ def sample(
             end equal to `observed` where `mask` is True. `Inpainting(..., method="tweedie")`
             also corrects the unknown part's score (exact for Gaussian data; each score call
             then adds backward passes). See `sdescore.solvers.projection`.
+        **solver_options: not accepted; they are caught only to say what to do. A method name
+            is a shorthand for a default-configured solver object, and `sample` takes only the
+            options listed above: any other option of the object (`sde_dpm_solver`'s `order`,
+            `eta`, `schedule`, `damped`) raises a `TypeError` naming the call that sets it,
+            `method=sdescore.SDEDPMSolver(order=3)`; an unknown name raises a `TypeError` with
+            the closest valid names.
 
     Returns:
         Samples `(B, *D)` at time `eps` (or denoised), or a `SampleResult`.
@@ -161,6 +170,8 @@ def sample(
         given,
         steps=steps,
         inpaint=inpaint,
+        extra=solver_options,
+        keywords=_KEYWORDS,
         process="sde",
         build=_build,
         valid=SDE_METHODS,
@@ -211,6 +222,10 @@ def sample(
     return finish(
         x, score, record, return_info=return_info, method=f"ReverseSDE.sample(method={name!r})"
     )
+
+
+# sample()'s own keywords, for the error on one it does not take.
+_KEYWORDS = tuple(inspect.signature(sample).parameters)[2:-1]
 
 
 def _build(method: str, opts: dict) -> Solver:
