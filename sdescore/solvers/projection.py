@@ -56,7 +56,9 @@ class Inpainting:
 
     Args:
         observed: `(B, *D)` (or `(*D)`, shared by the batch) with the known values where `mask`
-            is True; other entries are ignored.
+            is True, which must be finite; other entries are never read (NaN there is fine:
+            every use of `observed` selects it with `torch.where(mask, ...)`, whose other
+            branch does not propagate NaN, and no gradient flows through it).
         mask: boolean `(B, *D)` or `(*D)`, True where the value is known (broadcast over the
             batch).
         method: `"replace"` (default): the replacement method of Song et al. (2021), App. I,
@@ -71,7 +73,8 @@ class Inpainting:
     Raises:
         TypeError: `observed` not a floating tensor, `mask` not a boolean tensor, or
             `cg_iterations` not an int.
-        ValueError: shapes that do not match, a mask with every coordinate known (nothing to
+        ValueError: shapes that do not match, `observed` NaN or Inf where `mask` is True (the
+            message counts the bad entries), a mask with every coordinate known (nothing to
             sample) or none known (plain sampling: leave `inpaint` out), an unknown `method`,
             `cg_iterations` < 1 or given with `method="replace"`.
     """
@@ -101,6 +104,7 @@ class Inpainting:
             ) from None
         if bool(mask.all()):
             raise ValueError("mask marks every coordinate known: there is nothing to sample")
+        _check_known_finite(observed, mask)
         if not bool(mask.any()):
             raise ValueError(
                 "mask marks no coordinate known: sample without inpaint= (or invert the mask)"
@@ -140,6 +144,24 @@ class Inpainting:
         return (
             f"Inpainting(known={int(self.mask.sum())} of {self.mask.numel()} entries, "
             f"method={self.method!r})"
+        )
+
+
+def _check_known_finite(observed: torch.Tensor, mask: torch.Tensor) -> None:
+    """Raise if `observed` is NaN/Inf where `mask` (broadcast against it) is True.
+
+    Counted over the broadcast shape, so a shared `(*D)` observation against a per-example mask
+    counts once per example that knows the entry. One host read, at construction only.
+    """
+    obs, known = torch.broadcast_tensors(observed.detach(), mask.to(observed.device))
+    bad = known & ~torch.isfinite(obs)
+    n_bad = int(bad.sum())
+    if n_bad:
+        first = tuple(torch.nonzero(bad)[0].tolist())
+        raise ValueError(
+            f"observed is NaN or Inf at {n_bad} of its {int(known.sum())} known entries (where "
+            f"mask is True; the first at index {first} of shape {tuple(obs.shape)}); the known "
+            "values must be finite (entries where mask is False are ignored and may be NaN)"
         )
 
 
