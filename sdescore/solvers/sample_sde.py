@@ -94,7 +94,8 @@ def sample(
 
     Methods (`sdescore.solvers.SDE_METHODS`): native fixed-step `"euler_maruyama"`,
     `"reverse_diffusion"`, `"ancestral"`, `"pc"` (predictor + Langevin corrector) and
-    `"annealed_langevin"` (NCSN); the adaptive `"gotta_go_fast"`; and torchsde's `"euler"`,
+    `"annealed_langevin"` (NCSN); `"sde_dpm_solver"` (`sdescore.SDEDPMSolver()`); the adaptive
+    `"gotta_go_fast"`; and torchsde's `"euler"`,
     `"milstein"`, `"srk"`, `"midpoint"`, `"heun"`, `"euler_heun"`,
     `"log_ode"`. Options a method does not use must be left at `None`. See docs/sampling.md.
 
