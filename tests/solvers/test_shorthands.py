@@ -152,3 +152,18 @@ def test_nan_observed_where_unknown_is_ignored(method):
     ]
     for a, b in zip(out[:2], out[2:], strict=True):
         assert torch.equal(a, b) and bool(a.isfinite().all()) and bool((a[:, 0] == 1.5).all())
+
+
+def test_exactly_the_documented_methods_take_inpaint():
+    # docs/guidance.md names these five; every other reverse-SDE method refuses inpaint=.
+    inpaint = Inpainting(torch.tensor([1.0, 0.0]), torch.tensor([True, False]))
+    rs, taking = VP.reverse(lambda x, t: -x), []  # the score of N(0, I) under the VP SDE
+    for name in SDE_METHODS:
+        try:
+            steps = {} if name == "gotta_go_fast" else {"steps": 2}
+            rs.sample((2, 2), method=name, inpaint=inpaint, **steps)
+        except ValueError as err:
+            assert f"['inpaint'] do not apply to method {name!r}" in str(err), err
+        else:
+            taking.append(name)
+    assert taking == ["euler_maruyama", "reverse_diffusion", "ancestral", "pc", "annealed_langevin"]
