@@ -56,14 +56,14 @@ from .solvers.torchdiffeq import (
 FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 
 # The log-SNR exponential predictor-corrector (sdescore.solvers.exp_abm) and its default
-# tolerance: on image-like mixtures (benchmarks/likelihood.py) mean error below 5e-4 bits/dim and
-# worst point below 1e-3 with 0.4-0.7 times the evaluations of dopri5 at 1e-5.
+# tolerance: on image-like mixtures (benchmarks/likelihood.py) mean error below 4e-4 bits/dim and
+# worst point below 5e-4 with 0.42-0.81 times the evaluations of dopri5 at 1e-5.
 EXP_ABM = "exp_abm"
 EXP_ABM_TOL = 5e-4
-# The default method is exp_abm from this many coordinates on (image-like data: half of dopri5's
-# evaluations, a trained digits U-Net 0.70x), dopri5 below (on smooth 1-2-D densities it takes
-# fewer evaluations than exp_abm and is 10x more accurate at its tolerance); measured by
-# benchmarks/likelihood.py and tests/test_likelihood*.py.
+# The default method is exp_abm from this many coordinates on (image-like data: 0.42-0.81 of
+# dopri5's evaluations, a trained digits U-Net 0.56x), dopri5 below (on smooth exact-score 1-2-D
+# densities it takes as many evaluations as exp_abm and is 10x more accurate at its tolerance);
+# measured by benchmarks/likelihood.py and tests/test_likelihood*.py.
 EXP_ABM_MIN_DIM = 16
 DOPRI5_TOL = 1e-5
 
@@ -259,12 +259,12 @@ def likelihood(
     SDEs, dopri5 at rtol = atol = 1e-5 with error control on $x$ and $\Delta\log p$.
     Measured by `benchmarks/likelihood.py` against the exact answer with exact scores, on
     image-like data (Gaussian mixtures with component std 0.004 on $[-1, 1]^d$, d = 16, 64 and
-    1x8x8, VP, sub-VP, VE; exact trace): mean error below 5e-4 bits/dim and worst point below
-    1e-3, with 0.43-0.55 of the evaluations of plain dopri5 at 1e-5 under VP and VE and
-    0.66-0.84 under sub-VP; on the trained digits U-Net (d = 64) 156 evaluations against
-    dopri5's 224, and per-image Hutchinson noise 7x smaller (0.020 against 0.137 bits/dim with
-    one probe). On smooth 1-2-D densities dopri5 is both cheaper and more accurate (errors
-    near 1e-5 nats against exp_abm's few 1e-4), hence the split. `step_control="x"` is cheaper
+    1x8x8, VP, sub-VP, VE; exact trace): mean error below 4e-4 bits/dim and worst point below
+    5e-4, with 0.42-0.54 of the evaluations of plain dopri5 at 1e-5 under VP and VE and
+    0.62-0.81 under sub-VP; on the trained digits U-Net (d = 64) 126 evaluations against
+    dopri5's 224, and per-image Hutchinson noise 7x smaller (0.021 against 0.137 bits/dim with
+    one probe). On smooth exact-score 1-2-D densities dopri5 is as cheap and more accurate
+    (errors near 1e-5 nats against exp_abm's 1e-4 to 6e-4), hence the split. `step_control="x"` is cheaper
     but biased on sharp data (0.05-0.08 bits/dim too low under `VPSDE(0.1, 20)`); use it only
     for smooth densities.
 
@@ -289,9 +289,9 @@ def likelihood(
             SDE: an adaptive exponential predictor-corrector in log-SNR, one network pass per
             step, with the linear part of the drift and its divergence exact
             (`sdescore.solvers.exp_abm`). Measured on image-like mixtures (d = 16, 64, VP,
-            sub-VP, VE): mean error 0.3-5e-4 bits/dim, worst point within 2x the mean, in
-            0.4-0.7 times the evaluations of dopri5; on smooth 1-2-D data it takes about as
-            more evaluations than dopri5 (with errors of a few 1e-4 nats), but fewer seconds.
+            sub-VP, VE): mean error 0.5-3.4e-4 bits/dim, worst point within 2-4x the mean, in
+            0.42-0.81 times the evaluations of dopri5; on smooth exact-score 1-2-D data as many
+            or more evaluations than dopri5, with errors of 1e-4 to 6e-4 nats.
             `options` may set its `"order"` (1-4, default 3) and `"first_step"` (in log-SNR,
             default 0.05).
         eps: start time $\varepsilon \in (0, T)$; the score is typically unreliable at t = 0.
@@ -325,7 +325,7 @@ def likelihood(
             number of steps as well as with k, while one extra fixed probe (one more
             vector-Jacobian product per evaluation) steers the step control, so the steps never
             depend on the estimating probes and the estimate stays unbiased. Measured
-            (`benchmarks/likelihood.py`): per-point standard deviation 14x below fixed probes
+            (`benchmarks/likelihood.py`): per-point standard deviation 9x below fixed probes
             at the same k and evaluations on a trained 2-D MLP, 7x on the trained digits U-Net,
             4x on a 16-D mixture's exact score.
 
