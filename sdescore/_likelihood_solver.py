@@ -1,0 +1,167 @@
+"""How `likelihood` chooses and checks its ODE solver: the default by dimension, each method's
+options, the fixed grids. Split from `likelihood.py`; the public entry point is there."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ._checks import check_int, check_real
+from .sdes.base import SDE
+from .sdes.gaussian import GaussianSDE
+from .solvers.torchdiffeq import ADAPTIVE_RK_METHODS, TORCHDIFFEQ_METHODS
+
+# torchdiffeq's fixed-grid methods: they need a step count, or they take a single step.
+FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+
+# The log-SNR exponential predictor-corrector (sdescore.solvers.exp_abm) and its default
+# tolerance: on image-like mixtures (benchmarks/likelihood.py) mean error below 4e-4 bits/dim and
+# worst point below 5e-4 with 0.42-0.81 times the evaluations of dopri5 at 1e-5.
+EXP_ABM = "exp_abm"
+EXP_ABM_TOL = 5e-4
+# The default method is exp_abm from this many coordinates on (image-like data: 0.42-0.81 of
+# dopri5's evaluations, a trained digits U-Net 0.56x), dopri5 below (on smooth exact-score 1-2-D
+# densities it takes as many evaluations as exp_abm and is 10x more accurate at its tolerance);
+# measured by benchmarks/likelihood.py and tests/test_likelihood*.py.
+EXP_ABM_MIN_DIM = 16
+DOPRI5_TOL = 1e-5
+
+_EXP_ABM_OPTIONS = ("order", "first_step")
+
+
+def resolve_solver(
+    sde: SDE, d: int, *, method, estimator, steps, step_control, options: dict, rtol, atol,
+    max_steps, resample_probes,
+) -> tuple[str, bool, dict]:  # fmt: skip
+    """The method (the default by dimension when `None`), whether probes are resampled, and the
+    solver keywords, all checked; `options` gains torchdiffeq's `ifactor` default. See
+    `likelihood` for the rules and the measurements behind them."""
+    if method is None:  # the default: see the docstring
+        exp_abm = (
+            isinstance(sde, GaussianSDE)
+            and d >= EXP_ABM_MIN_DIM
+            and steps is None
+            and step_control == "all"
+            and set(options) <= set(_EXP_ABM_OPTIONS)  # torchdiffeq options keep dopri5
+        )
+        method = EXP_ABM if exp_abm else "dopri5"
+    if resample_probes is None:
+        resample_probes = method == EXP_ABM and estimator == "hutchinson"
+    if not isinstance(resample_probes, bool):
+        raise TypeError(f"resample_probes must be a bool, got {type(resample_probes).__name__}")
+    if resample_probes and estimator != "hutchinson":
+        raise ValueError(
+            "resample_probes=True resamples Hutchinson probes: it needs "
+            f"estimator='hutchinson', got estimator={estimator!r} (the exact trace has no probes)"
+        )
+    if resample_probes and method != EXP_ABM:
+        raise ValueError(
+            "resample_probes=True needs method='exp_abm' (the torchdiffeq methods' error "
+            f"control needs probes held fixed through the solve), got method={method!r}"
+        )
+    if method == EXP_ABM:
+        _check_exp_abm(sde, steps, step_control, options)
+    else:
+        if not isinstance(method, str) or method not in TORCHDIFFEQ_METHODS:
+            valid = [EXP_ABM, *sorted(TORCHDIFFEQ_METHODS)]
+            raise ValueError(f"method must be one of {valid}, got {method!r}")
+        _check_method_steps(method, steps, options)
+    default_tol = EXP_ABM_TOL if method == EXP_ABM else DOPRI5_TOL
+    rtol = check_real("rtol", default_tol if rtol is None else rtol, positive=True)
+    atol = check_real("atol", default_tol if atol is None else atol, positive=True)
+    if method in ADAPTIVE_RK_METHODS:
+        # Step growth capped at 4x per step (torchdiffeq: 10x): fewer rejected steps after a
+        # growth spurt. A heuristic: it saved 0-12% of the evaluations on the test and
+        # benchmark problems (never cost any there); not a general guarantee.
+        options.setdefault("ifactor", 4.0)
+    solver_kw = dict(
+        method=method, rtol=rtol, atol=atol, step_control=step_control, options=options,
+        max_steps=check_int("max_steps", max_steps),
+    )  # fmt: skip
+    return method, resample_probes, solver_kw
+
+
+# Above this many coordinates the exact trace (prod(D) vector-Jacobian products per evaluation)
+# is far slower than Hutchinson: measured with the UNet at d = 64, 23x slower than 4 probes.
+EXACT_TRACE_WARN_DIM = 128
+
+
+def check_combination(estimator: str, probes: int, samples: int, d: int) -> None:
+    if estimator == "hutchinson" and samples > 1 and probes < 2:
+        raise ValueError(
+            f"dequantization_samples={samples} with estimator='hutchinson' needs probes >= 2: "
+            "the importance-weighted bound log-mean-exps the draws, which turns the Hutchinson "
+            "noise into an upward bias of about half its variance; with >= 2 probes per draw "
+            "it is estimated and removed. Pass probes=2 or more, or estimator='exact'"
+        )
+    if estimator == "exact" and d > EXACT_TRACE_WARN_DIM:
+        warnings.warn(
+            f"estimator='exact' computes prod(D) = {d} vector-Jacobian products per ODE "
+            f"evaluation ({d}/k times the cost of Hutchinson with k probes); at this size "
+            "estimator='hutchinson' with a few probes is usually the better use of time",
+            stacklevel=3,
+        )
+
+
+def _check_exp_abm(sde: SDE, steps: int | None, step_control: str, options: dict) -> None:
+    if not isinstance(sde, GaussianSDE):
+        raise ValueError(
+            f"method='exp_abm' integrates in log-SNR and needs a Gaussian-kernel SDE (VP, sub-VP, "
+            f"VE, LinearSDE, ...), got {type(sde).__name__}; use method='dopri5'"
+        )
+    if steps is not None:
+        raise ValueError(
+            f"method='exp_abm' chooses its own steps (control them with rtol/atol), got "
+            f"steps={steps}; pass a fixed-grid method such as 'rk4' for a step count"
+        )
+    if step_control != "all":
+        raise ValueError(
+            "method='exp_abm' controls the error of x and of the log-density together "
+            f"(step_control='all'), got step_control={step_control!r}; step_control applies to "
+            "the torchdiffeq methods"
+        )
+    unknown = sorted(set(options) - set(_EXP_ABM_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"options for method='exp_abm' may be {list(_EXP_ABM_OPTIONS)}, got {unknown}"
+        )
+    order = options.get("order", 3)
+    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
+        raise ValueError(
+            f"options['order'] for method='exp_abm' must be 1, 2, 3 or 4, got {order!r}"
+        )
+    first = options.get("first_step", 0.05)
+    if isinstance(first, bool) or not isinstance(first, (int, float)) or not 0 < first < 100:
+        raise ValueError(
+            f"options['first_step'] for method='exp_abm' must be a positive step in log-SNR "
+            f"(e.g. 0.05), got {first!r}"
+        )
+
+
+def _check_method_steps(method: str, steps: int | None, options: dict) -> None:
+    if method in FIXED_GRID_METHODS:
+        if steps is None and "step_size" not in options and "grid_constructor" not in options:
+            raise ValueError(
+                f"method={method!r} is a fixed-grid method and needs a step count: pass "
+                "steps=N (e.g. 100; the grid is fine near the data), or use an adaptive method "
+                "such as 'dopri5' (the default)"
+            )
+    elif steps is not None:
+        raise ValueError(
+            f"steps is for the fixed-grid methods {FIXED_GRID_METHODS}; method={method!r} "
+            f"chooses its own steps (control them with rtol/atol), got steps={steps}"
+        )
+
+
+def fixed_grid(sde: SDE, eps: float, steps: int, like: torch.Tensor) -> torch.Tensor:
+    """`steps + 1` times from `eps` to `T` (float64, on `like`'s device)."""
+    dev = like.device
+    ends = torch.tensor([eps, sde.T], dtype=torch.float64, device=dev)
+    if isinstance(sde, GaussianSDE):
+        lam = sde.log_snr(ends)
+        grid = sde.t_from_log_snr(torch.linspace(lam[0], lam[1], steps + 1, device=dev))
+        grid = grid.to(torch.float64)
+        grid[0], grid[-1] = eps, sde.T  # exact end points despite the inversion's rounding
+        return grid
+    return torch.linspace(eps, sde.T, steps + 1, dtype=torch.float64, device=dev)
