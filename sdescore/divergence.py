@@ -23,7 +23,14 @@ import torch
 from ._checks import check_choice, check_int, check_output_shape, check_state
 from ._shapes import flat_dim
 
-__all__ = ["NOISES", "divergence_exact", "divergence_hutchinson", "draw_probes"]
+__all__ = [
+    "NOISES",
+    "check_graph",
+    "divergence_exact",
+    "divergence_hutchinson",
+    "draw_probes",
+    "value_and_divergence",
+]
 
 NOISES = ("rademacher", "gaussian")
 
@@ -56,6 +63,25 @@ def _leaf(x: torch.Tensor, create_graph: bool) -> torch.Tensor:
     if create_graph and x.requires_grad:
         return x
     return x.detach().requires_grad_(True)
+
+
+def check_graph(value, x: torch.Tensor, what: str) -> None:
+    """Raise `TypeError` when `value`, computed from `x` while its divergence is being taken
+    (gradients on, `x` requiring grad), carries no autograd graph: detached, computed under
+    `torch.no_grad()`, or constant in `x`, its divergence would otherwise count as zero or fail
+    deep inside autograd."""
+    if (
+        torch.is_grad_enabled()
+        and x.requires_grad
+        and isinstance(value, torch.Tensor)
+        and not value.requires_grad
+    ):
+        raise TypeError(
+            f"{what} returned a tensor without an autograd graph to x (computed under "
+            "torch.no_grad(), detached, or constant in x), so its divergence cannot be taken. "
+            "Compute it with gradients enabled; a function that truly does not depend on x can "
+            "return e.g. `0 * x`"
+        )
 
 
 def _vjps(v, xg, vectors: torch.Tensor, create_graph: bool) -> torch.Tensor:
@@ -106,6 +132,7 @@ def divergence_hutchinson(
     with torch.enable_grad():
         xg = _leaf(x, create_graph)
         v = check_output_shape(fn(xg, t), x, "fn(x, t)")
+        check_graph(v, xg, "fn(x, t)")
         vjps = _vjps(v, xg, probes, create_graph)
     est = (vjps * probes).reshape(probes.shape[0], x.shape[0], -1).sum(-1)
     return (v if create_graph else v.detach()), est
@@ -141,6 +168,7 @@ def divergence_exact(
     with torch.enable_grad():
         xg = _leaf(x, create_graph)
         v = check_output_shape(fn(xg, t), x, "fn(x, t)")
+        check_graph(v, xg, "fn(x, t)")
         for start in range(0, d, chunk):
             n = min(chunk, d - start)
             # basis[j, b] = e_{start + j}, the same basis vector for every example; built from
@@ -151,3 +179,19 @@ def divergence_exact(
             # The j-th product's (start + j)-th coordinate is the diagonal entry J_ii.
             div = div + vjps[:, :, start : start + n].diagonal(dim1=0, dim2=2).sum(-1)
     return (v if create_graph else v.detach()), div
+
+
+def value_and_divergence(
+    fn: Callable,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    probes: torch.Tensor | None = None,
+    *,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(fn(x, t), div)` from one forward pass: the exact divergence `(B,)` when `probes` is
+    `None` (`divergence_exact`, `chunk` basis vectors per backward call), else the per-probe
+    Hutchinson estimates `(k, B)` for `probes: (k, B, *D)` (`divergence_hutchinson`)."""
+    if probes is None:
+        return divergence_exact(fn, x, t, chunk=chunk)
+    return divergence_hutchinson(fn, x, t, probes)

@@ -39,7 +39,7 @@ from ._checks import (
 )
 from ._shapes import append_dims, batch_sum, flat_dim
 from .dequantization import bits_per_dim, check_bins, check_continuous_data, dequantize
-from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
+from .divergence import NOISES, draw_probes, value_and_divergence
 from .likelihood import ESTIMATORS, check_finite_per_example, resolve_sde
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.gaussian import GaussianSDE
@@ -122,12 +122,10 @@ def _reference_integrals(sde: GaussianSDE, eps: float, like: torch.Tensor, panel
 
 def _integrand(model, sde, xs, ts, probes, lo, d) -> torch.Tensor:
     """Theorem 1's integrand minus the control variate for the pairs `xs: (n, *D)`, `ts: (n,)`."""
+    vecs = None if probes is None else probes[lo : lo + xs.shape[0]][None]  # one probe each
     with torch.no_grad():
-        if probes is None:
-            s, div = divergence_exact(model, xs, ts)
-        else:
-            s, est = divergence_hutchinson(model, xs, ts, probes[lo : lo + xs.shape[0]][None])
-            div = est[0]
+        s, div = value_and_divergence(model, xs, ts, vecs)
+    div = div.reshape(-1)  # (n,): the exact trace, or the single probe's estimate
     g2 = sde.diffusion(ts).square()
     # Integrand of Theorem 1 with div f = d f(t) for the linear drift f(t) x, minus the
     # control variate: the same integrand for the reference score -x_t / V(t).

@@ -43,7 +43,7 @@ from .dequantization import (
     dequantize,
     to_levels,
 )
-from .divergence import NOISES, divergence_exact, divergence_hutchinson, draw_probes
+from .divergence import NOISES, check_graph, draw_probes, value_and_divergence
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.base import SDE
 from .solvers._common import NonFiniteError
@@ -119,27 +119,17 @@ def resolve_sde(model, sde) -> SDE:
 
 
 class _NeedsGraph:
-    """The score function, refusing an answer without an autograd graph to `x` when the
-    divergence is being taken (`x` requires grad): detached, or computed under `no_grad`, its
-    divergence would count as zero without a word."""
+    """The score function, refusing an answer without an autograd graph to `x` while the
+    divergence is being taken: the drift's linear part keeps a graph of its own, so the
+    divergence of the drift alone would count such a score's divergence as zero without a
+    word."""
 
     def __init__(self, score):
         self.score = score
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s = self.score(x, t)
-        if (
-            torch.is_grad_enabled()
-            and x.requires_grad
-            and isinstance(s, torch.Tensor)
-            and not s.requires_grad
-        ):
-            raise TypeError(
-                "the score function returned a tensor without an autograd graph to x (computed "
-                "under torch.no_grad(), detached, or constant in x), so its divergence, which "
-                "likelihood needs, would silently be zero. Compute the score with gradients "
-                "enabled; a score that truly does not depend on x can return e.g. `0 * x`"
-            )
+        check_graph(s, x, "the score function (likelihood needs its divergence)")
         return s
 
 
@@ -150,9 +140,8 @@ class _AugmentedDrift:
         self.drift, self.probes, self.exact_chunk = drift, probes, exact_chunk
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor):
-        if self.probes is None:
-            return divergence_exact(self.drift, x, t, chunk=self.exact_chunk)
-        return divergence_hutchinson(self.drift, x, t, self.probes)  # rate (k, B)
+        # rate (B,) with the exact trace, (k, B) per Hutchinson probe
+        return value_and_divergence(self.drift, x, t, self.probes, chunk=self.exact_chunk)
 
 
 @dataclass(frozen=True)

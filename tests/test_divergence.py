@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sdescore
 from sdescore.divergence import divergence_exact, divergence_hutchinson, draw_probes
 
 F64 = torch.float64
@@ -129,3 +130,19 @@ def test_create_graph_differentiates_the_divergence():
     _, div = divergence_exact(lambda y, t: a * torch.tanh(y), x, torch.zeros(4), create_graph=True)
     (grad,) = torch.autograd.grad(div.sum(), a)
     torch.testing.assert_close(grad, (1 - torch.tanh(x).square()).sum())
+
+
+def test_a_field_without_a_graph_is_named():
+    """A field detached from x used to fail deep inside autograd ("element 0 of tensors does not
+    require grad"); every consumer of the divergence (likelihood, elbo) now gets a TypeError
+    that says why."""
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.full((3,), 0.5, dtype=torch.float64)
+    probes = torch.ones(1, 3, 4, dtype=torch.float64)
+    for call in (
+        lambda: divergence_exact(lambda y, s: -y.detach(), x, t),
+        lambda: divergence_hutchinson(lambda y, s: -y.detach(), x, t, probes),
+        lambda: sdescore.elbo(lambda y, s: -y.detach(), x, sde=sdescore.VPSDE(), samples=4),
+    ):
+        with pytest.raises(TypeError, match="without an autograd graph to x"):
+            call()
