@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..divergence import divergence_exact, divergence_hutchinson
+from ..divergence import value_and_divergence
 from ..sdes.gaussian import GaussianSDE
 from ._common import MaxStepsError, NonFiniteError
 
@@ -60,13 +60,11 @@ _PI_CURRENT, _PI_PREVIOUS = 0.7, 0.4
 @dataclass(frozen=True)
 class ExpABMSolution:
     """Result of `exp_abm_likelihood`: latent `(B, *D)`, `delta` (Delta log p, `(B,)` or
-    `(k, B)` per probe), network passes `nfe`, accepted and rejected steps."""
+    `(k, B)` per probe) and the network passes `nfe` (one per step attempt, plus the first)."""
 
     latent: torch.Tensor
     delta: torch.Tensor
     nfe: int
-    accepted: int
-    rejected: int
 
 
 def _exp_moments(h: float, n: int) -> list[float]:
@@ -132,7 +130,6 @@ def exp_abm_likelihood(
     max_steps: int = 10_000,
     first_step: float = 0.05,
     exact_chunk: int | None = None,
-    control_logp: bool = True,
     fresh_probes: Callable[[], torch.Tensor] | None = None,
 ) -> ExpABMSolution:
     r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the module).
@@ -152,8 +149,6 @@ def exp_abm_likelihood(
         max_steps: the most step attempts; beyond it `MaxStepsError`.
         first_step: the first step in $\lambda$.
         exact_chunk: basis vectors per backward call for the exact trace.
-        control_logp: control the log-density channel's error (default); without it the steps
-            follow $x$ alone, which under-resolves the divergence on sharp data.
         fresh_probes: a callable returning new `(k, B, *D)` probes; when given, every
             evaluation draws its own and `delta` is their quadrature (its variance falls
             with the number of steps, not only with k), while `probes` (held fixed) serve the
@@ -206,12 +201,8 @@ def exp_abm_likelihood(
         probes' rows (control) above the fresh ones' (estimate)."""
         t, _, sigma = coefficients(lam)
         tb = torch.full((batch,), t, dtype=y.dtype, device=y.device)
-        if probes is None:
-            s, div = divergence_exact(score, y, tb, chunk=exact_chunk)
-        elif fresh_probes is None:
-            s, div = divergence_hutchinson(score, y, tb, probes)
-        else:
-            s, div = divergence_hutchinson(score, y, tb, torch.cat([probes, fresh_probes()]))
+        vecs = probes if fresh_probes is None else torch.cat([probes, fresh_probes()])
+        s, div = value_and_divergence(score, y, tb, vecs, chunk=exact_chunk)
         return s * -sigma, div * -(sigma * sigma)
 
     def rms_per_example(v: torch.Tensor) -> torch.Tensor:
@@ -223,7 +214,7 @@ def exp_abm_likelihood(
     bad0 |= ~torch.isfinite(h0).reshape(-1, batch).all(0)
     if bool(bad0.any()):  # one sync before the loop: a NaN at eps is named at eps
         raise nonfinite(bad0, lam0, 1)
-    nfe, accepted, rejected = 1, 0, 0
+    nfe = 1
     history = [_Node(lam0, eps0, h0)]
     delta = torch.zeros_like(h0)  # int h dlam so far, (B,) or (k, B)
     lam, step = lam0, -abs(first_step)
@@ -268,7 +259,7 @@ def exp_abm_likelihood(
         # The log-density's error is absolute (nats): atol per dimension, no relative part.
         gap = (q_corr - q_pred) if fresh_probes is None else (q_corr - q_pred)[:n_control]
         err_q = (gap.abs() / (atol * d)).reshape(-1, batch).amax(0)
-        err = torch.maximum(err_x, err_q) if control_logp else err_x
+        err = torch.maximum(err_x, err_q)
         r = float(err.max())  # the one sync per step: accept or not
         if not math.isfinite(r):
             raise nonfinite(~torch.isfinite(err), lam_t, nfe)
@@ -277,18 +268,16 @@ def exp_abm_likelihood(
             x, lam, alpha_s = x_corr, lam_t, alpha_t
             delta = delta - q_corr  # lambda decreases: int_{lam_T}^{lam_eps} h = -sum of steps
             history = (history + [_Node(lam_t, eps_t, h_t)])[-(order + 1) :]
-            accepted += 1
             factor = r ** (-_PI_CURRENT / (k + 1))
             if r_prev is not None:
                 factor *= r_prev ** (_PI_PREVIOUS / (k + 1))
             r_prev = max(r, 1e-4)
             step *= min(_MAX_GROWTH, max(_MIN_SHRINK, _SAFETY * factor))
         else:  # plain rule after a rejection, never growing
-            rejected += 1
             step *= min(1.0, max(_MIN_SHRINK, _SAFETY * r ** (-1.0 / (k + 1))))
     log_ratio = float(
         sde.log_alpha(torch.tensor(sde.T, dtype=f64)) - sde.log_alpha(torch.tensor(eps, dtype=f64))
     )
     if fresh_probes is not None:
         delta = delta[n_control:]
-    return ExpABMSolution(x, delta + d * log_ratio, nfe, accepted, rejected)
+    return ExpABMSolution(x, delta + d * log_ratio, nfe)
