@@ -28,6 +28,29 @@ def default_threads() -> int:
     return max(1, min(2, round(idle)) // ranks)
 
 
+def add_run_options(
+    p, *, out: str, quick: str = "CI-sized run", device: bool = True, threads: int | None = None
+) -> None:
+    """The options every example shares: `--seed`, `--device` (unless `device=False`), `--out`
+    (default `out`), `--quick` (`quick` is its help), `--no-plots` and `--threads` (default
+    `threads`, else `default_threads()`)."""
+    p.add_argument("--seed", type=int, default=0)
+    if device:
+        p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--out", default=out, help="output directory (created)")
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--no-plots", action="store_true", help="write metrics.json only")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=default_threads() if threads is None else threads,
+        help="torch CPU threads (default: 2 on idle cores, 1 on a busy machine, where more "
+        "threads make these small networks many times slower)"
+        if threads is None
+        else f"torch CPU threads (default {threads})",
+    )
+
+
 def histogram_tv(x: torch.Tensor, y: torch.Tensor, *, limit: float = 4.8, bins: int = 30) -> float:
     """Total-variation distance between the 2-D histograms of two point sets `(n, 2)`.
 

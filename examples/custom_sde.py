@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import default_threads
+from _common import add_run_options
 
 import sdescore
 from sdescore.toy import eight_gaussians
@@ -92,11 +92,7 @@ def main(argv=None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs/custom_sde", help="output directory (created)")
-    p.add_argument("--quick", action="store_true", help="CI-sized run")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--threads", type=int, default=default_threads())
+    add_run_options(p, out="outputs/custom_sde", device=False)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = args.steps or (200 if args.quick else 2000)
@@ -170,7 +166,7 @@ def main(argv=None) -> dict:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(2, len(SAMPLERS), figsize=(2.6 * len(SAMPLERS), 5.6))
+        fig, axes = plt.subplots(2, len(SAMPLERS), figsize=(2.6 * len(SAMPLERS), 6.6))
         for i, (label, rows) in enumerate([("exact score", exact_rows), ("trained", model_rows)]):
             for j, r in enumerate(rows):
                 ax = axes[i, j]

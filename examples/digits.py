@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import default_threads, launch
+from _common import add_run_options, launch
 
 import sdescore
 from sdescore.dequantization import dequantize
@@ -44,17 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--steps", type=int, default=None, help="training steps (default 6000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--out", default="outputs/digits", help="output directory (created)")
-    p.add_argument("--quick", action="store_true", help="CI-sized run (< 90 s on 2 cores)")
-    p.add_argument("--no-plots", action="store_true", help="write metrics.json only")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=default_threads(),
-        help="torch CPU threads (default: 2 on idle cores, 1 on a busy machine)",
-    )
+    add_run_options(p, out="outputs/digits", quick="CI-sized run (< 90 s on 2 cores)")
     p.add_argument(
         "--dequantization-samples", type=int, default=None, help="S for the IW bound (default 4)"
     )

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import launch
+from _common import add_run_options, launch
 
 import sdescore
 from sdescore.toy import MixtureClassifier, eight_gaussians, mixture_component
@@ -60,11 +60,7 @@ def main(argv=None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--steps", type=int, default=None, help="training steps (default 3000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="outputs/guidance_2d", help="output directory (created)")
-    p.add_argument("--quick", action="store_true", help="CI-sized run")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
+    add_run_options(p, out="outputs/guidance_2d", device=False, threads=1)
     args = p.parse_args(argv)
     with launch("cpu") as job:  # one process, or one rank of torchrun
         return run_example(args, job)
@@ -151,6 +147,13 @@ def run_example(args, job) -> dict:
                 title = "classifier" if kind == "classifier" else "classifier-free"
                 ax.set_title(f"{title}, {label} = {s:g} (acc {acc:.2f})")
                 ax.set_aspect("equal")
+                if row == 1:
+                    ax.set_xlabel("$x_1$")
+                if col == 0:
+                    ax.set_ylabel("$x_2$")
+        fig.suptitle(
+            "guided samples of one class (acc: share whose most likely mixture component is it)"
+        )
         fig.tight_layout()
         fig.savefig(out / "samples.png", dpi=100)
     return metrics

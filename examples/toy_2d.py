@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import default_threads, histogram_tv, launch
+from _common import add_run_options, histogram_tv, launch
 
 import sdescore
 from sdescore.metrics import sliced_wasserstein
@@ -113,18 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="std of those frequencies, cycles per data unit (default 0.5)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--out", default="outputs/toy_2d", help="output directory (created)")
-    p.add_argument("--quick", action="store_true", help="CI-sized run (< 30 s on 2 cores)")
-    p.add_argument("--no-plots", action="store_true", help="write metrics.json only")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=default_threads(),
-        help="torch CPU threads (default: 2 on idle cores, 1 on a busy machine, where more "
-        "threads make these small networks many times slower)",
-    )
+    add_run_options(p, out="outputs/toy_2d", quick="CI-sized run (< 30 s on 2 cores)")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda requested but torch.cuda.is_available() is False")
