@@ -30,7 +30,7 @@ DOPRI5_TOL = 1e-5
 _EXP_ABM_OPTIONS = ("order", "first_step")
 
 
-def resolve_solver(
+def choose_solver(
     sde: SDE, d: int, *, method, estimator, steps, step_control, options: dict, rtol, atol,
     max_steps, resample_probes,
 ) -> tuple[str, bool, dict]:  # fmt: skip

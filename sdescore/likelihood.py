@@ -32,8 +32,8 @@ from ._likelihood_solver import (
     EXP_ABM,
     FIXED_GRID_METHODS,
     check_combination,
+    choose_solver,
     fixed_grid,
-    resolve_solver,
 )
 from ._shapes import flat_dim
 from .dequantization import (
@@ -350,7 +350,7 @@ def likelihood(
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     options = dict(options or {})
-    method, resample_probes, solver_kw = resolve_solver(
+    method, resample_probes, solver_kw = choose_solver(
         sde, flat_dim(x) if bins is None else x[0].numel(), method=method, estimator=estimator,
         steps=steps, step_control=step_control, options=options, rtol=rtol, atol=atol,
         max_steps=max_steps, resample_probes=resample_probes,
