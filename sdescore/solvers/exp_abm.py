@@ -94,11 +94,15 @@ def _poly_moments(h: float, n: int) -> list[float]:
     return [h ** (k + 1) / (k + 1) for k in range(n)]
 
 
-def _weights(nodes: list[float], moments: list[float]) -> list[float]:
-    """Weights $w_j$ with $\\sum_j w_j p(u_j) = $ the moment functional of the interpolating
-    polynomial $p$ through `nodes` (solve $V^T w = m$ with the Vandermonde matrix $V$)."""
-    v = np.vander(np.asarray(nodes, dtype=np.float64), len(nodes), increasing=True)
-    return np.linalg.solve(v.T, np.asarray(moments, dtype=np.float64)).tolist()
+def _weights(nodes: list[float], h: float) -> tuple[list[float], list[float]]:
+    """Quadrature weights over the step `[0, h]` for the polynomial through `nodes`: against
+    $e^{-u}$ (for the noise prediction) and against 1 (for $h$). Each solves
+    $V^T w = m$ with the Vandermonde matrix $V$ of the nodes, both in one solve."""
+    n = len(nodes)
+    v = np.vander(np.asarray(nodes, dtype=np.float64), n, increasing=True)
+    moments = np.asarray([_exp_moments(h, n), _poly_moments(h, n)], dtype=np.float64).T
+    w = np.linalg.solve(v.T, moments)
+    return w[:, 0].tolist(), w[:, 1].tolist()
 
 
 def _combine(weights: list[float], values: list[torch.Tensor]) -> torch.Tensor:
@@ -240,19 +244,14 @@ def exp_abm_likelihood(
         past = history[::-1][:k]  # newest first
         nodes = [p.lam - lam for p in past]
         ratio, scale = alpha_t / alpha_s, alpha_t * math.exp(-lam)
-        x_pred = ratio * x - scale * _combine(
-            _weights(nodes, _exp_moments(step, k)), [p.eps for p in past]
-        )
-        q_pred = _combine(_weights(nodes, _poly_moments(step, k)), [p.h for p in past])
+        w_eps, w_h = _weights(nodes, step)
+        x_pred = ratio * x - scale * _combine(w_eps, [p.eps for p in past])
+        q_pred = _combine(w_h, [p.h for p in past])
         eps_t, h_t = evaluate(x_pred, lam_t)
         nfe += 1
-        nodes_c = [step, *nodes]
-        x_corr = ratio * x - scale * _combine(
-            _weights(nodes_c, _exp_moments(step, k + 1)), [eps_t, *(p.eps for p in past)]
-        )
-        q_corr = _combine(
-            _weights(nodes_c, _poly_moments(step, k + 1)), [h_t, *(p.h for p in past)]
-        )
+        w_eps, w_h = _weights([step, *nodes], step)
+        x_corr = ratio * x - scale * _combine(w_eps, [eps_t, *(p.eps for p in past)])
+        q_corr = _combine(w_h, [h_t, *(p.h for p in past)])
         err_x = rms_per_example(
             (x_corr - x_pred) / (atol + rtol * torch.maximum(x.abs(), x_corr.abs()))
         )
