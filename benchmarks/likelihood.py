@@ -255,15 +255,15 @@ def accuracy_table(batches, repeats, dtype):
     return rows
 
 
-ABM = dict(method="exp_abm")  # its default tolerance, 5e-4
+ABM = dict(method="exp_abm")  # its default tolerance, 2e-3
 # Plain torchdiffeq dopri5: its own step growth (ifactor 10; sdescore's default caps it at 4),
 # error control on (x, Delta log p) as a mixed norm (max over the two channels' RMS).
 PLAIN = dict(method="dopri5", rtol=1e-5, atol=1e-5, options={"ifactor": 10.0})
 LIMIT_CONFIGS = [
     ("plain dopri5 1e-5, ctl (x, log p)", PLAIN),
     ("sdescore dopri5 1e-5 (growth cap 4)", dict(method="dopri5")),
-    ("exp_abm 5e-4 (the default)", ABM),
-    ("exp_abm 2e-4", dict(method="exp_abm", rtol=2e-4, atol=2e-4)),
+    ("exp_abm 2e-3 (the default)", ABM),
+    ("exp_abm 5e-4", dict(method="exp_abm", rtol=5e-4, atol=5e-4)),
 ]
 
 

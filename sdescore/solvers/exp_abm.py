@@ -15,16 +15,36 @@ $$\Delta\log p = \int_\varepsilon^T \nabla\cdot v\,dt = d \log\frac{\alpha_T}{\a
 + \int_{\lambda_T}^{\lambda_\varepsilon} h(\lambda)\,d\lambda, \qquad
 h = -\sigma^2\,\nabla\cdot s \in [0, d] \text{ (for a log-concave kernel part)} .$$
 
-The linear part is exact; only $\hat\epsilon$ and $h$ are approximated, each by the polynomial in
-$\lambda$ through the last values, integrated in closed form against $e^{-\lambda}$ (for $x$)
-and $1$ (for $h$). Each step is one network pass: an Adams-Bashforth-type predictor of order
-$k$ gives $x^P_t$; the score and divergence are evaluated there; an Adams-Moulton-type corrector
-of order $k + 1$, through the new value, gives the accepted $x_t$ and the step's share of
-$\Delta\log p$ (the evaluation at $x^P_t$ is reused, as in UniPC, Zhao et al. 2023). The
-difference between predictor and corrector, on $x$ and on the $h$ quadrature, estimates the
-local error of both channels; a step is accepted when the worst example meets
-`atol + rtol * |x|` on $x$ and `atol * d` nats on $\Delta\log p$, and the next step is sized by
-a PI controller on the error ratios (Gustafsson 1991; Hairer & Wanner, Sec. IV.2).
+The linear part is exact; only $\hat\epsilon$ and $h$ are approximated. Each is written as a
+known shape times a polynomial in $\lambda$ through the last values, and the product is
+integrated exactly over the step. The shape is the one a Gaussian gives: for data
+$N(\mu, c^2 I)$, with $g(\lambda) = 1/(1 + c^2 e^{2\lambda})$,
+
+$$h = d\,g(\lambda), \qquad e^{-\lambda}\hat\epsilon \propto e^{-\lambda}\sqrt{g(\lambda)}
+\text{ along the path},$$
+
+so the polynomial factors are constant and any step is exact. For other data $c^2$ is
+re-estimated at every step from the latest $h$ (the fraction $\varphi = h/d$ gives
+$C = (1/\varphi - 1)e^{-2\lambda}$) and the polynomials carry the departure from the shape.
+Where the noise dominates ($\varphi \to 1$) the shape is flat and the scheme is the plain
+exponential Adams method in noise prediction (as DPM-Solver's multistep form); near the data
+($\varphi \to 0$) it follows $h \propto e^{-2\lambda}$ and $\hat\epsilon \propto e^{-\lambda}$,
+which polynomials in $\lambda$ fit poorly (they cost the plain method a dozen steps from
+$\sigma(\varepsilon) \approx 10^{-6}$ under sub-VP). The weights stay linear in the values of
+$h$ and depend on the step-control channel only, so resampled Hutchinson probes stay unbiased.
+
+Each step is one network pass: an Adams-Bashforth-type predictor of order $k$ gives $x^P_t$;
+the score and divergence are evaluated there; an Adams-Moulton-type corrector of order $k + 1$,
+through the new value, gives the accepted $x_t$ and the step's share of $\Delta\log p$ (the
+evaluation at $x^P_t$ is reused, as in UniPC, Zhao et al. 2023). The difference between
+predictor and corrector estimates the local error. A step is accepted when, for the worst
+example, (i) $x$ is within `atol + rtol * |x|`, (ii) the step's $\int h\,d\lambda$ is within
+`atol * d` nats, and (iii) so is the error of $x$ *as it reaches the log-density*: a path moved
+by $\delta$ at time $t$ yields $\log p_t(x_t + \delta)$ instead of $\log p_t(x_t)$, an error of
+$\nabla\log p_t \cdot \delta = -\hat\epsilon\cdot\delta/\sigma_t$ nats, which near the data
+(score $\sim 1/\sigma$) is far larger than (i) suggests. The next step is sized by a PI
+controller on the error ratios (Gustafsson 1991; Hairer & Wanner, Sec. IV.2) and never exceeds
+one unit of $\lambda$, so that no feature of the path falls between two nodes unseen.
 
 Why this and not dopri5 in $t$: on data as sharp as 8-bit images the divergence varies on a time
 scale $\sigma_{data}^2/\beta$ near the data and in short bursts where a path leaves its mode;
@@ -55,6 +75,13 @@ _MAX_GROWTH, _MIN_SHRINK, _SAFETY = 2.0, 0.2, 0.9
 # and the previous accepted error ratio, over k + 1. Against the plain rule it cut the rejected
 # steps by half and, at a looser tolerance for the same errors, the evaluations by 5-10 %.
 _PI_CURRENT, _PI_PREVIOUS = 0.7, 0.4
+# The longest step in lambda: the error estimate sees only the nodes, so a feature of the path
+# (a mode switch) between two far-apart nodes could pass unnoticed. With it, looser
+# tolerances degrade gracefully (benchmarks/likelihood.py: 5e-3 gives errors near 1e-3
+# bits/dim, not a 6-step solve that missed the mode switches).
+_MAX_STEP = 1.0
+# Gauss-Legendre nodes for the moments of the shape-times-polynomial products over a step.
+_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
 
 
 @dataclass(frozen=True)
@@ -67,42 +94,35 @@ class ExpABMSolution:
     nfe: int
 
 
-def _exp_moments(h: float, n: int) -> list[float]:
-    """$J_k(h) = \\int_0^h e^{-u} u^k\\,du$ for k < n, accurate for small and large |h|."""
-    if abs(h) < 0.5:  # series: J_k = sum_m (-1)^m h^(k+1+m) / (m! (k+1+m))
-        out = []
-        for k in range(n):
-            term, total, m = h ** (k + 1), 0.0, 0
-            while True:
-                add = term / (k + 1 + m)
-                total += add
-                if abs(add) <= 1e-17 * abs(total) or m > 60:
-                    break
-                m += 1
-                term *= -h / m
-            out.append(total)
-        return out
-    e = math.exp(-h)
-    return [
-        math.factorial(k) * (1.0 - e * sum(h**j / math.factorial(j) for j in range(k + 1)))
-        for k in range(n)
-    ]
+def _log_shape(lam: np.ndarray, log_c: float) -> np.ndarray:
+    r"""$\log g(\lambda) = -\log(1 + C e^{2\lambda})$, without overflow."""
+    return -np.logaddexp(0.0, log_c + 2.0 * lam)
 
 
-def _poly_moments(h: float, n: int) -> list[float]:
-    """$\\int_0^h u^k\\,du$ for k < n."""
-    return [h ** (k + 1) / (k + 1) for k in range(n)]
+def _weights(
+    nodes: list[float], h: float, lam: float, log_c: float
+) -> tuple[list[float], list[float]]:
+    r"""Weights over the step `[lam, lam + h]` (offsets `nodes` from `lam`) for the noise
+    prediction (its integral against $e^{-u}$) and for $h$ (against 1), each fitted as the shape
+    ($\sqrt g$ and $g$, see the module) times the polynomial through the nodes.
 
-
-def _weights(nodes: list[float], h: float) -> tuple[list[float], list[float]]:
-    """Quadrature weights over the step `[0, h]` for the polynomial through `nodes`: against
-    $e^{-u}$ (for the noise prediction) and against 1 (for $h$). Each solves
-    $V^T w = m$ with the Vandermonde matrix $V$ of the nodes, both in one solve."""
+    With $V$ the Vandermonde matrix of the nodes and $m_k = \int_0^h w(u)\,u^k du$ the moments
+    of the weight function, $V^T w = m$; the node values are divided by the shape, so the
+    weights are scaled by its reciprocal at each node. Both channels in one solve."""
     n = len(nodes)
+    xg, wg = _GAUSS_LEGENDRE
+    u = 0.5 * h * (xg + 1.0)
+    log_g = _log_shape(lam + u, log_c)
+    powers = u[None, :] ** np.arange(n)[:, None]  # (n, quadrature nodes)
+    w_x = 0.5 * h * wg * np.exp(-u + 0.5 * log_g)
+    w_h = 0.5 * h * wg * np.exp(log_g)
+    moments = np.stack([powers @ w_x, powers @ w_h], axis=1)
     v = np.vander(np.asarray(nodes, dtype=np.float64), n, increasing=True)
-    moments = np.asarray([_exp_moments(h, n), _poly_moments(h, n)], dtype=np.float64).T
     w = np.linalg.solve(v.T, moments)
-    return w[:, 0].tolist(), w[:, 1].tolist()
+    log_g_nodes = _log_shape(lam + np.asarray(nodes, dtype=np.float64), log_c)
+    return (w[:, 0] * np.exp(-0.5 * log_g_nodes)).tolist(), (
+        w[:, 1] * np.exp(-log_g_nodes)
+    ).tolist()
 
 
 def _combine(weights: list[float], values: list[torch.Tensor]) -> torch.Tensor:
@@ -130,7 +150,7 @@ def exp_abm_likelihood(
     probes: torch.Tensor | None,
     rtol: float,
     atol: float,
-    order: int = 3,
+    order: int = 4,
     max_steps: int = 10_000,
     first_step: float = 0.05,
     exact_chunk: int | None = None,
@@ -147,8 +167,9 @@ def exp_abm_likelihood(
             exact trace.
         rtol, atol: tolerances; a step is accepted when, for every example, the RMS over its
             coordinates of the predictor-corrector difference of $x$ is within
-            `atol + rtol * |x|`, and that of the step's $\int h\,d\lambda$ (every probe)
-            within `atol * d` nats.
+            `atol + rtol * |x|`, and that of the step's $\int h\,d\lambda$ (every control
+            probe) and the log-density error of $x$'s ($\hat\epsilon\cdot\delta/\sigma$) are
+            each within `atol * d` nats.
         order: predictor order k (1 to 4); the corrector has order k + 1.
         max_steps: the most step attempts; beyond it `MaxStepsError`.
         first_step: the first step in $\lambda$.
@@ -213,6 +234,17 @@ def exp_abm_likelihood(
         return v.reshape(batch, -1).square().mean(1).sqrt()
 
     n_control = 0 if probes is None else probes.shape[0]
+
+    def noise_fraction(h: torch.Tensor) -> torch.Tensor:
+        r"""The batch mean of $h/d$ on the step-control rows (never the fresh probes)."""
+        return (h if fresh_probes is None else h[:n_control]).mean() / d
+
+    def log_shape_constant(phi: float, lam: float) -> float:
+        r"""$\log C$ of the shape $g = 1/(1 + C e^{2\lambda})$ through $g(\lambda) = \varphi$;
+        $\varphi$ outside (0, 1) (a Hutchinson estimate, a mode switch) is clipped."""
+        phi = min(max(phi, 1e-12), 1.0 - 1e-12)
+        return math.log1p(-phi) - math.log(phi) - 2.0 * lam
+
     eps0, h0 = evaluate(x, lam0)
     bad0 = ~torch.isfinite(eps0).reshape(batch, -1).all(1)
     bad0 |= ~torch.isfinite(h0).reshape(-1, batch).all(0)
@@ -220,6 +252,7 @@ def exp_abm_likelihood(
         raise nonfinite(bad0, lam0, 1)
     nfe = 1
     history = [_Node(lam0, eps0, h0)]
+    log_c = log_shape_constant(float(noise_fraction(h0)), lam0)
     delta = torch.zeros_like(h0)  # int h dlam so far, (B,) or (k, B)
     lam, step = lam0, -abs(first_step)
     r_prev = None  # the previous accepted error ratio, for the PI control
@@ -236,30 +269,33 @@ def exp_abm_likelihood(
                 f"likelihood (exp_abm): step size underflow at lambda = {lam:.6g} after {nfe} "
                 "evaluations; the score is probably not smooth in t there"
             )
+        step = max(step, -_MAX_STEP)
         if lam + step <= lam1 or (lam + step - lam1) < 1e-3 * abs(step):
             step = lam1 - lam  # land exactly on T
         lam_t = lam + step
-        _, alpha_t, _ = coefficients(lam_t)
+        _, alpha_t, sigma_t = coefficients(lam_t)
         k = min(order, len(history))
         past = history[::-1][:k]  # newest first
         nodes = [p.lam - lam for p in past]
         ratio, scale = alpha_t / alpha_s, alpha_t * math.exp(-lam)
-        w_eps, w_h = _weights(nodes, step)
+        w_eps, w_h = _weights(nodes, step, lam, log_c)
         x_pred = ratio * x - scale * _combine(w_eps, [p.eps for p in past])
         q_pred = _combine(w_h, [p.h for p in past])
         eps_t, h_t = evaluate(x_pred, lam_t)
         nfe += 1
-        w_eps, w_h = _weights([step, *nodes], step)
+        w_eps, w_h = _weights([step, *nodes], step, lam, log_c)
         x_corr = ratio * x - scale * _combine(w_eps, [eps_t, *(p.eps for p in past)])
         q_corr = _combine(w_h, [h_t, *(p.h for p in past)])
-        err_x = rms_per_example(
-            (x_corr - x_pred) / (atol + rtol * torch.maximum(x.abs(), x_corr.abs()))
-        )
-        # The log-density's error is absolute (nats): atol per dimension, no relative part.
+        dx = x_corr - x_pred
+        err_x = rms_per_example(dx / (atol + rtol * torch.maximum(x.abs(), x_corr.abs())))
+        # The log-density's errors are absolute (nats): atol per dimension, no relative part.
+        # Its own quadrature's, and x's as it reaches log p: grad log p . dx = -eps . dx / sigma.
         gap = (q_corr - q_pred) if fresh_probes is None else (q_corr - q_pred)[:n_control]
         err_q = (gap.abs() / (atol * d)).reshape(-1, batch).amax(0)
-        err = torch.maximum(err_x, err_q)
-        r = float(err.max())  # the one sync per step: accept or not
+        err_s = (eps_t * dx).reshape(batch, -1).sum(1).abs() / (sigma_t * atol * d)
+        err = torch.maximum(torch.maximum(err_x, err_q), err_s)
+        # The one sync per step: accept or not, and the shape's constant for the next step.
+        r, phi = torch.stack([err.max(), noise_fraction(h_t).to(err.dtype)]).tolist()
         if not math.isfinite(r):
             raise nonfinite(~torch.isfinite(err), lam_t, nfe)
         r = max(r, 1e-10)
@@ -267,6 +303,7 @@ def exp_abm_likelihood(
             x, lam, alpha_s = x_corr, lam_t, alpha_t
             delta = delta - q_corr  # lambda decreases: int_{lam_T}^{lam_eps} h = -sum of steps
             history = (history + [_Node(lam_t, eps_t, h_t)])[-(order + 1) :]
+            log_c = log_shape_constant(phi, lam_t)
             factor = r ** (-_PI_CURRENT / (k + 1))
             if r_prev is not None:
                 factor *= r_prev ** (_PI_PREVIOUS / (k + 1))
