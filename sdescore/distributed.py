@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import gc
 import os
 
 import torch
@@ -131,6 +132,10 @@ def process_group(device=None, *, timeout: float = 600.0):
     try:
         yield env()
         if created:
+            # Objects that hold the group (a finished run's DDP wrapper, in a reference cycle)
+            # must go while it is alive: freed after destroy_process_group, at exit, they
+            # aborted a rank now and then ("terminate called without an active exception").
+            gc.collect()
             # Leave together: a rank tearing down its connections while a peer is still in
             # its last collective can abort that peer (gloo). Not on an error: nobody would come.
             dist.barrier()
