@@ -15,32 +15,30 @@ from .solvers.torchdiffeq import ADAPTIVE_RK_METHODS, TORCHDIFFEQ_METHODS
 # torchdiffeq's fixed-grid methods: they need a step count, or they take a single step.
 FIXED_GRID_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
 
-# The log-SNR exponential predictor-corrector (sdescore.solvers.exp_abm) and its default
-# tolerance: on image-like mixtures (benchmarks/likelihood.py) mean error below 4e-4 bits/dim and
-# worst point below 5e-4 with 0.42-0.81 times the evaluations of dopri5 at 1e-5.
+# The log-SNR exponential predictor-corrector (sdescore.solvers.exp_abm) is the default for every
+# Gaussian-kernel SDE, at this tolerance. Measured by benchmarks/likelihood.py on image-like
+# mixtures (d = 16, 64, 1x8x8; VP, sub-VP, VE): 0.30-0.47 times the evaluations of plain dopri5
+# at 1e-5, mean error <= 5.5e-4 bits/dim, worst point <= 1.4e-3; on eight Gaussians in 2-D 66
+# evaluations against dopri5's 86 at errors of the same size (mean 4.8e-5 vs 2.7e-5 nats, worst
+# 3.8e-4 vs 4.9e-4); exact for isotropic Gaussian data at any tolerance.
 EXP_ABM = "exp_abm"
 EXP_ABM_TOL = 2e-3
-# The default method is exp_abm from this many coordinates on (image-like data: 0.42-0.81 of
-# dopri5's evaluations, a trained digits U-Net 0.56x), dopri5 below (on smooth exact-score 1-2-D
-# densities it takes as many evaluations as exp_abm and is 10x more accurate at its tolerance);
-# measured by benchmarks/likelihood.py and tests/test_likelihood*.py.
-EXP_ABM_MIN_DIM = 16
 DOPRI5_TOL = 1e-5
 
 _EXP_ABM_OPTIONS = ("order", "first_step")
 
 
 def choose_solver(
-    sde: SDE, d: int, *, method, estimator, steps, step_control, options: dict, rtol, atol,
+    sde: SDE, *, method, estimator, steps, step_control, options: dict, rtol, atol,
     max_steps, resample_probes,
 ) -> tuple[str, bool, dict]:  # fmt: skip
-    """The method (the default by dimension when `None`), whether probes are resampled, and the
-    solver keywords, all checked; `options` gains torchdiffeq's `ifactor` default. See
+    """The method (the default when `None`: exp_abm for a Gaussian-kernel SDE unless an option
+    only torchdiffeq has is given, else dopri5), whether probes are resampled, and the solver
+    keywords, all checked; `options` gains torchdiffeq's `ifactor` default. See
     `likelihood` for the rules and the measurements behind them."""
     if method is None:  # the default: see the docstring
         exp_abm = (
             isinstance(sde, GaussianSDE)
-            and d >= EXP_ABM_MIN_DIM
             and steps is None
             and step_control == "all"
             and set(options) <= set(_EXP_ABM_OPTIONS)  # torchdiffeq options keep dopri5

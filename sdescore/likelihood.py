@@ -229,20 +229,19 @@ def likelihood(
     whole batch, so an example's value depends on the rest of the batch at the level of the
     tolerances.
 
-    **The default solver** depends on the data's dimension d = prod(D). From d = 16 on (images,
-    image-like data) with a Gaussian-kernel SDE it is `"exp_abm"` (rtol = atol = 5e-4; see
-    `method`) with Hutchinson probes drawn afresh at every evaluation; below, or for other
-    SDEs, dopri5 at rtol = atol = 1e-5 with error control on $x$ and $\Delta\log p$.
-    Measured by `benchmarks/likelihood.py` against the exact answer with exact scores, on
-    image-like data (Gaussian mixtures with component std 0.004 on $[-1, 1]^d$, d = 16, 64 and
-    1x8x8, VP, sub-VP, VE; exact trace): mean error below 4e-4 bits/dim and worst point below
-    5e-4, with 0.42-0.54 of the evaluations of plain dopri5 at 1e-5 under VP and VE and
-    0.62-0.81 under sub-VP; on the trained digits U-Net (d = 64) 126 evaluations against
-    dopri5's 224, and per-image Hutchinson noise 7x smaller (0.021 against 0.137 bits/dim with
-    one probe). On smooth exact-score 1-2-D densities dopri5 is as cheap and more accurate
-    (errors near 1e-5 nats against exp_abm's 1e-4 to 6e-4), hence the split. `step_control="x"` is cheaper
-    but biased on sharp data (0.05-0.08 bits/dim too low under `VPSDE(0.1, 20)`); use it only
-    for smooth densities.
+    **The default solver** for a Gaussian-kernel SDE (VP, sub-VP, VE, `LinearSDE`,
+    `DiscreteVPSDE`) is `"exp_abm"` (rtol = atol = 2e-3; see `method`) with Hutchinson probes
+    drawn afresh at every evaluation; for other SDEs, or with an option only the torchdiffeq
+    methods have (`step_control="x"`, `steps`, torchdiffeq `options`), dopri5 at rtol = atol =
+    1e-5 with error control on $x$ and $\Delta\log p$. Measured by `benchmarks/likelihood.py`
+    against the exact answer with exact scores, on image-like data (Gaussian mixtures with
+    component std 0.004 on $[-1, 1]^d$, d = 16, 64 and 1x8x8, VP, sub-VP, VE; exact trace): mean
+    error at most 5.5e-4 bits/dim and worst point 1.4e-3, with 0.30-0.47 of the evaluations of
+    plain dopri5 at 1e-5; on eight Gaussians in 2-D 66 evaluations against dopri5's 86 with
+    errors of the same size (mean 4.8e-5 vs 2.7e-5 nats). With one probe resampled the
+    per-point Hutchinson noise is 6-9x smaller than with one fixed probe (a trained MLP; the
+    trained digits U-Net). `step_control="x"` is cheaper but biased on sharp data (0.05-0.08
+    bits/dim too low under `VPSDE(0.1, 20)`); use it only for smooth densities.
 
     Args:
         model: a `ScoreModel` (its `.sde` is used), or any score callable `(x, t) -> (B, *D)`
@@ -254,21 +253,18 @@ def likelihood(
         noise: Hutchinson probe distribution, `"rademacher"` or `"gaussian"`.
         probes: number k of Hutchinson probes per example, each integrated as its own channel;
             `log_prob` uses their mean and, for k > 1, `log_prob_stderr` their standard error.
-        rtol: relative tolerance of the ODE solver (default 1e-5; 5e-4 for `"exp_abm"`).
-        atol: absolute tolerance of the ODE solver (default 1e-5; 5e-4 for `"exp_abm"`, where
-            it also bounds each step's log-density error by `atol * d` nats).
-        method: `None` (default: `"exp_abm"` for a `GaussianSDE` and d >= 16 with the default
-            `step_control`, no `steps` and no torchdiffeq `options`, else `"dopri5"`; see
-            above), a torchdiffeq method
-            name (see `sdescore.solvers.torchdiffeq.odeint_drift`): adaptive (`"dopri5"`, `"dopri8"`, `"bosh3"`, ...) or fixed-grid
-            (`FIXED_GRID_METHODS`, which need `steps`); or `"exp_abm"` for a Gaussian-kernel
-            SDE: an adaptive exponential predictor-corrector in log-SNR, one network pass per
-            step, with the linear part of the drift and its divergence exact
-            (`sdescore.solvers.exp_abm`). Measured on image-like mixtures (d = 16, 64, VP,
-            sub-VP, VE): mean error 0.5-3.4e-4 bits/dim, worst point within 2-4x the mean, in
-            0.42-0.81 times the evaluations of dopri5; on smooth exact-score 1-2-D data as many
-            or more evaluations than dopri5, with errors of 1e-4 to 6e-4 nats.
-            `options` may set its `"order"` (1-4, default 3) and `"first_step"` (in log-SNR,
+        rtol: relative tolerance of the ODE solver (default 2e-3 for `"exp_abm"`, 1e-5 for
+            the torchdiffeq methods).
+        atol: absolute tolerance of the ODE solver (defaults as `rtol`); with `"exp_abm"` it
+            also bounds each step's log-density error by `atol * d` nats.
+        method: `None` (default: see above), a torchdiffeq method name (see
+            `sdescore.solvers.torchdiffeq.odeint_drift`): adaptive (`"dopri5"`, `"dopri8"`,
+            `"bosh3"`, ...) or fixed-grid (`FIXED_GRID_METHODS`, which need `steps`); or
+            `"exp_abm"` for a Gaussian-kernel SDE: an adaptive exponential predictor-corrector
+            in log-SNR, one network pass per step, the linear part of the drift and its
+            divergence exact, the rest fitted as the shape Gaussian data would give times a
+            polynomial (`sdescore.solvers.exp_abm`; exact for isotropic Gaussian data).
+            `options` may set its `"order"` (1-4, default 4) and `"first_step"` (in log-SNR,
             default 0.05).
         eps: start time $\varepsilon \in (0, T)$; the score is typically unreliable at t = 0.
         generator: `torch.Generator` for the probes and the dequantization noise.
@@ -351,9 +347,9 @@ def likelihood(
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     options = dict(options or {})
     method, resample_probes, solver_kw = choose_solver(
-        sde, flat_dim(x) if bins is None else x[0].numel(), method=method, estimator=estimator,
-        steps=steps, step_control=step_control, options=options, rtol=rtol, atol=atol,
-        max_steps=max_steps, resample_probes=resample_probes,
+        sde, method=method, estimator=estimator, steps=steps, step_control=step_control,
+        options=options, rtol=rtol, atol=atol, max_steps=max_steps,
+        resample_probes=resample_probes,
     )  # fmt: skip
     src = x.detach() if levels is None else levels
     check_combination(estimator, probes, dequantization_samples, flat_dim(src))

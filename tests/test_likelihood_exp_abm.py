@@ -149,6 +149,10 @@ class _UserSDE(sdescore.SDE):
     def diffusion(self, t):
         return torch.ones_like(t)
 
+    @property
+    def prior_std(self):
+        return 1.0
+
 
 @pytest.mark.parametrize(
     "kwargs, match",
@@ -249,14 +253,12 @@ def test_resample_probes_bad_combinations(kwargs, err, match):
         sdescore.likelihood(data.score_fn(sde), x, sde=sde, **kw)
 
 
-def test_the_default_picks_by_dimension():
-    """exp_abm with resampled probes from d = 16 on (Gaussian-kernel SDE), dopri5 below; the
-    same calls, bit for bit, as the explicit options."""
+def test_the_default_is_exp_abm_for_gaussian_kernel_sdes():
+    """exp_abm with resampled probes for a Gaussian-kernel SDE at any dimension; the same
+    calls, bit for bit, as the explicit options."""
     sde = SDES["vp"]
-    for d, explicit in [
-        (16, dict(method="exp_abm", resample_probes=True)),
-        (2, dict(method="dopri5")),
-    ]:
+    for d in (1, 2, 16):
+        explicit = dict(method="exp_abm", resample_probes=True)
         data = sharp_mixture((d,), components=2, std=0.1)
         x = data.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         runs = [
@@ -266,6 +268,13 @@ def test_the_default_picks_by_dimension():
             for kw in ({}, explicit)
         ]
         assert runs[0].nfe == runs[1].nfe and torch.equal(runs[0].log_prob, runs[1].log_prob), d
+    # An SDE without a log-SNR gets dopri5 (its evaluations are those of the explicit call).
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    user = [
+        sdescore.likelihood(lambda y, t: -y, x, sde=_UserSDE(), estimator="exact", **kw)
+        for kw in ({}, dict(method="dopri5"))
+    ]
+    assert user[0].nfe == user[1].nfe and torch.equal(user[0].log_prob, user[1].log_prob)
     # Options only the torchdiffeq methods have keep dopri5 at any dimension.
     data = sharp_mixture((16,), components=2, std=0.1)
     x = data.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
