@@ -238,9 +238,9 @@ def likelihood(
     component std 0.004 on $[-1, 1]^d$, d = 16, 64 and 1x8x8, VP, sub-VP, VE; exact trace): mean
     error at most 5.5e-4 bits/dim and worst point 1.4e-3, with 0.30-0.47 of the evaluations of
     plain dopri5 at 1e-5; on eight Gaussians in 2-D 66 evaluations against dopri5's 86 with
-    errors of the same size (mean 4.8e-5 vs 2.7e-5 nats). With one probe resampled the
-    per-point Hutchinson noise is 6-9x smaller than with one fixed probe (a trained MLP; the
-    trained digits U-Net). `step_control="x"` is cheaper but biased on sharp data (0.05-0.08
+    errors of the same size (mean 4.8e-5 vs 2.7e-5 nats); on the trained digits U-Net (d = 64)
+    99 evaluations against dopri5's 218. With one probe resampled the per-point Hutchinson
+    noise is 6-9x smaller than with one fixed probe (the trained digits U-Net; a trained MLP). `step_control="x"` is cheaper but biased on sharp data (0.05-0.08
     bits/dim too low under `VPSDE(0.1, 20)`); use it only for smooth densities.
 
     Args:
@@ -297,9 +297,9 @@ def likelihood(
             number of steps as well as with k, while one extra fixed probe (one more
             vector-Jacobian product per evaluation) steers the step control, so the steps never
             depend on the estimating probes and the estimate stays unbiased. Measured
-            (`benchmarks/likelihood.py`): per-point standard deviation 9x below fixed probes
-            at the same k and evaluations on a trained 2-D MLP, 7x on the trained digits U-Net,
-            4x on a 16-D mixture's exact score.
+            (`benchmarks/likelihood.py`): per-point standard deviation 8.7x below fixed probes
+            at the same k and evaluations on a trained 2-D MLP, 5.9x on the trained digits
+            U-Net, 3.5x on a 16-D mixture's exact score.
 
     Returns:
         A `LikelihoodResult`.
