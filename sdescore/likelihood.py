@@ -7,9 +7,10 @@ $d\log p_t(x(t))/dt = -\nabla\cdot v(x(t), t)$, hence
 
 $$\log p_\varepsilon(x) = \log \pi(z) + \int_\varepsilon^T \nabla\cdot v(x(t), t)\,dt .$$
 
-The pair $(x, \Delta\log p)$ is integrated from $\varepsilon$ to $T$ by the torchdiffeq adapter,
-with step-size control on both channels by default, and the divergence comes from the same
-network pass as $v$. Controlling $x$ alone is not enough on sharp data: for 8-bit-image-like
+The pair $(x, \Delta\log p)$ is integrated from $\varepsilon$ to $T$, for a Gaussian-kernel SDE
+by the exponential Adams solver in log-SNR (`sdescore.solvers.exp_abm`), otherwise by the
+torchdiffeq adapter, either way with error control on both channels, and the divergence comes
+from the same network pass as $v$. Controlling $x$ alone is not enough on sharp data: for 8-bit-image-like
 data the divergence near $t = \varepsilon$ is of order $d\,g^2/(2\sigma_{data}^2)$ and varies on a
 time scale far shorter than the one the state needs, so steps sized for $x$ under-resolve it
 (bits/dim 0.05-0.08 too low under `VPSDE(0.1, 20)`; see `benchmarks/likelihood.py`).
