@@ -102,26 +102,31 @@ def _log_shape(lam: np.ndarray, log_c: float) -> np.ndarray:
     return -np.logaddexp(0.0, log_c + 2.0 * lam)
 
 
-def _weights(
-    nodes: list[float], h: float, lam: float, log_c: float
-) -> tuple[list[float], list[float]]:
-    r"""Weights over the step `[lam, lam + h]` (offsets `nodes` from `lam`) for the noise
-    prediction (its integral against $e^{-u}$) and for $h$ (against 1), each fitted as the shape
-    ($\sqrt g$ and $g$, see the module) times the polynomial through the nodes.
-
-    With $V$ the Vandermonde matrix of the nodes and $m_k = \int_0^h w(u)\,u^k du$ the moments
-    of the weight function, $V^T w = m$; the node values are divided by the shape, so the
-    weights are scaled by its reciprocal at each node. Both channels in one solve."""
-    n = len(nodes)
+def _moments(h: float, lam: float, log_c: float, n: int) -> np.ndarray:
+    r"""`(n, 2)`: $\int_0^h w(u)\,u^k du$ for k < n of the two weight functions over the step
+    `[lam, lam + h]`, $e^{-u}\sqrt g$ (noise prediction) and $g$ (for $h$); see the module."""
     xg, wg = _GAUSS_LEGENDRE
     u = 0.5 * h * (xg + 1.0)
     log_g = _log_shape(lam + u, log_c)
     powers = u[None, :] ** np.arange(n)[:, None]  # (n, quadrature nodes)
     w_x = 0.5 * h * wg * np.exp(-u + 0.5 * log_g)
     w_h = 0.5 * h * wg * np.exp(log_g)
-    moments = np.stack([powers @ w_x, powers @ w_h], axis=1)
+    return np.stack([powers @ w_x, powers @ w_h], axis=1)
+
+
+def _weights(
+    nodes: list[float], moments: np.ndarray, lam: float, log_c: float
+) -> tuple[list[float], list[float]]:
+    r"""Weights over the step for the noise prediction and for $h$, each fitted as the shape
+    ($\sqrt g$ and $g$) times the polynomial through `nodes` (offsets from `lam`), from the
+    first `len(nodes)` rows of `_moments`.
+
+    With $V$ the Vandermonde matrix of the nodes, $V^T w = m$; the node values are divided by
+    the shape, so the weights are scaled by its reciprocal at each node. Both channels in one
+    solve."""
+    n = len(nodes)
     v = np.vander(np.asarray(nodes, dtype=np.float64), n, increasing=True)
-    w = np.linalg.solve(v.T, moments)
+    w = np.linalg.solve(v.T, moments[:n])
     log_g_nodes = _log_shape(lam + np.asarray(nodes, dtype=np.float64), log_c)
     w_eps = w[:, 0] * np.exp(-0.5 * log_g_nodes)
     w_h = w[:, 1] * np.exp(-log_g_nodes)
@@ -287,12 +292,14 @@ def exp_abm_likelihood(
         past = history[::-1][:k]  # newest first
         nodes = [p.lam - lam for p in past]
         ratio, scale = alpha_t / alpha_s, alpha_t * math.exp(-lam)
-        w_eps, w_h = _weights(nodes, step, lam, log_c)
+        # One set of moments per step: the predictor's are the corrector's first k rows.
+        moments = _moments(step, lam, log_c, k + 1)
+        w_eps, w_h = _weights(nodes, moments, lam, log_c)
         x_pred = ratio * x - scale * _combine(w_eps, [p.eps for p in past])
         q_pred = _combine(w_h, [p.h for p in past])
         eps_t, h_t = evaluate(x_pred, lam_t)
         nfe += 1
-        w_eps, w_h = _weights([step, *nodes], step, lam, log_c)
+        w_eps, w_h = _weights([step, *nodes], moments, lam, log_c)
         x_corr = ratio * x - scale * _combine(w_eps, [eps_t, *(p.eps for p in past)])
         q_corr = _combine(w_h, [h_t, *(p.h for p in past)])
         dx = x_corr - x_pred
