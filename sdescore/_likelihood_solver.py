@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from ._checks import check_int, check_real
+from ._checks import check_bool, check_int, check_real
 from .sdes.base import SDE
 from .sdes.gaussian import GaussianSDE
 from .solvers.torchdiffeq import ADAPTIVE_RK_METHODS, TORCHDIFFEQ_METHODS
@@ -50,8 +50,7 @@ def choose_solver(
         method = EXP_ABM if exp_abm or set(options) & set(_EXP_ABM_OPTIONS) else "dopri5"
     if resample_probes is None:
         resample_probes = method == EXP_ABM and estimator == "hutchinson"
-    if not isinstance(resample_probes, bool):
-        raise TypeError(f"resample_probes must be a bool, got {type(resample_probes).__name__}")
+    check_bool("resample_probes", resample_probes)
     if resample_probes and estimator != "hutchinson":
         raise ValueError(
             "resample_probes=True resamples Hutchinson probes: it needs "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_int, check_real, check_sigma_positive
+from .._checks import check_bool, check_int, check_real, check_sigma_positive
 from .._shapes import append_dims, batch_sum
 from ._common import check_weighting, reduce, resolve, sample_time, weight
 
@@ -88,10 +88,7 @@ def dsm_loss(
     """
     sde = resolve(model, x0, sde)
     weighting = check_weighting(weighting)
-    if not isinstance(importance_sampling, bool):
-        raise TypeError(
-            f"importance_sampling must be a bool, got {type(importance_sampling).__name__}"
-        )
+    check_bool("importance_sampling", importance_sampling)
     if importance_sampling:
         if weighting != "likelihood":
             raise ValueError(

@@ -31,7 +31,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import as_time, check_callable, check_real, check_sigma_positive, check_state
+from .._checks import (
+    as_time,
+    check_bool,
+    check_callable,
+    check_real,
+    check_sigma_positive,
+    check_state,
+)
 from .._shapes import append_dims
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
@@ -75,8 +82,7 @@ class ScoreModel(nn.Module):
             raise ValueError(
                 f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
             )
-        if not isinstance(scale_by_sigma, bool):
-            raise TypeError(f"scale_by_sigma must be a bool, got {type(scale_by_sigma).__name__}")
+        check_bool("scale_by_sigma", scale_by_sigma)
         if scale_by_sigma and parameterization != "score":
             raise ValueError(
                 "scale_by_sigma=True applies to parameterization='score' only, "

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .._checks import check_real, check_shape, check_state
+from .._checks import check_bool, check_real, check_shape, check_state
 from .._shapes import batch_sum, flat_dim
 
 __all__ = ["SDE"]
@@ -80,10 +80,7 @@ class SDE(abc.ABC):
         """
         from ..reverse import ProbabilityFlowODE, ReverseSDE
 
-        if not isinstance(probability_flow, bool):
-            raise TypeError(
-                f"probability_flow must be a bool, got {type(probability_flow).__name__}"
-            )
+        check_bool("probability_flow", probability_flow)
         if probability_flow:
             return ProbabilityFlowODE(self, score_fn)
         return ReverseSDE(self, score_fn)
