@@ -252,6 +252,17 @@ def noise_like(x: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def require_gaussian(sde: SDE, what: str, *, purpose: str = "", instead: str = "") -> None:
+    """`TypeError` unless `sde` is a `GaussianSDE`: "`what` needs a GaussianSDE (...)`purpose`,
+    got <type>; `instead`" (the method that needs its kernel, what for, what to use instead)."""
+    if not isinstance(sde, GaussianSDE):
+        hint = f"; {instead}" if instead else ""
+        raise TypeError(
+            f"{what} needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE){purpose}, got "
+            f"{type(sde).__name__}{hint}"
+        )
+
+
 def tweedie(sde: SDE, score, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     r"""Tweedie's denoiser $E[x_0 \mid x_t] = (x_t + \sigma(t)^2 \nabla \log p_t(x_t)) / \alpha(t)$.
 
@@ -262,11 +273,7 @@ def tweedie(sde: SDE, score, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         score: a score function `(x, t) -> (B, *D)`.
         x: states `(B, *D)` at the 0-d forward time `t`.
     """
-    if not isinstance(sde, GaussianSDE):
-        raise TypeError(
-            "denoise=True needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE) for Tweedie's "
-            f"formula, got {type(sde).__name__}"
-        )
+    require_gaussian(sde, "denoise=True", purpose=" for Tweedie's formula")
     s = score(x, batch_time(t, x))
     # Coefficients in the grid's precision (at least float32), then cast to the state's.
     tg = t.to(grid_dtype(x)).reshape(1)

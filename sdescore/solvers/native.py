@@ -16,7 +16,7 @@ import torch
 
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
-from ._common import checked_drift, noise_like
+from ._common import checked_drift, noise_like, require_gaussian
 
 __all__ = [
     "PREDICTORS",
@@ -78,11 +78,10 @@ class StepCoefficients:
 
 
 def _require_gaussian(sde: SDE, method: str) -> None:
-    if not isinstance(sde, GaussianSDE):
-        raise TypeError(
-            f"method {method!r} needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE) for its "
-            f"discrete kernel, got {type(sde).__name__}; use 'euler_maruyama' for other SDEs"
-        )
+    require_gaussian(
+        sde, f"method {method!r}", purpose=" for its discrete kernel",
+        instead="use 'euler_maruyama' for other SDEs",
+    )  # fmt: skip
 
 
 def batch_times(ts: torch.Tensor, batch: int) -> list[torch.Tensor]:

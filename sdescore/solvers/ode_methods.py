@@ -11,8 +11,7 @@ from typing import ClassVar, final
 import torch
 
 from .._checks import check_bool, check_choice, check_int
-from ..sdes.gaussian import GaussianSDE
-from ._common import DEFAULT_MAX_STEPS
+from ._common import DEFAULT_MAX_STEPS, require_gaussian
 from .base import Problem, Solver
 from .dpm_solver import (
     ALLOCATIONS,
@@ -108,11 +107,9 @@ class DPMSolver(Solver):
         return (3 if self.order is None else self.order), multistep, bool(self.damped), False
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        if not isinstance(p.sde, GaussianSDE):
-            raise TypeError(
-                "method 'dpm_solver' needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), "
-                f"got {type(p.sde).__name__}; use a torchdiffeq method such as 'dopri5'"
-            )
+        require_gaussian(
+            p.sde, "method 'dpm_solver'", instead="use a torchdiffeq method such as 'dopri5'"
+        )
         order, multistep, damped, corrector = self.plan(p.steps)
         if corrector:
             return UniPC(order=order, schedule=self.schedule).integrate(p)

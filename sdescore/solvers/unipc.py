@@ -36,6 +36,7 @@ import torch
 
 from .._checks import check_bool, check_choice
 from ..sdes.gaussian import GaussianSDE
+from ._common import require_gaussian
 from .base import Problem, Solver
 from .dpm_solver import DEFAULT_SCHEDULE, SCHEDULES, _boundaries
 
@@ -206,11 +207,9 @@ class UniPC(Solver):
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        if not isinstance(p.sde, GaussianSDE):
-            raise TypeError(
-                f"method {self!r} needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), "
-                f"got {type(p.sde).__name__}; use a torchdiffeq method such as 'dopri5'"
-            )
+        require_gaussian(
+            p.sde, f"method {self!r}", instead="use a torchdiffeq method such as 'dopri5'"
+        )
         return unipc(
             p.sde,
             p.score,
