@@ -10,10 +10,11 @@ $$\log p_\varepsilon(x) = \log \pi(z) + \int_\varepsilon^T \nabla\cdot v(x(t), t
 The pair $(x, \Delta\log p)$ is integrated from $\varepsilon$ to $T$, for a Gaussian-kernel SDE
 by the exponential Adams solver in log-SNR (`sdescore.solvers.exp_abm`), otherwise by the
 torchdiffeq adapter, either way with error control on both channels, and the divergence comes
-from the same network pass as $v$. Controlling $x$ alone is not enough on sharp data: for 8-bit-image-like
-data the divergence near $t = \varepsilon$ is of order $d\,g^2/(2\sigma_{data}^2)$ and varies on a
-time scale far shorter than the one the state needs, so steps sized for $x$ under-resolve it
-(bits/dim 0.05-0.08 too low under `VPSDE(0.1, 20)`; see `benchmarks/likelihood.py`).
+from the same network pass as $v$. Controlling $x$ alone is not enough on sharp data: for
+8-bit-image-like data the divergence near $t = \varepsilon$ is of order
+$d\,g^2/(2\sigma_{data}^2)$ and varies on a time scale far shorter than the one the state needs,
+so steps sized for $x$ under-resolve it (bits/dim 0.05-0.08 too low under `VPSDE(0.1, 20)`; see
+`benchmarks/likelihood.py`).
 """
 
 from __future__ import annotations
@@ -241,8 +242,9 @@ def likelihood(
     plain dopri5 at 1e-5; on eight Gaussians in 2-D 66 evaluations against dopri5's 86 with
     errors of the same size (mean 4.8e-5 vs 2.7e-5 nats); on the trained digits U-Net (d = 64)
     99 evaluations against dopri5's 218. With one probe resampled the per-point Hutchinson
-    noise is 6-9x smaller than with one fixed probe (the trained digits U-Net; a trained MLP). `step_control="x"` is cheaper but biased on sharp data (0.05-0.08
-    bits/dim too low under `VPSDE(0.1, 20)`); use it only for smooth densities.
+    noise is 6-9x smaller than with one fixed probe (the trained digits U-Net; a trained MLP).
+    `step_control="x"` is cheaper but biased on sharp data (0.05-0.08 bits/dim too low under
+    `VPSDE(0.1, 20)`); use it only for smooth densities.
 
     Args:
         model: a `ScoreModel` (its `.sde` is used), or any score callable `(x, t) -> (B, *D)`
