@@ -33,14 +33,14 @@ import numpy as np
 import torch
 
 from ._checks import (
-    check_choice,
     check_end_time,
     check_int,
 )
 from ._shapes import append_dims, batch_sum, flat_dim
-from .dequantization import bits_per_dim, check_bins, check_continuous_data, dequantize
-from .divergence import NOISES, draw_probes, value_and_divergence
-from .likelihood import ESTIMATORS, check_finite_per_example, resolve_sde
+from .dequantization import as_dequantization, bits_per_dim, check_continuous_data, dequantize
+from .divergence import draw_probes, value_and_divergence
+from .estimators import Hutchinson, as_estimator
+from .likelihood import check_finite_per_example, moved_options, resolve_sde
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.gaussian import GaussianSDE
 
@@ -134,6 +134,7 @@ def _integrand(model, sde, xs, ts, probes, lo, d) -> torch.Tensor:
     return g2 * (div + 0.5 * batch_sum(s.square())) - h_ref
 
 
+@moved_options
 def elbo(
     model,
     x: torch.Tensor,
@@ -141,12 +142,10 @@ def elbo(
     sde: GaussianSDE | None = None,
     samples: int = 64,
     eps: float = 1e-5,
-    estimator: str = "hutchinson",
-    noise: str = "rademacher",
+    estimator="hutchinson",
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
-    bins: int | None = None,
-    data_range: tuple[float, float] = (-1.0, 1.0),
+    dequantization=None,
 ) -> ELBOResult:
     r"""Monte Carlo upper bound on $-\log p_\varepsilon(x)$ of the SDE model (no ODE solve).
 
@@ -165,15 +164,15 @@ def elbo(
         sde: a `GaussianSDE` (VP, sub-VP, VE, LinearSDE), required when `model` carries none.
         samples: Monte Carlo draws per example (>= 2, for the standard error).
         eps: start time $\varepsilon \in (0, T)$, as in `likelihood`.
-        estimator: `"hutchinson"` or `"exact"` divergence of the score.
-        noise: probe distribution for Hutchinson, `"rademacher"` or `"gaussian"`.
+        estimator: the divergence of the score: `"hutchinson"` (one probe per draw; its
+            distribution from `Hutchinson(noise=...)`) or `"exact"` (`ExactTrace()`).
         generator: `torch.Generator` for t, the kernel noise and the probes.
         batch_size: at most this many (example, draw) pairs per network call; default all.
-        bins: if given, `x` holds discrete levels `0 .. bins-1`, dequantized once per example
-            onto `data_range` as in `likelihood`; the result then bounds $-\log P(k)$:
-            $-\log P(k) \le -E_u\log p(y) - d\log w$ (see `dequantize`), so `nll_bound`
-            and `bits_per_dim` are directly comparable with `likelihood(..., bins=)`.
-        data_range: `(a, b)`, the continuous interval the model's data live on (with `bins`).
+        dequantization: as in `likelihood` (a number of bins or a `Dequantization`): `x`
+            holds discrete levels, dequantized once per example; the result then bounds
+            $-\log P(k) \le -E_u\log p(y) - d\log w$ (see `dequantize`), so `nll_bound` and
+            `bits_per_dim` are directly comparable with `likelihood`'s. One draw per example
+            (`samples=1` only).
 
     Returns:
         An `ELBOResult`; `nll_bound` $\ge -\log p^{SDE}_\varepsilon(x)$ in expectation.
@@ -188,16 +187,22 @@ def elbo(
         raise TypeError(
             f"elbo needs a GaussianSDE (closed-form transition kernel), got {type(sde).__name__}"
         )
-    if bins is None:
+    estimator = as_estimator(estimator)
+    if isinstance(estimator, Hutchinson) and estimator.probes != 1:
+        raise ValueError(
+            f"elbo draws one Hutchinson probe per Monte Carlo draw; for less noise raise "
+            f"samples instead of probes (got {estimator!r})"
+        )
+    deq = as_dequantization(dequantization)
+    if deq is None:
         check_continuous_data(x)
         check_data_scale(model, x)
         log_volume = 0.0
     else:
-        check_bins(bins, data_range)
-        x, log_w = dequantize(x, bins, data_range, generator=generator)
+        if deq.samples != 1:
+            raise ValueError(f"elbo dequantizes once per example (samples=1), got {deq!r}")
+        x, log_w = dequantize(x, deq.bins, deq.data_range, generator=generator)
         log_volume = flat_dim(x) * log_w
-    check_choice("estimator", estimator, ESTIMATORS)
-    check_choice("noise", noise, NOISES)
     check_int("samples", samples, minimum=2)
     check_int("batch_size", batch_size, allow_none=True)
     eps = check_end_time(eps, sde.T)
@@ -214,8 +219,8 @@ def elbo(
     a, v = _kernel_from_eps(sde, t, eps)
     xt = append_dims(a, x0.ndim) * x0 + append_dims(v.sqrt(), x0.ndim) * z
     probes = None
-    if estimator == "hutchinson":
-        probes = draw_probes(xt, 1, noise=noise, generator=generator)[0]
+    if isinstance(estimator, Hutchinson):
+        probes = draw_probes(xt, 1, noise=estimator.noise, generator=generator)[0]
 
     n = samples * b
     bs = n if batch_size is None else batch_size

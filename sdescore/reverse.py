@@ -11,7 +11,7 @@ import torch
 from ._checks import as_time, check_callable, check_output_shape, check_state
 from ._shapes import append_dims
 from .sdes.base import SDE
-from .solvers import sample_ode, sample_sde
+from .solvers import sample as _sample
 
 __all__ = ["ProbabilityFlowODE", "ReverseSDE"]
 
@@ -68,7 +68,7 @@ class ReverseSDE(_ScoreDriven):
         """$g(t)$, the forward diffusion coefficient."""
         return self.sde.diffusion(t)
 
-    sample = sample_sde.sample
+    sample = _sample.sample_sde
 
 
 class ProbabilityFlowODE(_ScoreDriven):
@@ -90,6 +90,6 @@ class ProbabilityFlowODE(_ScoreDriven):
         """Zero: the ODE has no noise (kept so both wrappers share one interface)."""
         return torch.zeros_like(self.sde.diffusion(t))
 
-    sample = sample_ode.sample
-    encode = sample_ode.encode
-    decode = sample_ode.decode
+    sample = _sample.sample_ode
+    encode = _sample.encode
+    decode = _sample.decode

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_output_shape
+from .._checks import check_output_shape, check_real
 from .._shapes import append_dims
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
+from .grid import grid_dtype
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -27,6 +28,7 @@ __all__ = [
     "check_finite",
     "checked_drift",
     "finish",
+    "check_positive",
     "grid_dtype",
     "noise_like",
     "progress_bar",
@@ -144,12 +146,16 @@ class SampleResult:
         trajectory: with `trajectory=True`, the states visited, `(S, B, *D)`, first the start
             state and last the state before any final denoising; otherwise `None`.
         times: the forward times `(S,)` of the `trajectory` states, or `None`.
+        solver: what ran: the algorithm, its order and grid, and the budget
+            (`Solver.describe`), e.g. `"Auto: UniPC (UniP-2 + UniC, bh2) on TimeQuadratic()
+            with 10 score calls"`.
     """
 
     samples: torch.Tensor
     nfe: int
     trajectory: torch.Tensor | None = None
     times: torch.Tensor | None = None
+    solver: str | None = None
 
 
 class CountedScore:
@@ -226,14 +232,9 @@ def checked_drift(sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return check_output_shape(sde.drift(x, t), x, f"{type(sde).__name__}.drift(x, t)")
 
 
-def grid_dtype(like: torch.Tensor) -> torch.dtype:
-    """The dtype of time grids and step coefficients for a state like `like`: float64 for a
-    float64 state, float32 otherwise.
-
-    A float16/bfloat16 grid would be far too coarse (bfloat16 has 8 significant bits: half of
-    1000 uniform steps on [1e-3, 1] would have zero length); the state may stay low precision.
-    """
-    return torch.float64 if like.dtype == torch.float64 else torch.float32
+def check_positive(name: str, value) -> float:
+    """`value` as a float, checked finite and > 0 (a solver's tolerance, step or ratio)."""
+    return check_real(name, value, positive=True)
 
 
 def time_grid(T: float, eps: float, steps: int, like: torch.Tensor) -> torch.Tensor:

@@ -26,14 +26,25 @@ sizes and the error estimate are kept in at least float32, whatever the state's 
 from __future__ import annotations
 
 import math
+from typing import ClassVar, final
 
 import torch
 
+from .._checks import check_int
 from .._shapes import append_dims, batch_sum, flat_dim
 from ..sdes.base import SDE
-from ._common import MaxStepsError, NonFiniteError, checked_drift, grid_dtype, noise_like
+from ._common import (
+    DEFAULT_MAX_STEPS,
+    MaxStepsError,
+    NonFiniteError,
+    check_positive,
+    checked_drift,
+    grid_dtype,
+    noise_like,
+)
+from .base import Problem, Solver
 
-__all__ = ["sample_gotta_go_fast"]
+__all__ = ["GottaGoFast", "sample_gotta_go_fast"]
 
 _SAFETY, _EXPONENT = 0.9, 0.9
 
@@ -120,3 +131,47 @@ def sample_gotta_go_fast(
         f"(max_steps={max_steps} iterations did not reach t = {t1}; still at "
         f"t = {float(t.max()):.6g}; a stiff score near t = 0 is the usual cause)"
     )
+
+
+@final
+class GottaGoFast(Solver):
+    """Adaptive reverse-SDE solver of Jolicoeur-Martineau et al. (2021); no `steps`.
+
+    Args:
+        rtol: relative tolerance (default 1e-2).
+        atol: absolute tolerance (default 1e-2).
+        dt: the initial step (default 0.01 T).
+        max_steps: the most steps before a `MaxStepsError` (default 10 000).
+    """
+
+    process: ClassVar[str] = "sde"
+
+    def __init__(
+        self,
+        *,
+        rtol: float = 1e-2,
+        atol: float = 1e-2,
+        dt: float | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+    ):
+        self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
+        self.dt = None if dt is None else check_positive("dt", dt)
+        self.max_steps = check_int("max_steps", max_steps)
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return None
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        return sample_gotta_go_fast(
+            p.sde,
+            p.score,
+            p.x,
+            t0=p.t0,
+            t1=p.t1,
+            rtol=self.rtol,
+            atol=self.atol,
+            dt=self.dt,
+            max_steps=self.max_steps,
+            generator=p.generator,
+            record=p.record,
+        )

@@ -91,15 +91,41 @@ class Solver(abc.ABC):
         default_steps: the step budget used when `sample` gets no `steps=`; `None` means the
             solver takes no step count (adaptive methods), and `steps=` is then an error.
         supports_inpaint: whether `integrate` applies `problem.project` after every step.
+        supports_likelihood: whether `likelihood` can integrate its $(x, \Delta\log p)$
+            system with this solver (`TorchDiffEq`, `Dopri5`, `ExpABM`).
     """
 
     process: ClassVar[str]
     default_steps: ClassVar[int | None] = None
     supports_inpaint: ClassVar[bool] = False
+    supports_likelihood: ClassVar[bool] = False
 
     def score_calls(self, steps: int | None) -> int | None:
         """Score evaluations a solve of `steps` steps makes, for the progress bar (or `None`)."""
         return steps
+
+    def grid_steps(self) -> int | None:
+        """The `steps` an explicit grid of times fixes (`self.grid`, a `Times`), or `None`.
+
+        One step per interval of the grid; a solver whose `steps` counts something else per
+        interval (singlestep `DPMSolver`: `order` score calls) overrides this.
+        """
+        grid = getattr(self, "grid", None)
+        return None if grid is None else grid.steps
+
+    def describe(self, steps: int | None) -> str:
+        """What runs for a budget of `steps`: the algorithm, its options and grid (the object's
+        repr unless a solver chooses by budget, as `Auto` does); `SampleResult.solver`."""
+        return repr(self) if steps is None else f"{self!r} with steps={steps}"
+
+    def to_dict(self) -> dict:
+        """A JSON-ready description of this solver and its options (grids included);
+        `sdescore.solvers.solver_from_dict` rebuilds it.
+
+        Raises:
+            TypeError: an option that has no plain description (e.g. `Inpainting`'s tensors).
+        """
+        return {"solver": type(self).__name__, "options": _describe(vars(self))}
 
     @abc.abstractmethod
     def integrate(self, problem: Problem) -> torch.Tensor:
@@ -114,3 +140,19 @@ class Solver(abc.ABC):
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted((k, repr(v)) for k, v in vars(self).items()))))
+
+
+def _describe(options: dict) -> dict:
+    out = {}
+    for k, v in options.items():
+        if k.startswith("_"):
+            continue
+        if v is None or isinstance(v, (bool, int, float, str)):
+            out[k] = v
+        elif hasattr(v, "to_dict"):  # a Grid, a Langevin corrector, a nested solver
+            out[k] = v.to_dict()
+        else:
+            raise TypeError(
+                f"option {k}={type(v).__name__} has no plain description; it cannot be saved"
+            )
+    return out

@@ -21,18 +21,21 @@ its score calls plus a few fused tensor operations.
 
 from __future__ import annotations
 
-import math
+from typing import ClassVar, final
 
 import torch
 
+from .._checks import check_bool, check_choice, check_int
 from ..sdes.gaussian import GaussianSDE
-from ._common import grid_dtype
+from ._common import require_gaussian
+from .base import Problem, Solver
+from .grid import Grid, as_grid
 
 __all__ = [
     "ALLOCATIONS",
-    "DEFAULT_SCHEDULE",
+    "DEFAULT_GRID",
+    "DPMSolver",
     "PREDICTIONS",
-    "SCHEDULES",
     "dpm_orders",
     "dpm_solver",
     "dpm_solver_multistep",
@@ -41,9 +44,7 @@ __all__ = [
 
 PREDICTIONS = ("data", "noise")
 ALLOCATIONS = ("equal", "order")
-DEFAULT_SCHEDULE = "time_quadratic"
-SCHEDULES = ("logsnr", "time_uniform", "time_quadratic", "karras")
-KARRAS_RHO = 7.0
+DEFAULT_GRID = "time_quadratic"
 _STAGES = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}
 
 
@@ -59,30 +60,6 @@ def dpm_orders(nfe: int, order: int, *, end_low: bool = False) -> list[int]:
     if end_low and order == 3 and rem == 0 and k >= 2:
         return [3] * (k - 1) + [2, 1]
     return [order] * k + ([rem] if rem else [])
-
-
-def _boundaries(
-    sde: GaussianSDE, t0: float, t1: float, n: int, schedule: str, like
-) -> torch.Tensor:
-    """Step boundary times `(n + 1,)` from `t0` to `t1`, endpoints exact, in `grid_dtype(like)`."""
-    opts = {"device": like.device, "dtype": grid_dtype(like)}
-    if schedule == "time_uniform":
-        ts = torch.linspace(t0, t1, n + 1, **opts)
-    elif schedule == "time_quadratic":
-        ts = torch.linspace(math.sqrt(t0), math.sqrt(t1), n + 1, **opts).square()
-    else:
-        ends = sde.log_snr(torch.tensor([t0, t1], **opts))
-        u = torch.linspace(0, 1, n + 1, **opts)
-        if schedule == "logsnr":
-            lam = ends[0] + u * (ends[1] - ends[0])
-        else:
-            # Karras et al. (2022), eq. (5): uniform in sigma^(1/rho) for the VE noise level
-            # sigma/alpha = exp(-lambda), i.e. lambda = -rho log(...) between the end points.
-            a, b = (-ends / KARRAS_RHO).exp().unbind(0)
-            lam = -KARRAS_RHO * (a + u * (b - a)).log()
-        ts = sde.t_from_log_snr(lam).to(**opts)
-    ts[0], ts[-1] = t0, t1
-    return ts
 
 
 class _Point:
@@ -116,7 +93,7 @@ def dpm_solver(
     t1: float,
     steps: int,
     order: int,
-    schedule: str,
+    grid: Grid,
     prediction: str,
     record,
     proportional: bool = False,
@@ -132,27 +109,26 @@ def dpm_solver(
         t1: end time (either order).
         steps: the number of score evaluations (Lu et al.'s NFE), split by `dpm_orders`.
         order: 1, 2 or 3.
-        schedule: step boundaries uniform in `"logsnr"` $\lambda$ (Lu et al.'s recommendation),
-            `"time_uniform"` or `"time_quadratic"` (uniform in $\sqrt t$; the default of the
-            public API, see docs/sampling.md for the measurements behind it).
+        grid: the step boundaries (`sdescore.solvers.grid`).
         prediction: Taylor-expand the data prediction `"data"` (DPM-Solver++, Lu et al. 2022b,
             the same expansion in $\hat x_0$ with $e^{-h}$ in place of $e^{h}$) or the noise
             prediction `"noise"` (Lu et al. 2022).
         record: a `Recorder` for the trajectory (states at step boundaries).
-        proportional: each step's length proportional to its order (on the schedule's
+        proportional: each step's length proportional to its order (on the grid.s
             `steps`-cell grid, Lu et al.'s code); `False`: equal steps whatever their order.
         end_low: see `dpm_orders`.
     """
+    grid = as_grid(grid)
     step = _step_data if prediction == "data" else _step
     orders = dpm_orders(steps, order, end_low=end_low)
     if proportional:
         # Each step spans as many cells of an nfe-point grid as it makes score calls (Lu et
         # al.'s code), so the last, low-order step is short.
-        fine = _boundaries(sde, t0, t1, steps, schedule, x)
+        fine = grid.times(sde, t0, t1, steps, x)
         cells = torch.tensor([0, *orders], device=fine.device).cumsum(0)
         ts = fine[cells]
     else:
-        ts = _boundaries(sde, t0, t1, len(orders), schedule, x)
+        ts = grid.times(sde, t0, t1, len(orders), x)
     # All intermediate stage times, found at once (one vectorised t_from_log_snr call).
     lam_b = sde.log_snr(ts)
     rs = [r for k in orders for r in _STAGES[k]]
@@ -217,7 +193,7 @@ def dpm_solver_multistep(
     t1: float,
     steps: int,
     order: int,
-    schedule: str,
+    grid: Grid,
     prediction: str,
     record,
     damped: bool = False,
@@ -242,7 +218,8 @@ def dpm_solver_multistep(
         raise ValueError(
             f"multistep=True supports prediction='data' only (DPM-Solver++), got {prediction!r}"
         )
-    ts = _boundaries(sde, t0, t1, steps, schedule, x)
+    grid = as_grid(grid)
+    ts = grid.times(sde, t0, t1, steps, x)
     pts = _points(sde, ts, x)
     record(ts[0], x)
     hist: list[tuple[torch.Tensor, torch.Tensor]] = []  # (lambda, x0-prediction), newest last
@@ -304,3 +281,115 @@ def _step_data(score, x: torch.Tensor, s: _Point, t: _Point, mids: list[_Point])
     u2 = first_order(m2) + (m2.alpha * r2 / r1 * (torch.expm1(-h2) / h2 + 1)) * d1
     d2 = _data(score, u2, m2) - d_s
     return first_order(t) + (t.alpha / r2 * (torch.expm1(-h) / h + 1)) * d2
+
+
+@final
+class DPMSolver(Solver):
+    r"""DPM-Solver / DPM-Solver++ (Lu et al. 2022; 2022b) for a `GaussianSDE`.
+
+    `steps` on `sample` is the number of score evaluations (default 20). With `order` and
+    `multistep` unset this is multistep DPM-Solver++ (Lu et al. 2022b, Alg. 2), one score call
+    per step: 2M below 13 calls and 3M from 13 (with the damped second-derivative term unless
+    `damped=False`), as measured in docs/sampling.md. For the by-budget choice that also uses
+    UniPC's corrector, the default sampler, see `Auto`.
+
+    Args:
+        steps: the budget when `sample` gets no `steps=` (score calls for the exponential
+            integrators, time steps otherwise; default: the class's `default_steps`).
+        order: 1, 2 or 3 (default: by budget, see above; 3 when `multistep` is set).
+        multistep: `False`: singlestep, `order` calls per step; `True`: multistep DPM-Solver++
+            with one call per step. Default: multistep when `order` is unset too, else
+            singlestep.
+        grid: the step boundaries: a `Grid` (`TimeQuadratic()`, the default, uniform in
+            $\sqrt t$; `LogSNR()`; `TimeUniform()`; `Karras(rho)`), its name, or explicit
+            times (one step per interval; see `sdescore.solvers.grid`).
+        prediction: Taylor-expand the data prediction `"data"` (DPM-Solver++, default) or the
+            noise prediction `"noise"` (singlestep only).
+        damped: multistep order 3 only: `True` halves the second-derivative term, as the 3M of
+            Lu et al.'s code, diffusers and k-diffusion do (order 2 in practice, more accurate
+            below about 40 calls on a time-quadratic grid); `False` is the exact order-3 update.
+            Default `True` when the order is chosen by budget.
+        allocation: singlestep only: `"equal"` (default) steps of equal length on the grid;
+            `"order"` as Lu et al.'s code: each step's length proportional to its order, and a
+            budget divisible by 3 ending in orders 2, 1 (not with explicit grid times).
+
+    Raises:
+        ValueError, TypeError: a bad option, named in the message.
+    """
+
+    process: ClassVar[str] = "ode"
+    default_steps: ClassVar[int] = 20
+
+    def __init__(
+        self,
+        *,
+        steps: int | None = None,
+        order: int | None = None,
+        multistep: bool | None = None,
+        grid=DEFAULT_GRID,
+        prediction: str = "data",
+        damped: bool | None = None,
+        allocation: str = "equal",
+    ):
+        self.steps = check_int("steps", steps, allow_none=True)
+        if order is not None and (isinstance(order, bool) or order not in (1, 2, 3)):
+            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+        self.order = order
+        self.multistep = None if multistep is None else check_bool("multistep", multistep)
+        self.grid = as_grid(grid)
+        self.prediction = check_choice("prediction", prediction, PREDICTIONS)
+        self.damped = None if damped is None else check_bool("damped", damped)
+        self.allocation = check_choice("allocation", allocation, ALLOCATIONS)
+        if self.multistep and self.prediction != "data":
+            raise ValueError(
+                "multistep=True supports prediction='data' only (DPM-Solver++), got "
+                f"prediction={prediction!r}"
+            )
+        if self.damped is not None and self.multistep is False:
+            raise ValueError(f"damped applies to multistep=True only, got damped={damped!r}")
+        if self.allocation == "order" and self.grid.steps is not None:
+            raise ValueError(
+                "allocation='order' places its own boundaries; with explicit grid times use "
+                "allocation='equal' (one step per interval)"
+            )
+
+    def plan(self, steps: int) -> tuple[int, bool, bool]:
+        """`(order, multistep, damped)` for a budget of `steps` score calls (see the class)."""
+        if self.order is None and self.multistep is None and self.prediction == "data":
+            if steps < 13:
+                return 2, True, False
+            return 3, True, self.damped is not False
+        multistep = bool(self.multistep)
+        return (3 if self.order is None else self.order), multistep, bool(self.damped)
+
+    def grid_steps(self) -> int | None:
+        n = self.grid.steps
+        if n is None:
+            return None
+        order, multistep, _ = self.plan(n)
+        return n if multistep else n * order
+
+    def describe(self, steps: int | None) -> str:
+        order, multistep, damped = self.plan(steps)
+        name = "DPM-Solver++" if self.prediction == "data" else "DPM-Solver"
+        kind = f"({order}M{', damped' if damped else ''})" if multistep else f"-{order}"
+        return f"{name}{kind} on {self.grid!r} with {steps} score calls"
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        require_gaussian(
+            p.sde, "method 'dpm_solver'", instead="use a torchdiffeq method such as 'dopri5'"
+        )
+        order, multistep, damped = self.plan(p.steps)
+        common = dict(
+            t0=p.t0,
+            t1=p.t1,
+            steps=p.steps,
+            order=order,
+            grid=self.grid,
+            prediction=self.prediction,
+            record=p.record,
+        )
+        if multistep:
+            return dpm_solver_multistep(p.sde, p.score, p.x, damped=damped, **common)
+        reference = self.allocation == "order"
+        return dpm_solver(p.sde, p.score, p.x, proportional=reference, end_low=reference, **common)

@@ -60,15 +60,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar, final
 
 import numpy as np
 import torch
 
 from ..divergence import value_and_divergence
 from ..sdes.gaussian import GaussianSDE
-from ._common import MaxStepsError, NonFiniteError
+from .._checks import check_int
+from ._common import DEFAULT_MAX_STEPS, MaxStepsError, NonFiniteError, check_positive
+from .base import Solver
 
-__all__ = ["ExpABMSolution", "exp_abm_likelihood"]
+__all__ = ["DEFAULT_TOL", "ExpABM", "ExpABMSolution", "exp_abm_likelihood"]
+
+# The default tolerance: measured by benchmarks/likelihood.py (docs/likelihood.md).
+DEFAULT_TOL = 2e-3
 
 # Growth of the step after an accepted step is capped (multistep methods lose stability and
 # accuracy on strongly varying step ratios); shrinking after a rejection is floored.
@@ -333,3 +339,57 @@ def exp_abm_likelihood(
     if fresh_probes is not None:
         delta = delta[n_control:]
     return ExpABMSolution(x.to(in_dtype), (delta + d * log_ratio).to(in_dtype), nfe)
+
+
+@final
+class ExpABM(Solver):
+    r"""The adaptive exponential Adams predictor-corrector in log-SNR (see the module), as the
+    solver of `likelihood` (its default for a `GaussianSDE`); it integrates the likelihood's
+    $(x, \Delta\log p)$ system only, not sampling.
+
+    Args:
+        rtol: relative tolerance on $x$ (default 2e-3; docs/likelihood.md says what it buys).
+        atol: absolute tolerance on $x$; it also bounds each step's log-density error by
+            `atol * d` nats (default 2e-3).
+        order: predictor order k, 1 to 4 (default 4); the corrector has order k + 1.
+        first_step: the first step in log-SNR, between 1e-6 and 1 (default 0.05).
+        max_steps: the most step attempts before a `MaxStepsError` (default 10 000).
+
+    Raises:
+        ValueError, TypeError: a bad option, named in the message.
+    """
+
+    process: ClassVar[str] = "ode"
+    supports_likelihood: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        rtol: float = DEFAULT_TOL,
+        atol: float = DEFAULT_TOL,
+        order: int = 4,
+        first_step: float = 0.05,
+        max_steps: int = DEFAULT_MAX_STEPS,
+    ):
+        self.rtol = check_positive("rtol", rtol)
+        self.atol = check_positive("atol", atol)
+        if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
+            raise ValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
+        self.order = order
+        if (
+            isinstance(first_step, bool)
+            or not isinstance(first_step, (int, float))
+            or not 1e-6 <= first_step <= 1
+        ):
+            raise ValueError(
+                "first_step must be a step in log-SNR between 1e-6 and 1 (the longest step; "
+                f"default 0.05), got {first_step!r}"
+            )
+        self.first_step = float(first_step)
+        self.max_steps = check_int("max_steps", max_steps)
+
+    def integrate(self, p) -> torch.Tensor:
+        raise ValueError(
+            "ExpABM integrates the likelihood's (x, log p) system from eps to T "
+            "(sdescore.likelihood(..., solver=ExpABM())); to sample, use method='auto'"
+        )

@@ -6,13 +6,35 @@ which leave $p_t$ invariant as $\epsilon \to 0$; they differ in how $\epsilon$ i
 
 from __future__ import annotations
 
+from typing import ClassVar, final
+
 import torch
 
+from .._checks import check_choice, check_int
 from ..sdes.base import SDE
-from ._common import grid_dtype, noise_like
-from .native import Predictor, StepCoefficients, _require_gaussian, batch_times, last_noise
+from ._common import check_positive, noise_like
+from .base import Problem, Solver
+from .grid import as_grid, grid_dtype
+from .native import (
+    PREDICTORS,
+    Predictor,
+    StepCoefficients,
+    _grid,
+    _Predictor,
+    _require_gaussian,
+    batch_times,
+    last_noise,
+)
 
-__all__ = ["annealing_levels", "langevin_correct", "sample_annealed_langevin", "sample_pc"]
+__all__ = [
+    "PC",
+    "AnnealedLangevin",
+    "Langevin",
+    "annealing_levels",
+    "langevin_correct",
+    "sample_annealed_langevin",
+    "sample_pc",
+]
 
 
 def _mean_norm(v: torch.Tensor) -> torch.Tensor:
@@ -163,3 +185,139 @@ def sample_annealed_langevin(
                 x = project(x, ts[i])
         record(ts[i], x)
     return x
+
+
+@final
+class Langevin:
+    r"""The Langevin corrector of `PC` (Song et al. 2021, Algs. 4–5).
+
+    Args:
+        snr: the signal-to-noise ratio $r$; the step is $2\alpha (r\sigma_t)^2$ (default 0.16).
+        steps: Langevin steps per time step (default 1), one score call each.
+    """
+
+    def __init__(self, *, snr: float = 0.16, steps: int = 1):
+        self.snr = check_positive("snr", snr)
+        self.steps = check_int("corrector steps", steps)
+
+    def __repr__(self) -> str:
+        return f"Langevin(snr={self.snr!r}, steps={self.steps!r})"
+
+    def to_dict(self) -> dict:
+        return {"snr": self.snr, "steps": self.steps}
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Langevin) and (self.snr, self.steps) == (other.snr, other.steps)
+
+    def __hash__(self) -> int:
+        return hash((self.snr, self.steps))
+
+
+@final
+class PC(Solver):
+    """Predictor–corrector sampling (Song et al. 2021, Alg. 1): a predictor step, then Langevin.
+
+    `steps` on `sample` is the number of time steps (default 1000); each costs
+    `1 + corrector.steps` score calls.
+
+    Args:
+        steps: the budget when `sample` gets no `steps=` (score calls for the exponential
+            integrators, time steps otherwise; default: the class's `default_steps`).
+        predictor: `EulerMaruyama()`, `ReverseDiffusion()` (default) or `Ancestral()`, or its
+            name.
+        corrector: a `Langevin` corrector (default `Langevin(snr=0.16, steps=1)`).
+        grid: the step boundaries: a `Grid` (default `TimeUniform()`), its name, or explicit
+            times (one step per interval; `sdescore.solvers.grid`).
+    """
+
+    process: ClassVar[str] = "sde"
+    default_steps: ClassVar[int] = 1000
+    supports_inpaint: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        steps: int | None = None,
+        predictor="reverse_diffusion",
+        corrector: Langevin | None = None,
+        grid="time_uniform",
+    ):
+        self.steps = check_int("steps", steps, allow_none=True)
+        if isinstance(predictor, _Predictor):
+            predictor = predictor.name
+        self.predictor = check_choice("predictor", predictor, PREDICTORS)
+        corrector = Langevin() if corrector is None else corrector
+        if not isinstance(corrector, Langevin):
+            raise TypeError(
+                f"corrector must be an sdescore.Langevin(snr=..., steps=...), got "
+                f"{type(corrector).__name__}"
+            )
+        self.corrector = corrector
+        self.grid = as_grid(grid)
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return None if steps is None else steps * (1 + self.corrector.steps)
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        return sample_pc(
+            p.sde,
+            p.score,
+            p.x,
+            _grid(self, p),
+            predictor=self.predictor,
+            snr=self.corrector.snr,
+            corrector_steps=self.corrector.steps,
+            final_noise=p.final_noise,
+            generator=p.generator,
+            record=p.record,
+            project=p.project,
+        )
+
+
+@final
+class AnnealedLangevin(Solver):
+    r"""Annealed Langevin dynamics (NCSN; Song & Ermon 2019, Alg. 1) on a `GaussianSDE`.
+
+    `steps` on `sample` is the number of noise levels (default 1000).
+
+    Args:
+        steps: the budget when `sample` gets no `steps=` (score calls for the exponential
+            integrators, time steps otherwise; default: the class's `default_steps`).
+        step_size: $\epsilon$ in $\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2$; default
+            $0.2\,\sigma_L^2$ (their 2e-5 at $\sigma_L = 0.01$), stable for any schedule.
+        corrector_steps: Langevin steps per noise level (default 1).
+    """
+
+    process: ClassVar[str] = "sde"
+    default_steps: ClassVar[int] = 1000
+    supports_inpaint: ClassVar[bool] = True
+
+    def __init__(
+        self, *, steps: int | None = None, step_size: float | None = None, corrector_steps: int = 1
+    ):
+        self.steps = check_int("steps", steps, allow_none=True)
+        self.step_size = None if step_size is None else check_positive("step_size", step_size)
+        self.corrector_steps = check_int("corrector_steps", corrector_steps)
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return None if steps is None else steps * self.corrector_steps
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        levels = annealing_levels(p.sde, p.t1, p.steps, p.x)  # checks that sde has a kernel
+        step_size = self.step_size
+        if step_size is None:
+            # Song & Ermon's eps = 2e-5 was tuned for sigma_L = 0.01; rescaled to this SDE's
+            # sigma_L it keeps alpha_i / sigma_i^2 = 0.2, stable whatever the schedule.
+            step_size = 0.2 * float(p.sde.sigma(torch.tensor(p.t1, dtype=torch.float64))) ** 2
+        return sample_annealed_langevin(
+            p.sde,
+            p.score,
+            p.x,
+            levels,
+            step_size=step_size,
+            corrector_steps=self.corrector_steps,
+            final_noise=p.final_noise,
+            generator=p.generator,
+            record=p.record,
+            project=p.project,
+        )

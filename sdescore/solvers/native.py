@@ -12,14 +12,22 @@ $\beta_i = \beta_{max}/N$, which exceeds 1 for $N \le 20$).
 
 from __future__ import annotations
 
+from typing import ClassVar, final
+
 import torch
 
+from .._checks import check_int
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
 from ._common import checked_drift, noise_like, require_gaussian
+from .base import Problem, Solver
+from .grid import as_grid
 
 __all__ = [
     "PREDICTORS",
+    "Ancestral",
+    "EulerMaruyama",
+    "ReverseDiffusion",
     "Predictor",
     "StepCoefficients",
     "batch_times",
@@ -170,3 +178,64 @@ def sample_predictor(
             x = project(x, ts[i + 1])
         record(ts[i + 1], x)
     return x
+
+
+def _grid(solver: Solver, p: Problem) -> torch.Tensor:
+    """The solver's grid (`solver.grid`, uniform in t by default) from `p.t0` to `p.t1`."""
+    return solver.grid.times(p.sde, p.t0, p.t1, p.steps, p.x)
+
+
+class _Predictor(Solver):
+    """A fixed-step predictor of `native.py`, `steps` steps (default 1000), one call each.
+
+    Args:
+        steps: the budget when `sample` gets no `steps=` (score calls for the exponential
+            integrators, time steps otherwise; default: the class's `default_steps`).
+        grid: the step boundaries: a `Grid` (default `TimeUniform()`, uniform in t), its name,
+            or explicit times (one step per interval; `sdescore.solvers.grid`).
+    """
+
+    process: ClassVar[str] = "sde"
+    default_steps: ClassVar[int] = 1000
+    supports_inpaint: ClassVar[bool] = True
+    name: ClassVar[str]
+
+    def __init__(self, *, steps: int | None = None, grid="time_uniform"):
+        self.steps = check_int("steps", steps, allow_none=True)
+        self.grid = as_grid(grid)
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        return sample_predictor(
+            p.sde,
+            p.score,
+            p.x,
+            _grid(self, p),
+            predictor=self.name,
+            final_noise=p.final_noise,
+            generator=p.generator,
+            record=p.record,
+            project=p.project,
+        )
+
+
+@final
+class EulerMaruyama(_Predictor):
+    r"""Euler–Maruyama on the reverse SDE, $x - [f - g^2 s]\,h + g\sqrt h\,z$ (Song et al. 2021,
+    eq. (6)); any SDE."""
+
+    name: ClassVar[str] = "euler_maruyama"
+
+
+@final
+class ReverseDiffusion(_Predictor):
+    """Reverse diffusion (Song et al. 2021, eq. (46)); a `GaussianSDE`."""
+
+    name: ClassVar[str] = "reverse_diffusion"
+
+
+@final
+class Ancestral(_Predictor):
+    """Ancestral sampling, DDPM / SMLD (Ho et al. 2020, eq. (7); Song et al. 2021, eq. (47));
+    a `GaussianSDE`."""
+
+    name: ClassVar[str] = "ancestral"

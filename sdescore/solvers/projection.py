@@ -30,13 +30,20 @@ mean -0.20, variance 0.36; VP, reverse diffusion, 4000 samples, `benchmarks/impu
 replacement gives mean -0.50, variance 0.49 at 200 steps and the same at 1000; `"tweedie"`
 gives -0.20, 0.36 at 200 steps (0.39 at 50). For independent coordinates both are exact.
 
-**Probability-flow ODE.** `inpaint=` is offered for the native reverse-SDE samplers only. The
+**Use.** `Inpainting(observed, mask, solver="pc")` is itself a reverse-SDE solver object that
+wraps a native sampler (extension by wrapping): `reverse.sample(shape,
+method=Inpainting(y, mask, solver=PC()))`; the wrapped solver applies the projection after every
+step.
+
+**Probability-flow ODE.** Inpainting is offered for the native reverse-SDE samplers only. The
 ODE has no noise of its own to undo the mismatch between the replaced known part and the path:
 with the same projection, Euler PF-ODE steps give mean -0.69, variance 0.60 on the example
 above, worse than every SDE sampler (tests/solvers/test_inpainting.py).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar, final
 
 import torch
 
@@ -45,14 +52,21 @@ from .._shapes import append_dims, batch_sum
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
 from ._common import noise_like
+from .base import Problem, Solver
 
 __all__ = ["INPAINT_METHODS", "Inpainting"]
 
 INPAINT_METHODS = ("replace", "tweedie")
 
 
-class Inpainting:
-    r"""Known values and their mask, for `ReverseSDE.sample(..., inpaint=Inpainting(y, mask))`.
+@final
+class Inpainting(Solver):
+    r"""Inpainting with a native reverse-SDE sampler: `ReverseSDE.sample(shape,
+    method=Inpainting(y, mask, solver="pc"))`.
+
+    After every step of `solver` the known part is redrawn from its forward marginal given the
+    observation (Song et al. 2021, App. I), and the samples end equal to `observed` where `mask`
+    is True (after any final denoising). `steps` on `sample` are `solver`'s.
 
     Args:
         observed: `(B, *D)` (or `(*D)`, shared by the batch) with the known values where `mask`
@@ -69,6 +83,9 @@ class Inpainting:
         cg_iterations: `"tweedie"` only: conjugate-gradient iterations for
             $C_{\Omega\Omega}^{-1}$, each one backward pass through the score (default 5;
             capped at the number of known entries per example, where CG is exact).
+        solver: the native sampler that runs: a solver object (`EulerMaruyama()`,
+            `ReverseDiffusion()`, `Ancestral()`, `PC()`, `AnnealedLangevin()`) or its name
+            (default `"euler_maruyama"`, as `ReverseSDE.sample`).
 
     Raises:
         TypeError: `observed` not a floating tensor, `mask` not a boolean tensor, or
@@ -76,8 +93,11 @@ class Inpainting:
         ValueError: shapes that do not match, `observed` NaN or Inf where `mask` is True (the
             message counts the bad entries), a mask with every coordinate known (nothing to
             sample) or none known (plain sampling: leave `inpaint` out), an unknown `method`,
-            `cg_iterations` < 1 or given with `method="replace"`.
+            `cg_iterations` < 1 or given with `method="replace"`, a `solver` that is not a
+            native reverse-SDE sampler.
     """
+
+    process: ClassVar[str] = "sde"
 
     def __init__(
         self,
@@ -86,6 +106,7 @@ class Inpainting:
         *,
         method: str = "replace",
         cg_iterations: int | None = None,
+        solver="euler_maruyama",
     ):
         if not isinstance(observed, torch.Tensor) or not observed.is_floating_point():
             got = observed.dtype if isinstance(observed, torch.Tensor) else type(observed).__name__
@@ -119,6 +140,45 @@ class Inpainting:
             "cg_iterations", 5 if cg_iterations is None else cg_iterations
         )
         self.observed, self.mask = observed.detach(), mask
+        from .table import get_solver  # the table lists this class: import at use
+
+        self.solver = get_solver(solver, "sde", what="solver")
+        if not self.solver.supports_inpaint:
+            raise ValueError(
+                f"solver {self.solver!r} cannot inpaint; the native samplers can: "
+                "'euler_maruyama', 'reverse_diffusion', 'ancestral', 'pc', 'annealed_langevin'"
+            )
+
+    @property
+    def default_steps(self) -> int | None:  # type: ignore[override]
+        return self.solver.default_steps
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return self.solver.score_calls(steps)
+
+    def grid_steps(self) -> int | None:
+        return self.solver.grid_steps()
+
+    def describe(self, steps: int | None) -> str:
+        return f"{self!r}: {self.solver.describe(steps)}"
+
+    def projection(self, sde: SDE, x: torch.Tensor, generator) -> BoundInpainting:
+        """The per-step projection for a solve from `x` (`ReverseSDE.sample` calls this)."""
+        return self.bind(sde, x, generator)
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        if p.project is None:
+            raise ValueError(
+                "Inpainting runs through ReverseSDE.sample(..., method=Inpainting(...)), which "
+                "binds the projection to the solve"
+            )
+        return self.solver.integrate(p)
+
+    def to_dict(self) -> dict:
+        raise TypeError("an Inpainting holds tensors (observed, mask): it has no plain description")
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     def bind(self, sde: SDE, x: torch.Tensor, generator) -> BoundInpainting:
         """Check against the start state `x: (B, *D)` and fix the SDE and the noise stream."""
@@ -143,7 +203,7 @@ class Inpainting:
     def __repr__(self) -> str:
         return (
             f"Inpainting(known={int(self.mask.sum())} of {self.mask.numel()} entries, "
-            f"method={self.method!r})"
+            f"method={self.method!r}, solver={self.solver!r})"
         )
 
 

@@ -7,17 +7,22 @@ $f - \\tfrac12 g^2 s$ is built from a counted score and fixed-step methods get a
 
 from __future__ import annotations
 
+from typing import ClassVar, final
+
 import torch
 
+from .._checks import check_choice, check_int
 from .._shapes import append_dims
 from ..sdes.base import SDE
-from ._common import NonFiniteError, checked_drift
-from .torchdiffeq import odeint_drift
+from ._common import DEFAULT_MAX_STEPS, NonFiniteError, check_positive, checked_drift
+from .base import Problem, Solver
+from .grid import Grid, TimeUniform, as_grid
+from .torchdiffeq import STEP_CONTROLS, odeint_drift
 
-__all__ = ["ODE_ADAPTIVE", "ODE_FIXED", "solve_torchdiffeq"]
+__all__ = ["ODE_ADAPTIVE", "ODE_FIXED", "Dopri5", "TorchDiffEq", "solve_torchdiffeq"]
 
 ODE_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-ODE_FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
+ODE_FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
 _TRAJECTORY_POINTS = 101
 
 
@@ -32,14 +37,22 @@ class _Velocity:
         return checked_drift(self.sde, x, t) - 0.5 * g2 * self.score(x, t)
 
 
-class _UniformGrid:
-    """torchdiffeq `grid_constructor`: exactly `steps` equal steps, whatever the rounding."""
+class _GridConstructor:
+    """torchdiffeq `grid_constructor`: the solver's boundaries, exactly `steps` steps.
 
-    def __init__(self, steps: int):
-        self.steps = steps
+    torchdiffeq hands over its own time variable (negated when integrating to smaller times),
+    so the boundaries are mapped affinely onto its end points: each step keeps its share of
+    the interval.
+    """
+
+    def __init__(self, times: torch.Tensor):
+        self.u = (times - times[0]) / (times[-1] - times[0])  # 0 ... 1, float64
 
     def __call__(self, func, y0, t: torch.Tensor) -> torch.Tensor:
-        return torch.linspace(t[0], t[-1], self.steps + 1, device=t.device, dtype=t.dtype)
+        u = self.u.to(device=t.device, dtype=t.dtype)
+        out = t[0] + u * (t[-1] - t[0])
+        out[0], out[-1] = t[0], t[-1]
+        return out
 
 
 def solve_torchdiffeq(
@@ -51,6 +64,7 @@ def solve_torchdiffeq(
     t1: float,
     method: str,
     steps: int | None,
+    grid: Grid | None = None,
     rtol: float,
     atol: float,
     max_steps: int,
@@ -58,17 +72,21 @@ def solve_torchdiffeq(
 ) -> torch.Tensor:
     """Integrate the PF ODE from `t0` to `t1`; `x: (B, *D)` at `t0`.
 
-    Fixed-step methods (`ODE_FIXED`) take `steps` equal steps; adaptive ones (`ODE_ADAPTIVE`)
+    Fixed-step methods (`ODE_FIXED`) take `steps` steps on `grid` (uniform in t by default);
+    adaptive ones (`ODE_ADAPTIVE`)
     use `rtol`/`atol`. With a trajectory requested, states are saved at the fixed-step grid, or
     at 101 evenly spaced times for adaptive methods (dense output, no extra score calls).
     Adaptive methods stop after `max_steps` steps (`MaxStepsError`); a NaN/Inf raises
     `NonFiniteError` naming the first score call that returned it, if the score did.
     """
     n = steps if steps is not None else _TRAJECTORY_POINTS - 1
-    save_at = None
-    if record.enabled:
-        save_at = torch.linspace(t0, t1, n + 1, dtype=torch.float64)[1:-1]
-    options = None if steps is None else {"grid_constructor": _UniformGrid(steps)}
+    options = None
+    ts = torch.linspace(t0, t1, n + 1, dtype=torch.float64)
+    if steps is not None:
+        like = torch.empty(0, dtype=torch.float64)  # boundaries in float64, as torchdiffeq's t
+        ts = (TimeUniform() if grid is None else grid).times(sde, t0, t1, steps, like)
+        options = {"grid_constructor": _GridConstructor(ts)}
+    save_at = ts[1:-1] if record.enabled else None
     try:
         sol = odeint_drift(
             _Velocity(sde, score),
@@ -90,3 +108,127 @@ def solve_torchdiffeq(
         for t, xt in zip(sol.times, sol.xs, strict=True):
             record(t, xt)
     return sol.x
+
+
+def _tolerances(rtol, atol, max_steps) -> tuple[float, float, int]:
+    return (
+        check_positive("rtol", rtol),
+        check_positive("atol", atol),
+        check_int("max_steps", max_steps),
+    )
+
+
+@final
+class TorchDiffEq(Solver):
+    """A torchdiffeq method on the probability-flow ODE, for sampling and for `likelihood`.
+
+    Adaptive methods (`"dopri5"`, `"dopri8"`, `"bosh3"`, `"fehlberg2"`, `"adaptive_heun"`) use
+    `rtol`/`atol` and take no `steps`; fixed-step methods (`ODE_FIXED`: `"euler"`,
+    `"midpoint"`, `"heun2"`, `"heun3"`, `"rk4"`, `"explicit_adams"`, `"implicit_adams"`) take
+    `steps` (default 100) on `grid`.
+
+    Args:
+        method: the torchdiffeq method name (default `"dopri5"`).
+        rtol: adaptive methods: relative tolerance (default 1e-5).
+        atol: adaptive methods: absolute tolerance (default 1e-5).
+        max_steps: adaptive methods: the most steps before a `MaxStepsError` (default 10 000).
+        steps: fixed-step methods: the number of steps when `sample` gets no `steps=` (default
+            100; `likelihood` takes it from here).
+        grid: fixed-step methods: the step boundaries, a `Grid`, its name, or explicit times
+            (one step per interval; `sdescore.solvers.grid`). Default: `TimeUniform()` for
+            sampling; for `likelihood`, `LogSNR()` on a `GaussianSDE` (fine steps near the
+            data, where the density is sharp), else `TimeUniform()`.
+        step_control: `likelihood` only: `"all"` (default: error control on $x$ and on
+            $\Delta\log p$, right on sharp data), `"x"` (the state only, RMS over the batch:
+            fewer evaluations, biased on sharp data) or `"x_per_example"` (the worst example's
+            error on the state); see `sdescore.solvers.torchdiffeq.odeint_drift`.
+        options: extra torchdiffeq options (e.g. `{"first_step": 1e-3}`); for adaptive
+            Runge-Kutta methods in `likelihood`, `ifactor` (the largest step growth) defaults
+            to 4 instead of torchdiffeq's 10.
+
+    Raises:
+        ValueError, TypeError: a bad option, named in the message.
+    """
+
+    process: ClassVar[str] = "ode"
+    supports_likelihood: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        method: str = "dopri5",
+        *,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        steps: int | None = None,
+        grid=None,
+        step_control: str = "all",
+        options: dict | None = None,
+    ):
+        self.method = check_choice("method", method, (*ODE_ADAPTIVE, *ODE_FIXED))
+        self.rtol, self.atol, self.max_steps = _tolerances(rtol, atol, max_steps)
+        adaptive = self.method in ODE_ADAPTIVE
+        for name, value in (("steps", steps), ("grid", grid)):
+            if value is not None and adaptive:
+                raise ValueError(
+                    f"{name} applies to the fixed-step methods {list(ODE_FIXED)}; adaptive "
+                    f"method {self.method!r} chooses its own steps (got {name}={value!r})"
+                )
+        self.steps = check_int("steps", steps, allow_none=True)
+        self.grid = None if grid is None else as_grid(grid)
+        self.step_control = check_choice("step_control", step_control, STEP_CONTROLS)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+        self.options = None if options is None else dict(options)
+
+    @property
+    def default_steps(self) -> int | None:  # type: ignore[override]
+        return 100 if self.method in ODE_FIXED else None
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return None
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        return _torchdiffeq(self.method, self.rtol, self.atol, self.max_steps, p, self.grid)
+
+
+@final
+class Dopri5(Solver):
+    """Dormand–Prince 5(4) with adaptive steps (torchdiffeq's `"dopri5"`); no `steps`.
+
+    Args:
+        rtol: relative tolerance (default 1e-5).
+        atol: absolute tolerance (default 1e-5).
+        max_steps: the most steps before a `MaxStepsError` (default 10 000).
+    """
+
+    process: ClassVar[str] = "ode"
+    supports_likelihood: ClassVar[bool] = True
+
+    def __init__(
+        self, *, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = DEFAULT_MAX_STEPS
+    ):
+        self.rtol, self.atol, self.max_steps = _tolerances(rtol, atol, max_steps)
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return None
+
+    def integrate(self, p: Problem) -> torch.Tensor:
+        return _torchdiffeq("dopri5", self.rtol, self.atol, self.max_steps, p)
+
+
+def _torchdiffeq(method: str, rtol: float, atol: float, max_steps: int, p: Problem, grid=None):
+    return solve_torchdiffeq(
+        p.sde,
+        p.score,
+        p.x,
+        t0=p.t0,
+        t1=p.t1,
+        method=method,
+        steps=p.steps,
+        grid=grid,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        record=p.record,
+    )

@@ -34,11 +34,12 @@ from typing import ClassVar, final
 
 import torch
 
-from .._checks import check_bool, check_choice
+from .._checks import check_bool, check_choice, check_int
 from ..sdes.gaussian import GaussianSDE
 from ._common import require_gaussian
 from .base import Problem, Solver
-from .dpm_solver import DEFAULT_SCHEDULE, SCHEDULES, _boundaries
+from .dpm_solver import DEFAULT_GRID
+from .grid import Grid, as_grid
 
 __all__ = ["UNIPC_VARIANTS", "UniPC", "unipc"]
 
@@ -115,7 +116,7 @@ def unipc(
     t1: float,
     steps: int,
     order: int,
-    schedule: str,
+    grid: Grid,
     variant: str,
     record,
     corrector: bool = True,
@@ -131,13 +132,14 @@ def unipc(
         t1: end time (either order).
         steps: steps = score calls.
         order: the predictor's order p (1-3); the first steps use lower orders (warm-up).
-        schedule: one of `SCHEDULES`.
+        grid: the step boundaries (`sdescore.solvers.grid`).
         variant: `"bh1"` or `"bh2"` (see the module docstring).
         corrector: apply UniC after every step but the last (`False`: UniP alone).
         lower_order_final: the last steps use orders $\min(p, \text{steps left})$.
         record: a `Recorder`.
     """
-    ts = _boundaries(sde, t0, t1, steps, schedule, x)
+    grid = as_grid(grid)
+    ts = grid.times(sde, t0, t1, steps, x)
     tb = ts.to(x.dtype)[:, None].expand(len(ts), x.shape[0]).unbind(0)
     # All coefficients as float64 numbers: one host read before the loop, none inside it.
     coef = torch.stack([sde.alpha(ts), sde.sigma(ts), sde.log_snr(ts)], 1).tolist()
@@ -165,16 +167,17 @@ class UniPC(Solver):
     `steps` on `sample` is the number of score evaluations (default 20). Measured on eight
     Gaussians (docs/sampling.md, "choosing a sampler"): `order=2` is the most accurate
     sdescore configuration from 6 to 15 calls, `order=3` from 16 to 50; the default
-    `DPMSolver()` uses them by budget.
+    sampler `Auto()` uses them by budget.
 
     Args:
+        steps: the budget when `sample` gets no `steps=` (score calls for the exponential
+            integrators, time steps otherwise; default: the class's `default_steps`).
         order: the predictor's order p: 1, 2 or 3 (default 2); the corrected solve has order
             p + 1 (tested by log-log fits).
         variant: $B(h)$ of the paper: `"bh2"` ($\mathrm{expm1}(-h)$, default) or `"bh1"`
             ($-h$); it enters only the weights fixed to 1/2 (UniC-1 in the first step, UniP-2).
-        schedule: step boundaries, as `DPMSolver`: `"time_quadratic"` (default), `"logsnr"`,
-            `"time_uniform"` or `"karras"` (Karras et al. 2022, eq. (5), $\rho = 7$, in
-            $\tilde\sigma = \sigma/\alpha$).
+        grid: the step boundaries, as `DPMSolver`: a `Grid` (default `TimeQuadratic()`), its
+            name, or explicit times (one step per interval; `sdescore.solvers.grid`).
         lower_order_final: `True` (default, as Zhao et al.'s code and diffusers): the last
             steps use orders $\min(p, \text{steps left})$, ending in an uncorrected DDIM step;
             this caps the asymptotic order at 2 (measured 2.4-2.7 for p = 3 at 32-256 steps)
@@ -192,18 +195,20 @@ class UniPC(Solver):
     def __init__(
         self,
         *,
+        steps: int | None = None,
         order: int = 2,
         variant: str = "bh2",
-        schedule: str = DEFAULT_SCHEDULE,
+        grid=DEFAULT_GRID,
         lower_order_final: bool = True,
     ):
+        self.steps = check_int("steps", steps, allow_none=True)
         if isinstance(order, bool) or not isinstance(order, int):
             raise TypeError(f"order must be an int 1, 2 or 3, got {type(order).__name__}")
         if order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
         self.order = order
         self.variant = check_choice("variant", variant, UNIPC_VARIANTS)
-        self.schedule = check_choice("schedule", schedule, SCHEDULES)
+        self.grid = as_grid(grid)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
 
     def integrate(self, p: Problem) -> torch.Tensor:
@@ -218,8 +223,14 @@ class UniPC(Solver):
             t1=p.t1,
             steps=p.steps,
             order=self.order,
-            schedule=self.schedule,
+            grid=self.grid,
             variant=self.variant,
             record=p.record,
             lower_order_final=self.lower_order_final,
+        )
+
+    def describe(self, steps: int | None) -> str:
+        return (
+            f"UniPC (UniP-{self.order} + UniC, {self.variant}) on {self.grid!r} with {steps} "
+            "score calls"
         )
