@@ -33,6 +33,7 @@ import argparse
 import math
 import os
 import time
+import warnings
 from functools import partial
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy/scipy load BLAS
@@ -254,7 +255,7 @@ def accuracy_table(batches, repeats, dtype):
     return rows
 
 
-ABM = dict(method="exp_abm")  # its default tolerance, 2e-3
+ABM = dict(method="exp_abm")  # its default tolerance, 2e-5 (on dopri5's scale)
 DOPRI = dict(method="dopri5", rtol=TOL, atol=TOL)
 # Plain torchdiffeq dopri5: its own step growth (ifactor 10; sdescore's default caps it at 4),
 # error control on (x, Delta log p) as a mixed norm (max over the two channels' RMS).
@@ -262,8 +263,8 @@ PLAIN = dict(method="dopri5", rtol=1e-5, atol=1e-5, options={"ifactor": 10.0})
 LIMIT_CONFIGS = [
     ("plain dopri5 1e-5, ctl (x, log p)", PLAIN),
     ("sdescore dopri5 1e-5 (growth cap 4)", dict(method="dopri5")),
-    ("exp_abm 2e-3 (the default)", ABM),
-    ("exp_abm 5e-4", dict(method="exp_abm", rtol=5e-4, atol=5e-4)),
+    ("exp_abm 2e-5 (the default)", ABM),
+    ("exp_abm 5e-6", dict(method="exp_abm", rtol=5e-6, atol=5e-6)),
 ]
 
 
@@ -292,6 +293,62 @@ def limit_table(shapes, n_points):
                     ("x".join(map(str, shape)), name, label, n, r.nfe, r.nfe / base_nfe,
                      sec / base_sec, err.mean().item(), err.abs().max().item())
                 )  # fmt: skip
+    return rows
+
+
+TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6)
+
+
+def tolerance_workloads(quick):
+    """(name, score, sde, x, reference log p or an oracle) for the tolerance table: eight
+    Gaussians with the exact score (4096 points), the sharp mixtures under VP, sub-VP and VE
+    (16 points at d = 16, 4 images at 1x8x8), and the trained MLP (32 points, float64,
+    against dopri5 at 1e-10: it has no closed form)."""
+    sdes = {
+        "vp": sdescore.VPSDE(0.1, 20.0),
+        "subvp": sdescore.SubVPSDE(0.1, 20.0),
+        "ve": sdescore.VESDE(0.01, 50.0),
+    }
+    data = eight_gaussians()
+    x = data.sample(256 if quick else 4096, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)  # fmt: skip
+    yield "eight Gaussians, VP", data.score_fn(sdes["vp"]), sdes["vp"], x, data
+    for shape in [(16,)] if quick else [(16,), (1, 8, 8)]:
+        data, x = sharp_problem(shape, 16)
+        for name, sde in sdes.items():
+            label = f"sharp {'x'.join(map(str, shape))}, {name}"
+            yield label, data.score_fn(sde), sde, x, data
+    model, x = trained_toy_model(300 if quick else 1500)
+    model, x = model.double(), x.double()
+    ref = sdescore.likelihood(
+        model, x, estimator="exact", method="dopri5", rtol=1e-10, atol=1e-10, max_steps=100_000
+    ).log_prob
+    yield "trained MLP, VP", model, model.sde, x, ref
+
+
+def tolerance_table(quick):
+    """Issue 21: the same rtol = atol for dopri5 and the default solver (exp_abm), score calls
+    and error in bits/dim (mean |error| and worst point; exact trace, float64), against the
+    oracle (exact marginal at eps, prior mismatch at the returned latent added back) or, for
+    the MLP, against dopri5 at 1e-10."""
+    rows = []
+    for label, score, sde, x, ref in tolerance_workloads(quick):
+        d = x[0].numel()
+        for tol in TOLERANCES:
+            row = [label, tol]
+            for method in ("dopri5", "exp_abm"):
+                counted = Counting(score)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # exp_abm warns above 2e-3
+                    r = sdescore.likelihood(
+                        counted, x, sde=sde, estimator="exact", method=method, rtol=tol, atol=tol
+                    )
+                if isinstance(ref, torch.Tensor):
+                    err = (ref - r.log_prob) / (d * math.log(2))
+                else:
+                    err = oracle_error_bpd(ref, sde, x, r)
+                row += [counted.calls, err.abs().mean().item(), err.abs().max().item()]
+            rows.append(row)
     return rows
 
 
@@ -398,8 +455,25 @@ def main():
     ap.add_argument(
         "--skip-limit", action="store_true", help="skip the issue-12 tables (exp_abm, variance)"
     )
+    ap.add_argument(
+        "--tolerances", action="store_true",
+        help="only the table of dopri5 and exp_abm at the same rtol = atol (issue 21)",
+    )  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.tolerances:
+        print(
+            "# The same rtol = atol for dopri5 and the default (exp_abm): score calls, mean |err| /"
+        )
+        print("# worst point in bits/dim (exact trace, float64; the MLP against dopri5 at 1e-10)")
+        print()
+        print("| workload | rtol = atol | dopri5 calls | dopri5 mean / worst | exp_abm calls "
+              "| exp_abm mean / worst |")  # fmt: skip
+        print("|---|---|---|---|---|---|")
+        for label, tol, n_d, m_d, w_d, n_e, m_e, w_e in tolerance_table(args.quick):
+            print(f"| {label} | {tol:.0e} | {n_d} | {m_d:.1e} / {w_d:.1e} | {n_e} "
+                  f"| {m_e:.1e} / {w_e:.1e} |", flush=True)  # fmt: skip
+        return
     if args.exact_cost:
         print("UNet (32 channels, untrained), 64 images, seconds per ODE evaluation")
         print("| d | exact | hutchinson k=1 | hutchinson k=4 | exact / k=4 |")
@@ -451,7 +525,7 @@ def main():
         )
     print()
     print(f"# eight Gaussians, VPSDE(0.1, 20), exact score, eps={EPS}, {dtype}; ref-2021 and")
-    print(f"# dopri5 at rtol=atol={TOL}, the default (exp_abm) at its own 2e-3")
+    print(f"# dopri5 at rtol=atol={TOL}, the default (exp_abm) at its own 2e-5")
     print(f"# torch threads 1, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
     print()
     hdr = (

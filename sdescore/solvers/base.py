@@ -81,7 +81,7 @@ class Problem:
 
 
 class Solver(abc.ABC):
-    """Abstract base of the sampling methods.
+    r"""Abstract base of the sampling methods.
 
     Subclasses set `process` and implement `integrate`; they validate their options in
     `__init__` (keyword-only, raising `ValueError`/`TypeError` that names the option).

@@ -120,7 +120,7 @@ def _tolerances(rtol, atol, max_steps) -> tuple[float, float, int]:
 
 @final
 class TorchDiffEq(Solver):
-    """A torchdiffeq method on the probability-flow ODE, for sampling and for `likelihood`.
+    r"""A torchdiffeq method on the probability-flow ODE, for sampling and for `likelihood`.
 
     Adaptive methods (`"dopri5"`, `"dopri8"`, `"bosh3"`, `"fehlberg2"`, `"adaptive_heun"`) use
     `rtol`/`atol` and take no `steps`; fixed-step methods (`ODE_FIXED`: `"euler"`,
