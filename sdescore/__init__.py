@@ -3,9 +3,10 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import distributed, interop, losses, metrics, models, solvers, toy
-from .dequantization import bits_per_dim, dequantize, quantize
+from .dequantization import Dequantization, bits_per_dim, dequantize, quantize
 from .elbo import ELBOResult, elbo
 from .ema import EMA
+from .estimators import ExactTrace, Hutchinson
 from .guidance import ClassifierFreeGuidance, ClassifierGuidance
 from .likelihood import LikelihoodResult, likelihood
 from .losses import (
@@ -39,6 +40,7 @@ from .solvers import (
     Dopri5,
     DPMSolver,
     EulerMaruyama,
+    ExpABM,
     GottaGoFast,
     Inpainting,
     Karras,
@@ -97,6 +99,11 @@ __all__ = [
     "LogSNR",
     "Karras",
     "Times",
+    "ExpABM",
+    # likelihood options
+    "Hutchinson",
+    "ExactTrace",
+    "Dequantization",
     "LikelihoodResult",
     "LinearSDE",
     "MaxStepsError",

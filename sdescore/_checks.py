@@ -218,3 +218,36 @@ def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:
             f"{what} returned shape {tuple(out.shape)}, expected the state's shape {tuple(x.shape)}"
         )
     return out
+
+
+def moved_keywords(moved: dict):
+    """Decorator: a keyword that the function does not take, and that moved onto an object
+    when the options were grouped (`moved[name]`, a hint with `{v}` for the value given), gets
+    a `TypeError` saying what to write instead; any other unknown keyword one naming it.
+
+    The public signature (what `inspect.signature` reports) is the function's own.
+    """
+    import functools
+    import inspect
+
+    def decorate(fn):
+        params = inspect.signature(fn).parameters
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            unknown = sorted(k for k in kwargs if k not in params)
+            if unknown:
+                hints = [
+                    f"{k}= is now {moved[k].format(v=kwargs[k])}"
+                    if k in moved
+                    else f"unexpected keyword argument {k!r}"
+                    for k in unknown
+                ]
+                raise TypeError(
+                    f"{fn.__name__}(): " + "; ".join(hints) + f". It takes {list(params)}"
+                )
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

@@ -233,7 +233,7 @@ def sharded_likelihood(model, x: torch.Tensor, *, seed: int = 0, **options) -> S
 
     Args:
         model: a `ScoreModel`, or a score callable with `sde=` in `options`.
-        x: `(N, *D)` the whole data set, the same on every rank (integer levels with `bins=`).
+        x: `(N, *D)` the whole data set, the same on every rank (integer levels with `dequantization=`).
         seed: seeds this rank's generator (reproducible for a fixed seed and world size).
         **options: `sdescore.likelihood`'s keyword arguments (`estimator`, `rtol`, `bins`,
             `batch_size`, ...), except `generator`.

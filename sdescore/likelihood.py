@@ -19,15 +19,13 @@ so steps sized for $x$ under-resolve it (bits/dim 0.05-0.08 too low under `VPSDE
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import warnings
 from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_callable, check_end_time, check_int
+from ._checks import check_callable, check_end_time, check_int, moved_keywords
 from ._likelihood_solver import LIKELIHOOD_METHODS, likelihood_solver, torchdiffeq_options
 from ._shapes import flat_dim
 from .dequantization import (
@@ -195,31 +193,7 @@ _MOVED = {
 }
 
 
-def moved_options(fn):
-    """Give a keyword that `fn` does not take, and that `likelihood` took before its options
-    were grouped into objects, a `TypeError` naming the object and option to use instead.
-
-    The public signature (what `inspect.signature` reports) is `fn`'s own.
-    """
-    params = inspect.signature(fn).parameters
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        unknown = sorted(k for k in kwargs if k not in params)
-        if unknown:
-            hints = [
-                f"{k}= is now {_MOVED[k].format(v=kwargs[k])}"
-                if k in _MOVED
-                else f"unexpected keyword argument {k!r}"
-                for k in unknown
-            ]
-            raise TypeError(
-                f"{fn.__name__}(): " + "; ".join(hints) + f". It takes {list(params)}; see "
-                "docs/likelihood.md, 'Options'"
-            )
-        return fn(*args, **kwargs)
-
-    return wrapper
+moved_options = moved_keywords(_MOVED)
 
 
 @moved_options

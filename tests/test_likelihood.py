@@ -41,7 +41,13 @@ def test_exact_trace_matches_the_exact_density(name, make):
     # Step control on x, RMS over the batch (the default): mean error far below 1e-3 nats, but
     # single points may reach a few 1e-3 (the log p channel is not error-controlled).
     assert err.mean() < 2e-4
-    per = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", step_control="all")
+    per = sdescore.likelihood(
+        data.score_fn(sde),
+        x,
+        sde=sde,
+        estimator="exact",
+        solver=sdescore.TorchDiffEq("dopri5", step_control="all"),
+    )
     # With the log p channel under error control too: every point within 1e-3 nats.
     assert identity_error(data, sde, x, per).max() < 1e-3
     # And the reported log p differs from the exact log p_eps only by the prior mismatch.
@@ -63,16 +69,22 @@ def test_eight_gaussians_vp_mae_target():
 def test_image_shaped_float64():
     sde, data = SDES["vp"], image_gaussian((1, 3, 3))
     x = sample(data, 6)
-    res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x")
+    res = sdescore.likelihood(
+        data.score_fn(sde),
+        x,
+        sde=sde,
+        estimator="exact",
+        solver=sdescore.TorchDiffEq("dopri5", step_control="x"),
+    )
     assert res.latent.shape == x.shape and res.log_prob.dtype == F64
     assert identity_error(data, sde, x, res).max() < 1e-3
     hut = sdescore.likelihood(
         data.score_fn(sde),
         x,
         sde=sde,
-        probes=32,
         generator=torch.Generator().manual_seed(0),
-        step_control="x",
+        estimator=sdescore.Hutchinson(32),
+        solver=sdescore.TorchDiffEq("dopri5", step_control="x"),
     )
     # Same steps as the exact run (step control on x only): only the probe noise differs.
     assert hut.nfe == res.nfe
@@ -95,13 +107,10 @@ def test_hutchinson_is_unbiased_along_the_same_path():
     channel is an unbiased estimate of the exact-trace result computed with the *same* steps."""
     sde, data = SDES["vp"], mixture_2d()
     x = sample(data, 8, seed=2)
-    kw = dict(sde=sde, step_control="x")
+    kw = dict(sde=sde, solver=sdescore.TorchDiffEq("dopri5", step_control="x"))
     exact = sdescore.likelihood(data.score_fn(sde), x, estimator="exact", **kw)
     for noise in ("rademacher", "gaussian"):
-        res = sdescore.likelihood(
-            data.score_fn(sde), x, noise=noise, probes=256,
-            generator=torch.Generator().manual_seed(3), **kw,
-        )  # fmt: skip
+        res = sdescore.likelihood(data.score_fn(sde), x, generator=torch.Generator().manual_seed(3), **kw, estimator=sdescore.Hutchinson(256, noise=noise))  # fmt: skip
         assert res.nfe == exact.nfe
         z = (res.log_prob - exact.log_prob) / res.log_prob_stderr
         assert z.abs().max() < 4, z
@@ -113,8 +122,12 @@ def test_variance_falls_like_one_over_k():
     sde, data = SDES["vp"], mixture_2d()
     x = sample(data, 1, seed=4).expand(400, 2)
     g = torch.Generator().manual_seed(5)
-    one = sdescore.likelihood(data.score_fn(sde), x, sde=sde, probes=1, generator=g)
-    eight = sdescore.likelihood(data.score_fn(sde), x, sde=sde, probes=8, generator=g)
+    one = sdescore.likelihood(
+        data.score_fn(sde), x, sde=sde, generator=g, estimator=sdescore.Hutchinson(1)
+    )
+    eight = sdescore.likelihood(
+        data.score_fn(sde), x, sde=sde, generator=g, estimator=sdescore.Hutchinson(8)
+    )
     ratio = float(one.log_prob.var() / eight.log_prob.var())
     # F(399, 399) ratio: 95% interval of var1/var8 around 8 is about [6.5, 9.8]
     assert 6.0 < ratio < 10.5, ratio
@@ -127,7 +140,9 @@ def test_rademacher_beats_gaussian_probes():
     x = sample(data, 1, seed=4).expand(300, 2)
     g = torch.Generator().manual_seed(6)
     rad = sdescore.likelihood(data.score_fn(sde), x, sde=sde, generator=g)
-    gau = sdescore.likelihood(data.score_fn(sde), x, sde=sde, noise="gaussian", generator=g)
+    gau = sdescore.likelihood(
+        data.score_fn(sde), x, sde=sde, generator=g, estimator=sdescore.Hutchinson(noise="gaussian")
+    )
     assert rad.log_prob.var() < gau.log_prob.var()
 
 
@@ -135,8 +150,12 @@ def test_step_control_on_x_needs_fewer_evaluations():
     sde, data = SDES["vp"], eight_gaussians()
     x = sample(data, 256, seed=7)
     kw = dict(sde=sde, generator=torch.Generator().manual_seed(0))
-    a = sdescore.likelihood(data.score_fn(sde), x, step_control="x", **kw)
-    b = sdescore.likelihood(data.score_fn(sde), x, step_control="all", **kw)
+    a = sdescore.likelihood(
+        data.score_fn(sde), x, **kw, solver=sdescore.TorchDiffEq("dopri5", step_control="x")
+    )
+    b = sdescore.likelihood(
+        data.score_fn(sde), x, **kw, solver=sdescore.TorchDiffEq("dopri5", step_control="all")
+    )
     assert a.nfe < b.nfe
 
 
@@ -153,7 +172,7 @@ class CountingScore:
 def test_one_network_pass_per_evaluation(estimator):
     sde, data = SDES["vp"], mixture_2d()
     score = CountingScore(data.score_fn(sde))
-    res = sdescore.likelihood(score, sample(data, 16), sde=sde, estimator=estimator, probes=3)
+    res = sdescore.likelihood(score, sample(data, 16), sde=sde, estimator=sdescore.Hutchinson(3))
     assert score.calls == res.nfe
 
 
@@ -194,7 +213,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r"estimator must be one of \['hutchinson', 'exact'\]"):
         sdescore.likelihood(score, x, sde=sde, estimator="skilling")
     with pytest.raises(ValueError, match="noise must be one of"):
-        sdescore.likelihood(score, x, sde=sde, noise="sphere")
+        sdescore.likelihood(score, x, sde=sde, estimator=sdescore.Hutchinson(noise="sphere"))
     with pytest.raises(ValueError, match=r"returned shape \(4, 1\)"):
         sdescore.likelihood(lambda y, t: y[:, :1], x, sde=sde)
     with pytest.raises(TypeError, match="pass the SDE as sde="):
@@ -204,7 +223,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="eps must lie in"):
         sdescore.likelihood(score, x, sde=sde, eps=1.0)
     with pytest.raises(ValueError, match="probes must be an int >= 1"):
-        sdescore.likelihood(score, x, sde=sde, probes=0)
+        sdescore.likelihood(score, x, sde=sde, estimator=sdescore.Hutchinson(0))
     with pytest.raises(ValueError, match="batch_size"):
         sdescore.likelihood(score, x, sde=sde, batch_size=0)
     with pytest.raises(TypeError, match="integer dtype.*pass bins="):

@@ -51,10 +51,7 @@ def test_continuous_bits_per_dim():
 def test_offset_is_log2_bins_over_range():
     """8-bit data on [-1, 1]: bits/dim = -log p(y) / (d ln 2) + log2(256 / 2) = ... + 7."""
     data, sde, k, _ = setup(256, 64)
-    res = sdescore.likelihood(
-        data.score_fn(sde), k, sde=sde, bins=256, estimator="exact",
-        generator=torch.Generator().manual_seed(1),
-    )  # fmt: skip
+    res = sdescore.likelihood(data.score_fn(sde), k, sde=sde, estimator="exact", generator=torch.Generator().manual_seed(1), dequantization=256)  # fmt: skip
     assert res.log_prob.dtype == F64
     cont = res.prior_log_prob + res.delta_log_prob
     torch.testing.assert_close(res.bits_per_dim, -cont / (2 * math.log(2)) + 7.0)
@@ -66,7 +63,10 @@ def test_offset_is_log2_bins_over_range():
     assert (cont - mismatch - data.marginal_log_prob(y, 1e-5, sde)).abs().max() < 1e-3
     # uint8 levels (dequantized in the default dtype) on [0, 1]: the offset is log2(256) = 8.
     r01 = sdescore.likelihood(
-        data.score_fn(sde), k.to(torch.uint8), sde=sde, bins=256, data_range=(0.0, 1.0)
+        data.score_fn(sde),
+        k.to(torch.uint8),
+        sde=sde,
+        dequantization=sdescore.Dequantization(256, data_range=(0.0, 1.0)),
     )
     assert r01.log_prob.dtype == torch.get_default_dtype()
     cont01 = r01.prior_log_prob + r01.delta_log_prob
@@ -83,9 +83,9 @@ def test_dequantized_bound_against_the_known_discrete_entropy():
     expected_gap_bound = -2 * (p * jensen_mean(torch.stack([kk, kk], 1), bins) / 2).sum()
     assert expected_gap_bound > H  # Jensen: the S = 1 bound is loose on average
 
-    kw = dict(sde=sde, bins=bins, estimator="exact")
+    kw = dict(sde=sde, estimator="exact")
     one = sdescore.likelihood(
-        data.score_fn(sde), k, generator=torch.Generator().manual_seed(3), **kw
+        data.score_fn(sde), k, generator=torch.Generator().manual_seed(3), dequantization=bins, **kw
     )
     # Per point: estimate minus its closed-form expectation has mean 0 (u-noise only).
     diff = one.log_prob - jensen_mean(k, bins)
@@ -96,7 +96,7 @@ def test_dequantized_bound_against_the_known_discrete_entropy():
     assert (nll.mean() - expected_gap_bound).abs() < 4 * se
     # Importance-weighted dequantization with 8 draws: a tighter bound, paired per point.
     eight = sdescore.likelihood(
-        data.score_fn(sde), k, dequantization_samples=8,
+        data.score_fn(sde), k, dequantization=sdescore.Dequantization(bins, samples=8),
         generator=torch.Generator().manual_seed(4), **kw,
     )  # fmt: skip
     gain = eight.log_prob - one.log_prob
@@ -114,12 +114,21 @@ def test_dequantize_and_bad_levels():
     data, sde, _, _ = setup(8, 2)
     score = data.score_fn(sde)
     with pytest.raises(ValueError, match=r"must lie in \[0, 7\]"):
-        sdescore.likelihood(score, torch.tensor([[8.0, 0.0]]), sde=sde, bins=8)
+        sdescore.likelihood(score, torch.tensor([[8.0, 0.0]]), sde=sde, dequantization=8)
     with pytest.raises(ValueError, match="integer levels"):
-        sdescore.likelihood(score, torch.tensor([[0.5, 0.0]]), sde=sde, bins=8)
+        sdescore.likelihood(score, torch.tensor([[0.5, 0.0]]), sde=sde, dequantization=8)
     with pytest.raises(ValueError, match="bins must be an int >= 2"):
-        sdescore.likelihood(score, torch.tensor([[0.0, 0.0]]), sde=sde, bins=1)
+        sdescore.likelihood(score, torch.tensor([[0.0, 0.0]]), sde=sde, dequantization=1)
     with pytest.raises(ValueError, match="a < b"):
-        sdescore.likelihood(score, torch.tensor([[0.0, 0.0]]), sde=sde, bins=8, data_range=(1, 0))
-    with pytest.raises(ValueError, match="needs bins"):
+        sdescore.likelihood(
+            score,
+            torch.tensor([[0.0, 0.0]]),
+            sde=sde,
+            dequantization=sdescore.Dequantization(8, data_range=(1, 0)),
+        )
+    with pytest.raises(TypeError, match=r"dequantization_samples= is now .*Dequantization"):
         sdescore.likelihood(score, torch.zeros(1, 2), sde=sde, dequantization_samples=2)
+    with pytest.raises(ValueError, match="samples must be an int >= 1"):
+        sdescore.Dequantization(8, samples=0)
+    with pytest.raises(TypeError, match="dequantization must be None"):
+        sdescore.likelihood(score, torch.zeros(1, 2), sde=sde, dequantization=8.0)

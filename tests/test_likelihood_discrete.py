@@ -71,8 +71,10 @@ def test_elbo_with_bins_bounds_the_bin_probability():
     sde = SDES["vp"]
     sc = data.score_fn(sde)
     g = torch.Generator().manual_seed(0)
-    lik = sdescore.likelihood(sc, k, sde=sde, bins=17, estimator="exact", generator=g)
-    bound = sdescore.elbo(sc, k, sde=sde, bins=17, samples=64, estimator="exact", generator=g)
+    lik = sdescore.likelihood(sc, k, sde=sde, estimator="exact", generator=g, dequantization=17)
+    bound = sdescore.elbo(
+        sc, k, sde=sde, samples=64, estimator="exact", generator=g, dequantization=17
+    )
     # With the exact score both bound -log P(k) through the same dequantized density; the ELBO
     # exceeds -log p only by the prior mismatch (~0 for VP) plus Monte Carlo noise.
     gap = (bound.nll_bound + lik.log_prob).mean()
@@ -107,7 +109,10 @@ def test_importance_weighting_with_one_probe_is_refused():
     data, k = levels_problem(n=4)
     with pytest.raises(ValueError, match="needs probes >= 2"):
         sdescore.likelihood(
-            data.score_fn(SDES["vp"]), k, sde=SDES["vp"], bins=17, dequantization_samples=4
+            data.score_fn(SDES["vp"]),
+            k,
+            sde=SDES["vp"],
+            dequantization=sdescore.Dequantization(17, samples=4),
         )
 
 
@@ -120,17 +125,25 @@ def test_importance_weighting_with_hutchinson_is_unbiased():
     data, k = levels_problem(n=64)
     sde = SDES["vp"]
     sc = data.score_fn(sde)
-    kw = dict(sde=sde, bins=17, dequantization_samples=4)
+    kw = dict(sde=sde, dequantization=sdescore.Dequantization(17, samples=4))
     ex = sdescore.likelihood(
         sc, k, estimator="exact", generator=torch.Generator().manual_seed(1), **kw
     )
     # Probes held fixed through each solve: their noise is large, so is the bias removed.
-    fixed = dict(resample_probes=False)
     hu = sdescore.likelihood(
-        sc, k, probes=2, generator=torch.Generator().manual_seed(2), **fixed, **kw
+        sc,
+        k,
+        generator=torch.Generator().manual_seed(2),
+        **kw,
+        estimator=sdescore.Hutchinson(2, resample=False),
     )
     one = sdescore.likelihood(
-        sc, k, sde=sde, bins=17, probes=2, generator=torch.Generator().manual_seed(3), **fixed
+        sc,
+        k,
+        sde=sde,
+        generator=torch.Generator().manual_seed(3),
+        dequantization=17,
+        estimator=sdescore.Hutchinson(2, resample=False),
     )
     diff = hu.log_prob - ex.log_prob
     se = diff.std() / math.sqrt(len(diff))
@@ -143,7 +156,9 @@ def test_importance_weighting_with_hutchinson_is_unbiased():
     # The default for this dimension (exp_abm, probes drawn afresh at every evaluation): less
     # noise (the spread left is mostly the dequantization draws'; measured 0.76 vs 1.44 nats),
     # and the corrected combination is unbiased too.
-    fresh = sdescore.likelihood(sc, k, probes=2, generator=torch.Generator().manual_seed(4), **kw)
+    fresh = sdescore.likelihood(
+        sc, k, generator=torch.Generator().manual_seed(4), **kw, estimator=sdescore.Hutchinson(2)
+    )
     d2 = fresh.log_prob - ex.log_prob
     assert d2.std() < 0.75 * diff.std(), (d2.std(), diff.std())
     assert d2.mean().abs() < 3 * d2.std() / math.sqrt(len(d2)) + 1e-3, d2.mean()

@@ -171,7 +171,12 @@ def test_hutchinson_is_unbiased():
     score = data.score_fn(sde)
     exact = sdescore.likelihood(score, x, sde=sde, estimator="exact", method="exp_abm")
     hut = sdescore.likelihood(
-        score, x, sde=sde, probes=48, method="exp_abm", generator=torch.Generator().manual_seed(0)
+        score,
+        x,
+        sde=sde,
+        method="exp_abm",
+        generator=torch.Generator().manual_seed(0),
+        estimator=sdescore.Hutchinson(48),
     )
     dev = (hut.log_prob - exact.log_prob).abs()
     assert (dev < 4 * hut.log_prob_stderr + 1e-3).all(), (dev, hut.log_prob_stderr)
@@ -190,10 +195,7 @@ def test_bins_and_batches():
     """Dequantized discrete data and batch_size go through the same solver."""
     sde, data = SDES["vp"], gaussian_1d(0.0, 0.3)
     levels = torch.randint(0, 256, (6, 1), generator=torch.Generator().manual_seed(0))
-    res = sdescore.likelihood(
-        data.score_fn(sde), levels, sde=sde, estimator="exact", method="exp_abm", bins=256,
-        batch_size=3, generator=torch.Generator().manual_seed(1),
-    )  # fmt: skip
+    res = sdescore.likelihood(data.score_fn(sde), levels, sde=sde, estimator="exact", method="exp_abm", batch_size=3, generator=torch.Generator().manual_seed(1), dequantization=256)  # fmt: skip
     assert res.bits_per_dim.shape == (6,) and torch.isfinite(res.bits_per_dim).all()
 
 
@@ -212,27 +214,45 @@ class _UserSDE(sdescore.SDE):
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "build, err, match",
     [
-        (dict(steps=10), "chooses its own steps"),
-        (dict(step_control="x"), "step_control"),
-        (dict(options={"ifactor": 4.0}), "options for method='exp_abm'"),
-        (dict(options={"order": 5}), "order"),
-        (dict(options={"first_step": -1.0}), "first_step"),
-        (dict(options={"first_step": 1e-300}), "first_step"),
-        # exp_abm's own option beside a torchdiffeq one, with the default method: named, not a
-        # silent switch to dopri5 (which then warned about the unknown 'order')
-        (dict(method=None, options={"order": 2, "ifactor": 4.0}), "options for method='exp_abm'"),
-        (dict(rtol=-1.0), "rtol"),
-        (dict(method="exp_abmm"), "method must be one of"),
+        (lambda: sdescore.ExpABM(order=5), ValueError, "order must be 1, 2, 3 or 4"),
+        (lambda: sdescore.ExpABM(first_step=-1.0), ValueError, "first_step"),
+        (lambda: sdescore.ExpABM(first_step=1e-300), ValueError, "first_step"),
+        (lambda: sdescore.ExpABM(rtol=-1.0), ValueError, "rtol"),
+        (lambda: sdescore.ExpABM(steps=10), TypeError, "steps"),
+        (lambda: sdescore.ExpABM(step_control="x"), TypeError, "step_control"),
     ],
 )
-def test_bad_options_are_named(kwargs, match):
+def test_bad_options_are_named(build, err, match):
+    with pytest.raises(err, match=match):
+        build()
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        # the old keywords name the object and option to use instead
+        (dict(steps=10), TypeError, r"steps= is now solver=sdescore.TorchDiffEq\('rk4', steps=10"),
+        (dict(options={"order": 2}), TypeError, r"options= is now .*ExpABM\(order"),
+        (dict(method="exp_abmm"), ValueError, "method must be one of"),
+        (dict(method="exp_abm", solver="dopri5"), TypeError, "not both"),
+        (dict(solver=sdescore.ExpABM(), rtol=1e-3), TypeError, "set them on the object"),
+        (dict(solver=sdescore.Auto()), ValueError, "cannot integrate the likelihood"),
+        (dict(solver=sdescore.TorchDiffEq("rk4")), ValueError, "needs a step count"),
+    ],
+)
+def test_bad_solver_choices_are_named(kwargs, err, match):
     sde, data = SDES["vp"], gaussian_1d()
     x = data.sample(2, dtype=torch.float64)
-    kw = dict(method="exp_abm") | kwargs
-    with pytest.raises(ValueError, match=match):
-        sdescore.likelihood(data.score_fn(sde), x, sde=sde, **kw)
+    with pytest.raises(err, match=match):
+        sdescore.likelihood(data.score_fn(sde), x, sde=sde, **kwargs)
+
+
+def test_exp_abm_needs_a_gaussian_kernel_sde():
+    x = torch.randn(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="ExpABM integrates in log-SNR"):
+        sdescore.likelihood(lambda y, t: -y, x, sde=_UserSDE(), solver="exp_abm")
 
 
 def test_loose_tolerances_are_warned_about():
@@ -274,7 +294,7 @@ def test_nan_score_and_max_steps_are_reported():
         sdescore.likelihood(nan_late, x, sde=sde, estimator="exact", method="exp_abm")
     with pytest.raises(MaxStepsError, match="max_steps=5"):
         sdescore.likelihood(
-            data.score_fn(sde), x, sde=sde, method="exp_abm", max_steps=5, estimator="exact"
+            data.score_fn(sde), x, sde=sde, estimator="exact", solver=sdescore.ExpABM(max_steps=5)
         )
 
 
@@ -287,7 +307,7 @@ def _repeats(score, x, sde, n, **kw):
                 sde=sde,
                 method="exp_abm",
                 generator=torch.Generator().manual_seed(r),
-                **kw,
+                estimator=sdescore.Hutchinson(kw["probes"], resample=kw["resample_probes"]),
             ).log_prob
             for r in range(n)
         ]
@@ -313,27 +333,28 @@ def test_resampled_probes_cut_the_variance_and_stay_unbiased():
 def test_resampled_probes_report_their_standard_error():
     sde, data = SDES["vp"], sharp_mixture((16,), std=0.1)
     x = data.sample(4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    res = sdescore.likelihood(
-        data.score_fn(sde), x, sde=sde, method="exp_abm", probes=3, resample_probes=True,
-        generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, method="exp_abm", generator=torch.Generator().manual_seed(0), estimator=sdescore.Hutchinson(3, resample=True))  # fmt: skip
     assert res.log_prob_stderr is not None and (res.log_prob_stderr > 0).all()
 
 
 @pytest.mark.parametrize(
     "kwargs, err, match",
     [
-        (dict(method="dopri5"), ValueError, "resample_probes=True needs method='exp_abm'"),
-        (dict(estimator="exact"), ValueError, "estimator='hutchinson'"),
-        (dict(resample_probes=1), TypeError, "resample_probes must be a bool"),
+        (dict(method="dopri5"), ValueError, r"Hutchinson\(resample=True\) needs the ExpABM"),
+        (dict(estimator=sdescore.ExactTrace()), None, None),
     ],
 )
 def test_resample_probes_bad_combinations(kwargs, err, match):
     sde, data = SDES["vp"], gaussian_1d()
     x = data.sample(2, dtype=torch.float64)
-    kw = dict(method="exp_abm", resample_probes=True) | kwargs
+    kw = dict(method="exp_abm", estimator=sdescore.Hutchinson(resample=True)) | kwargs
+    if err is None:  # the exact trace has no probes: nothing to resample, nothing to refuse
+        assert sdescore.likelihood(data.score_fn(sde), x, sde=sde, **kw).log_prob.shape == (2,)
+        return
     with pytest.raises(err, match=match):
         sdescore.likelihood(data.score_fn(sde), x, sde=sde, **kw)
+    with pytest.raises(TypeError, match="resample must be a bool"):
+        sdescore.Hutchinson(resample=1)
 
 
 def test_the_default_is_exp_abm_for_gaussian_kernel_sdes():
@@ -341,7 +362,7 @@ def test_the_default_is_exp_abm_for_gaussian_kernel_sdes():
     calls, bit for bit, as the explicit options."""
     sde = SDES["vp"]
     for d in (1, 2, 16):
-        explicit = dict(method="exp_abm", resample_probes=True)
+        explicit = dict(solver=sdescore.ExpABM(), estimator=sdescore.Hutchinson(resample=True))
         data = sharp_mixture((d,), components=2, std=0.1)
         x = data.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         runs = [
@@ -361,9 +382,19 @@ def test_the_default_is_exp_abm_for_gaussian_kernel_sdes():
     # Options only the torchdiffeq methods have keep dopri5 at any dimension.
     data = sharp_mixture((16,), components=2, std=0.1)
     x = data.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    a = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x")
+    a = sdescore.likelihood(
+        data.score_fn(sde),
+        x,
+        sde=sde,
+        estimator="exact",
+        solver=sdescore.TorchDiffEq("dopri5", step_control="x"),
+    )
     b = sdescore.likelihood(
-        data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x", method="dopri5"
+        data.score_fn(sde),
+        x,
+        sde=sde,
+        estimator="exact",
+        solver=sdescore.TorchDiffEq("dopri5", step_control="x"),
     )
     assert a.nfe == b.nfe and torch.equal(a.log_prob, b.log_prob)
 

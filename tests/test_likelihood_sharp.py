@@ -45,7 +45,13 @@ def test_step_control_on_x_alone_is_biased_on_sharp_data():
     """Documents why the default controls both channels: the cheaper "x" is far off here."""
     sde, data = SDES["vp"], sharp_mixture((16,))
     x = data.sample(32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", step_control="x")
+    res = sdescore.likelihood(
+        data.score_fn(sde),
+        x,
+        sde=sde,
+        estimator="exact",
+        solver=sdescore.TorchDiffEq("dopri5", step_control="x"),
+    )
     assert likelihood_error_bpd(data, sde, x, res).mean() > 0.02  # log p too high
 
 
@@ -54,9 +60,8 @@ def test_fixed_grid_methods_take_their_steps(method, steps, tol):
     """A fixed-grid method runs `steps` steps on a log-SNR grid (it used to take one step)."""
     sde, data = SDES["vp"], sharp_mixture((16,))
     x = data.sample(16, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    res = sdescore.likelihood(
-        data.score_fn(sde), x, sde=sde, estimator="exact", method=method, steps=steps
-    )
+    solver = sdescore.TorchDiffEq(method, steps=steps)
+    res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", solver=solver)
     stages = {"rk4": 4, "midpoint": 2}[method]
     assert res.nfe == stages * steps
     # measured: rk4 4e-4, midpoint (second order) 3.3e-3 bits/dim
@@ -67,10 +72,10 @@ def test_fixed_grid_method_without_steps_is_refused():
     sde, data = SDES["vp"], sharp_mixture((2,))
     x = data.sample(4, dtype=torch.float64)
     for method in ("euler", "rk4", "midpoint"):
-        with pytest.raises(ValueError, match="fixed-grid method and needs a step count"):
+        with pytest.raises(ValueError, match="fixed-step method and needs a step count"):
             sdescore.likelihood(data.score_fn(sde), x, sde=sde, method=method)
-    with pytest.raises(ValueError, match="steps is for the fixed-grid methods"):
-        sdescore.likelihood(data.score_fn(sde), x, sde=sde, steps=10)
+    with pytest.raises(ValueError, match="steps applies to the fixed-step methods"):
+        sdescore.TorchDiffEq("dopri5", steps=10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -81,8 +86,8 @@ def test_half_precision_data_is_refused_clearly(dtype):
         sdescore.likelihood(data.score_fn(sde), x, sde=sde)
 
 
-@pytest.mark.parametrize("method,kw", [("rk4", {"steps": 10}), ("dopri5", {})])
-def test_nan_score_is_reported_not_returned(method, kw):
+@pytest.mark.parametrize("solver", [sdescore.TorchDiffEq("rk4", steps=10), "dopri5", "exp_abm"])
+def test_nan_score_is_reported_not_returned(solver):
     sde = SDES["vp"]
     x = torch.zeros(4, 2, dtype=torch.float64)
 
@@ -90,7 +95,7 @@ def test_nan_score_is_reported_not_returned(method, kw):
         return x * float("nan")  # keeps the graph for the divergence
 
     with pytest.raises((FloatingPointError, RuntimeError), match="(?i)nan|non-finite"):
-        sdescore.likelihood(nan_score, x, sde=sde, method=method, **kw)
+        sdescore.likelihood(nan_score, x, sde=sde, solver=solver)
 
 
 def test_elbo_nan_score_is_reported_not_returned():
@@ -108,5 +113,8 @@ def test_adaptive_likelihood_stops_at_max_steps():
     x = data.sample(4, dtype=torch.float32)
     with pytest.raises(sdescore.MaxStepsError, match="max steps exceeded"):
         sdescore.likelihood(
-            data.score_fn(sde), x, sde=sde, method="dopri5", rtol=1e-12, atol=1e-12, max_steps=20
+            data.score_fn(sde),
+            x,
+            sde=sde,
+            solver=sdescore.TorchDiffEq("dopri5", rtol=1e-12, atol=1e-12, max_steps=20),
         )

@@ -18,7 +18,14 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
-from .._checks import check_bool, check_choice, check_finite_tensor, check_int, check_state
+from .._checks import (
+    check_bool,
+    check_choice,
+    check_finite_tensor,
+    check_int,
+    check_state,
+    moved_keywords,
+)
 from ..distributed import env as dist_env
 from ..distributed import gather, is_distributed, rank_seed, shard
 from ..elbo import elbo as _elbo
@@ -60,32 +67,38 @@ def _timed(fn):
     return out, time.perf_counter() - start
 
 
+_MOVED = {
+    "sample_options": "the sampler object: sampler=sdescore.Auto(steps=20) (options on the "
+    "solver object; the process follows from it)",
+    "likelihood_examples": "a key of likelihood=: likelihood={{'examples': {v!r}}}",
+    "likelihood_options": "likelihood={v!r} (a dict of sdescore.likelihood's options)",
+    "elbo_options": "elbo={v!r} (a dict of sdescore.elbo's options)",
+    "verbose": "print(sdescore.metrics.format_table(result))",
+}
+
+
+@moved_keywords(_MOVED)
 def evaluate(
     model,
     data,
     *,
     sde=None,
     num_samples: int | None = None,
-    sampler: str = "ode",
-    sample_options: dict | None = None,
+    sampler="ode",
     metrics=None,
     reference: torch.Tensor | None = None,
-    likelihood: bool = True,
-    likelihood_examples: int | None = 256,
-    likelihood_options: dict | None = None,
-    elbo: bool = True,
-    elbo_options: dict | None = None,
+    likelihood: bool | dict = True,
+    elbo: bool | dict = True,
     generator: torch.Generator | None = None,
-    verbose: bool = False,
     return_samples: bool = False,
     distributed: bool | None = None,
 ):
     r"""Evaluate a score model on held-out data: samples, NLL and bits/dim, ELBO, sample metrics.
 
-    Draws `num_samples` samples from the PF ODE (`sampler="ode"`, Song et al. 2021 eq. (13))
-    or the reverse SDE (`"sde"`, eq. (6)); computes the test NLL and bits/dim with
-    `sdescore.likelihood` and the variational bound with `sdescore.elbo` on the first
-    `likelihood_examples` points; then the sample metrics against `data`, each with its floor
+    Draws `num_samples` samples from the PF ODE (Song et al. 2021 eq. (13)) or the reverse SDE
+    (eq. (6)) with `sampler`; computes the test NLL and bits/dim with `sdescore.likelihood` and
+    the variational bound with `sdescore.elbo` on the first 256 points (`likelihood=
+    {"examples": n}`); then the sample metrics against `data`, each with its floor
     when `reference` (real data independent of `data`) is given (for a mixture the floors
     come from exact samples).
 
@@ -95,18 +108,19 @@ def evaluate(
             `num_samples` test points are drawn from it, in float64).
         sde: the model's SDE when `model` carries none.
         num_samples: samples to draw; default `N`.
-        sampler: `"ode"` (`ProbabilityFlowODE.sample`) or `"sde"` (`ReverseSDE.sample`).
-        sample_options: keyword options for that `sample` call (`method`, `steps`, ...).
+        sampler: the solver that draws the samples, with its budget on the object: a solver
+            object (`sdescore.Auto(steps=20)`, `sdescore.PC(steps=500)`; its `process` picks
+            `ProbabilityFlowODE.sample` or `ReverseSDE.sample`), a method name (looked up for
+            the PF ODE first), or `"ode"` / `"sde"` for that process's default method.
         metrics: names from `METRICS` to compute; default those that apply to the data.
         reference: real data independent of `data` for the metrics' floors.
-        likelihood: compute the NLL and bits/dim.
-        likelihood_examples: how many points of `data` to score (None: all).
-        likelihood_options: keyword options for `sdescore.likelihood` (e.g. `bins=`).
-        elbo: compute the ELBO (needs a `GaussianSDE`; skipped otherwise).
-        elbo_options: keyword options for `sdescore.elbo`.
+        likelihood: compute the NLL and bits/dim: `True`, `False`, or a dict of
+            `sdescore.likelihood`'s options (`{"solver": ..., "dequantization": 256}`) with
+            `"examples"`, how many points of `data` to score (default 256; `None`: all).
+        elbo: compute the ELBO (needs a `GaussianSDE`; skipped otherwise): `True`, `False`, or
+            a dict of `sdescore.elbo`'s options; it scores the same points.
         generator: `torch.Generator` for the samples, probes and metrics.
-        verbose: print the table (`format_table`).
-        return_samples: also return the samples.
+        return_samples: also return the samples. (`format_table(result)` prints the table.)
         distributed: shard the work over the ranks of the process group: None (default) when
             one of more than one process is initialised (`sdescore.distributed`), or a bool.
             Every rank must then call `evaluate` with the same arguments and the same `data`.
@@ -135,16 +149,13 @@ def evaluate(
             without a process group, fewer samples than ranks).
     """
     sde = resolve_sde(model, sde)
-    check_choice("sampler", sampler, SAMPLERS)
-    for name, flag in (("likelihood", likelihood), ("elbo", elbo), ("verbose", verbose)):
-        check_bool(name, flag)
+    solver = _sampler(sampler)
+    lo, likelihood = _options("likelihood", likelihood)
+    eo, elbo = _options("elbo", elbo)
+    examples = check_int("likelihood['examples']", lo.pop("examples", 256), allow_none=True)
     check_int("num_samples", num_samples, allow_none=True)
-    check_int("likelihood_examples", likelihood_examples, allow_none=True)
+    check_bool("return_samples", return_samples)
     world = _world_size(distributed)
-    for name, opts in (("sample_options", sample_options), ("likelihood_options", likelihood_options),
-                       ("elbo_options", elbo_options)):  # fmt: skip
-        if opts is not None and not isinstance(opts, dict):
-            raise TypeError(f"{name} must be a dict of keyword options, got {type(opts).__name__}")
     # One process draws everything from `generator`. Several ranks need streams of their own
     # (else every rank would draw the same samples) and a shared one (data, metrics): both come
     # from one seed that rank 0 draws and broadcasts.
@@ -178,28 +189,26 @@ def evaluate(
     mine = _Share(world)
 
     # Samples: this rank's share.
-    proc = ProbabilityFlowODE(sde, model) if sampler == "ode" else ReverseSDE(sde, model)
-    opts = dict(sample_options or {})
+    proc = (ProbabilityFlowODE if solver.process == "ode" else ReverseSDE)(sde, model)
     part = shard(n, world_size=world) if world > 1 else slice(0, n)
     res, sec = _timed(
         lambda: proc.sample(
             (part.stop - part.start, *data.shape[1:]),
+            method=solver,
             generator=local_gen,
             device=data.device,
             dtype=data.dtype,
             return_info=True,
-            **opts,
         )  # fmt: skip
     )
     mine.cost("sampling", res.nfe, sec)
 
     # Likelihood and ELBO on this rank's share of the held-out points.
-    test = data if likelihood_examples is None else data[:likelihood_examples]
+    test = data if examples is None else data[:examples]
     if world > 1:
         test = test[shard(test.shape[0], world_size=world)]
     scored = test.shape[0] > 0
     if likelihood:
-        lo = likelihood_options or {}
         run = partial(_likelihood, model, test, sde=sde, generator=local_gen, **lo)
         lr, sec = _timed(run) if scored else (None, 0.0)
         mine.cost("likelihood", 0 if lr is None else lr.nfe, sec)
@@ -207,7 +216,6 @@ def evaluate(
         mine.values("bits_per_dim", None if lr is None else lr.bits_per_dim)
     run_elbo = elbo and isinstance(sde, GaussianSDE)
     if run_elbo:
-        eo = dict(elbo_options or {})
         run = partial(_elbo, model, test, sde=sde, generator=local_gen, **eo)
         er, sec = _timed(run) if scored else (None, 0.0)
         calls = 0
@@ -223,7 +231,9 @@ def evaluate(
     total = mine.combine(data.device)
     out = {}
     nfe, sec = total.cost("sampling")
-    out["sampling"] = _row(nfe=nfe, seconds=sec, sampler=sampler, n=n, world_size=world, **opts)
+    out["sampling"] = _row(
+        nfe=nfe, seconds=sec, sampler=res.solver, n=n, world_size=world, unit="samples"
+    )
     entries = [("nll", "likelihood", "nats"), ("bits_per_dim", "likelihood", "bits/dim")]
     entries += [("elbo_nll", "elbo", "nats"), ("elbo_bits_per_dim", "elbo", "bits/dim")]
     for key, stage, unit in entries:
@@ -241,9 +251,28 @@ def evaluate(
             out[key] = _row(
                 m.value, stderr=m.stderr, floor=m.floor, nfe=out["sampling"]["nfe"], seconds=sec
             )
-    if verbose:
-        print(format_table(out))
     return (out, x) if return_samples else out
+
+
+def _sampler(sampler):
+    """The sampling solver object for `evaluate`'s `sampler` (see there)."""
+    from ..solvers.table import METHODS, get_solver
+
+    if isinstance(sampler, str) and sampler in SAMPLERS:
+        return get_solver("auto" if sampler == "ode" else "euler_maruyama", sampler)
+    if isinstance(sampler, str) and sampler not in METHODS["ode"]:
+        return get_solver(sampler, "sde", what="sampler")
+    process = getattr(sampler, "process", "ode")
+    return get_solver(sampler, process if process in METHODS else "ode", what="sampler")
+
+
+def _options(name: str, value) -> tuple[dict, bool]:
+    """`(options, on)` from `True`/`False` or a dict of options (on)."""
+    if isinstance(value, bool):
+        return {}, value
+    if isinstance(value, dict):
+        return dict(value), True
+    raise TypeError(f"{name} must be a bool or a dict of options, got {type(value).__name__}")
 
 
 def _world_size(distributed) -> int:

@@ -43,7 +43,7 @@ def check_data_scale(model, x: torch.Tensor, *, stacklevel: int = 3) -> None:
     Uses the model's Gaussian baseline (per-coordinate mean and std, from `fit_baseline`): a
     coordinate more than 50 of its training stds from its training mean is far outside anything
     the model has seen, typically raw integer levels (0..255) passed to a model trained on
-    [-1, 1] without `bins=`. Only a warning: the numbers are still computed. One host sync.
+    [-1, 1] without `dequantization=`. Only a warning: the numbers are still computed. One host sync.
     """
     mean = getattr(model, "baseline_mean", None)
     std = getattr(model, "baseline_std", None)
@@ -57,6 +57,6 @@ def check_data_scale(model, x: torch.Tensor, *, stacklevel: int = 3) -> None:
         warnings.warn(
             f"x lies far outside the data the model was fitted to: a coordinate is {worst:.0f} "
             "training stds from its training mean. If x holds discrete levels (e.g. 0..255), "
-            "pass bins=... (and data_range=) so that they are dequantized onto the model's range",
+            "pass dequantization=bins (or sdescore.Dequantization(bins, data_range=...)) so that they are dequantized onto the model's range",
             stacklevel=stacklevel,
         )

@@ -11,6 +11,7 @@ from .adaptive import GottaGoFast
 from .auto import Auto
 from .base import Problem, Solver
 from .dpm_solver import DPMSolver
+from .exp_abm import ExpABM
 from .grid import GRIDS, Grid, Karras, LogSNR, TimeQuadratic, Times, TimeUniform, grid_from_dict
 from .langevin import PC, AnnealedLangevin, Langevin
 from .native import Ancestral, EulerMaruyama, ReverseDiffusion
@@ -29,6 +30,7 @@ __all__ = [
     "DPMSolver",
     "Dopri5",
     "EulerMaruyama",
+    "ExpABM",
     "GRIDS",
     "GottaGoFast",
     "Grid",

@@ -22,7 +22,7 @@ class DigitsData:
     """The 8x8 digits in the forms a score model needs.
 
     Attributes:
-        levels: `(N, 1, 8, 8)` int64 levels `0 .. 16`, for `likelihood(..., bins=17)` and
+        levels: `(N, 1, 8, 8)` int64 levels `0 .. 16`, for `likelihood(..., dequantization=17)` and
             `train(..., dequantize=17)`.
         images: `(N, 1, 8, 8)` the bin centres on `data_range`, `-1 + (2k + 1)/17`, the points
             that `sdescore.dequantize` spreads uniformly over each bin.
