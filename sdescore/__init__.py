@@ -30,7 +30,17 @@ from .models import (
     save_model,
 )
 from .reverse import ProbabilityFlowODE, ReverseSDE
-from .sdes import SDE, VESDE, VPSDE, DiscreteVPSDE, GaussianSDE, LinearSDE, SubVPSDE
+from .sdes import (
+    SDE,
+    VESDE,
+    VPSDE,
+    AlphaSigmaSDE,
+    DiscreteVPSDE,
+    GaussianSDE,
+    LinearSDE,
+    RectifiedFlowSDE,
+    SubVPSDE,
+)
 from .solvers import (
     PC,
     Ancestral,
@@ -64,6 +74,7 @@ __all__ = [
     "ConditionalMLPScoreNet",
     "ConditionalScoreModel",
     "SDE",
+    "AlphaSigmaSDE",
     "DiscreteVPSDE",
     "ELBOResult",
     "VESDE",
@@ -90,6 +101,7 @@ __all__ = [
     "MaxStepsError",
     "NonFiniteError",
     "ProbabilityFlowODE",
+    "RectifiedFlowSDE",
     "ReverseSDE",
     "SampleResult",
     "ScoreModel",
