@@ -37,9 +37,9 @@ class RectifiedFlowSDE(GaussianSDE):
     $s = \sqrt{\alpha(T)^2 + \sigma(T)^2}$. By joint convexity of the KL divergence the mismatch
     is at most $E_{x_0} KL(N(\alpha_T x_0, \sigma_T^2 I) \,\|\, N(0, s^2 I))
     = \frac{\alpha_T^2 E|x_0|^2}{2s^2} + \frac d2\big(\frac{\sigma_T^2}{s^2} - 1
-    - \log\frac{\sigma_T^2}{s^2}\big)$: about $8 \times 10^{-6}$ nats for eight Gaussians
-    (tested, `prior_mismatch_bound`), and it is the only error the truncation adds to a sample
-    drawn with the exact score.
+    - \log\frac{\sigma_T^2}{s^2}\big)$ (`prior_mismatch_bound`; measured against quadrature
+    in docs/flow_matching.md), and with the exact score it is the only error the truncation
+    adds to a sample.
 
     The kernel is exact in closed form, $\lambda$ is inverted in closed form, and the
     flow-matching coefficients are $\dot\alpha = -1$, $\dot\sigma = 1 - \sigma_{min}$.
