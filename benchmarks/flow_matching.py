@@ -84,7 +84,9 @@ def main(argv=None) -> None:
         e = (res.log_prob - exact).abs()
         print(f"| {tol:g} | {e.mean().item():.1e} | {e.max().item():.1e} | {res.nfe} |")
     bound = sde.prior_mismatch_bound(16.5, 2)
-    print(f"\nprior mismatch at T: KL(p_T || prior) <= {bound:.1e} nats ({bound / math.log(2):.1e} bits)")
+    print(
+        f"\nprior mismatch at T: KL(p_T || prior) <= {bound:.1e} nats ({bound / math.log(2):.1e} bits)"
+    )
 
 
 if __name__ == "__main__":
