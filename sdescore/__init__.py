@@ -13,6 +13,7 @@ from .losses import (
     classifier_loss,
     ddpm_loss,
     dsm_loss,
+    flow_matching_loss,
     ism_loss,
     label_dropout_loss,
     ncsn_loss,
@@ -31,7 +32,17 @@ from .models import (
     save_model,
 )
 from .reverse import ProbabilityFlowODE, ReverseSDE
-from .sdes import SDE, VESDE, VPSDE, DiscreteVPSDE, GaussianSDE, LinearSDE, SubVPSDE
+from .sdes import (
+    SDE,
+    VESDE,
+    VPSDE,
+    AlphaSigmaSDE,
+    DiscreteVPSDE,
+    GaussianSDE,
+    LinearSDE,
+    RectifiedFlowSDE,
+    SubVPSDE,
+)
 from .solvers import (
     PC,
     Ancestral,
@@ -72,6 +83,7 @@ __all__ = [
     "ConditionalMLPScoreNet",
     "ConditionalScoreModel",
     "SDE",
+    "AlphaSigmaSDE",
     "DiscreteVPSDE",
     "ELBOResult",
     "VESDE",
@@ -109,6 +121,7 @@ __all__ = [
     "MaxStepsError",
     "NonFiniteError",
     "ProbabilityFlowODE",
+    "RectifiedFlowSDE",
     "ReverseSDE",
     "SampleResult",
     "ScoreModel",
@@ -135,6 +148,7 @@ __all__ = [
     "label_dropout_loss",
     "train_classifier",
     "dsm_loss",
+    "flow_matching_loss",
     "ism_loss",
     "load_model",
     "losses",

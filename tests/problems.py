@@ -104,3 +104,21 @@ def likelihood_error_bpd(data, sde, x, res, eps=1e-5) -> torch.Tensor:
         - data.marginal_log_prob(res.latent, sde.T, sde)
     )
     return (res.log_prob - exact) / (d * math.log(2))
+
+
+def cosine_alpha(t: torch.Tensor) -> torch.Tensor:
+    return torch.cos(0.5 * math.pi * t)
+
+
+def cosine_sigma(t: torch.Tensor) -> torch.Tensor:
+    return torch.sin(0.5 * math.pi * t)
+
+
+def make_flow_sdes() -> dict[str, sdescore.GaussianSDE]:
+    """SDEs given by their kernel: rectified flow (plain and with sigma_min) and a cosine
+    schedule written as alpha, sigma (derivatives by autograd)."""
+    return {
+        "rectified_flow": sdescore.RectifiedFlowSDE(),
+        "rectified_flow_smin": sdescore.RectifiedFlowSDE(0.01),
+        "alpha_sigma_cosine": sdescore.AlphaSigmaSDE(cosine_alpha, cosine_sigma, T=0.999),
+    }

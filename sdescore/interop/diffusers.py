@@ -14,20 +14,41 @@ on data scaled to $[-1, 1]$, predicting one of (diffusers' `prediction_type`)
 linear in t between) and returns a `ScoreModel` with that head, so `sdescore.likelihood(model, x,
 dequantization=256)` gives exact bits/dim and every sampler runs on it. A scheduler *object* is read by duck
 typing (`alphas_cumprod`, `config.prediction_type`); only a scheduler *config* needs diffusers.
+
+A diffusers *flow-matching* model (`FlowMatchEulerDiscreteScheduler`: Stable Diffusion 3, Flux,
+...) is trained on $x_\sigma = (1 - \sigma)x_0 + \sigma\varepsilon$ to predict
+$\varepsilon - x_0$ at timestep $1000\sigma$: that is `RectifiedFlowSDE` with time $t = \sigma$
+and the `"velocity"` head (`from_diffusers_flow`). The scheduler's `shift`
+($\sigma \mapsto s\sigma/(1 + (s - 1)\sigma)$), dynamic shifting and Karras/exponential/beta
+sigmas change only the *sampling grid*, not the SDE: `flow_sampling_times` returns that grid as
+sdescore times. diffusers' Euler step $x + (\sigma_{i+1} - \sigma_i)\hat u$ is exactly
+DPM-Solver++(1) (DDIM) on this SDE: with $\alpha = 1 - t$, $\sigma = t$ its update
+$\frac{\sigma_t}{\sigma_s}x + (\alpha_t - \frac{\sigma_t}{\sigma_s}\alpha_s)\hat x_0$, with
+$\hat x_0 = x - s\hat u$, reduces to $x + (t - s)\hat u$.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
-from .._checks import check_callable, check_choice
+from .._checks import check_callable, check_choice, check_int, check_real
 from ..models.score_model import ScoreModel
 from ..sdes.discrete import DiscreteVPSDE
+from ..sdes.flow import RectifiedFlowSDE
 
-__all__ = ["PREDICTION_TYPES", "TimestepNet", "from_diffusers", "sde_from_scheduler"]
+__all__ = [
+    "PREDICTION_TYPES",
+    "FlowTimestepNet",
+    "TimestepNet",
+    "flow_sampling_times",
+    "from_diffusers",
+    "from_diffusers_flow",
+    "sde_from_scheduler",
+]
 
 # diffusers' prediction_type -> ScoreModel parameterization
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
@@ -132,3 +153,109 @@ def from_diffusers(unet, scheduler, *, prediction_type: str | None = None) -> Sc
         prediction_type = _config(scheduler).get("prediction_type", "epsilon")
     check_choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
     return ScoreModel(TimestepNet(unet, sde), sde, PREDICTION_TYPES[prediction_type])
+
+
+# -- flow matching ---------------------------------------------------------------------------
+def _flow_config(scheduler) -> Mapping:
+    cfg = _config(scheduler)
+    if not isinstance(cfg, Mapping) or "shift" not in cfg or "num_train_timesteps" not in cfg:
+        raise TypeError(
+            "scheduler must be a diffusers FlowMatchEulerDiscreteScheduler (or its config, with "
+            f"'shift' and 'num_train_timesteps'), got {type(scheduler).__name__}"
+        )
+    if cfg.get("invert_sigmas", False):
+        raise ValueError(
+            "invert_sigmas=True (Mochi) runs time the other way round, x = sigma x0 + "
+            "(1 - sigma) eps; it is not supported"
+        )
+    return cfg
+
+
+class FlowTimestepNet(nn.Module):
+    r"""A diffusers flow-matching network `net(x, timestep)` as an sdescore net `(x, t)`.
+
+    Calls `net(x, t * timestep_scale)`: diffusers' flow schedulers hand the network
+    `timestep = 1000 σ` (`num_train_timesteps` σ; Stable Diffusion 3), and time here is
+    $t = \sigma$. Pipelines whose transformer rescales internally (Flux passes `timestep / 1000`)
+    need `timestep_scale=1`. The output may be a tensor, have `.sample`, or be a tuple.
+
+    Args:
+        net: callable `net(x: (B, *D), timestep: (B,))`; bind other inputs (text embeddings)
+            with a lambda.
+        timestep_scale: the network's timestep per unit of $\sigma$, > 0.
+    """
+
+    def __init__(self, net, timestep_scale: float = 1000.0):
+        super().__init__()
+        check_callable("net", net, example="transformer(x, timestep)")
+        self.net = net
+        self.timestep_scale = check_real("timestep_scale", timestep_scale, positive=True)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.net(x, t * self.timestep_scale)
+        if isinstance(out, tuple):
+            out = out[0]
+        return getattr(out, "sample", out)
+
+
+def from_diffusers_flow(
+    net, scheduler, *, T: float = 0.999, timestep_scale: float | None = None
+) -> ScoreModel:
+    r"""A `ScoreModel` on `RectifiedFlowSDE(T=T)` from a diffusers flow-matching network.
+
+    Example (the SD3 transformer with its text conditioning bound)::
+
+        sched = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler")
+        net = lambda x, k: transformer(x, encoder_hidden_states=c, pooled_projections=p,
+                                       timestep=k).sample
+        model = sdescore.interop.from_diffusers_flow(net, sched)
+        pf = model.sde.probability_flow(model)
+        latents = pf.sample(shape, method="dpm_solver", steps=20)
+
+    Args:
+        net: callable `net(x, timestep)` predicting the velocity $\varepsilon - x_0$.
+        scheduler: a `FlowMatchEulerDiscreteScheduler` or its config (`shift` and
+            `num_train_timesteps` are read; `shift` only matters for `flow_sampling_times`).
+        T: end time of the SDE, < 1 (see `RectifiedFlowSDE` for why and what it costs).
+        timestep_scale: default the scheduler's `num_train_timesteps`.
+
+    Raises:
+        TypeError: not a flow-matching scheduler (or config), `net` not callable.
+        ValueError: `invert_sigmas=True`, a bad `T` or `timestep_scale`.
+    """
+    cfg = _flow_config(scheduler)
+    scale = cfg["num_train_timesteps"] if timestep_scale is None else timestep_scale
+    sde = RectifiedFlowSDE(T=T)
+    return ScoreModel(FlowTimestepNet(net, scale), sde, "velocity")
+
+
+def flow_sampling_times(
+    scheduler, num_inference_steps: int, *, T: float = 0.999, mu: float | None = None
+) -> torch.Tensor:
+    r"""The scheduler's sampling grid as sdescore times `(num_inference_steps + 1,)`, float64.
+
+    Runs `set_timesteps` on a copy of the scheduler (the caller's is left as it was) and reads
+    its sigmas, shift, dynamic shifting and sigma conversions included: $t_i = \sigma_i$,
+    decreasing, ending at 0 (diffusers' last step, to $\hat x_0$). Sigmas above `T` (diffusers
+    starts at $\sigma = 1$) are clamped to `T`, where `RectifiedFlowSDE(T=T)` starts.
+
+    Args:
+        scheduler: a `FlowMatchEulerDiscreteScheduler` (a config is built into one; needs
+            diffusers).
+        num_inference_steps: steps, >= 1.
+        T: the SDE's end time.
+        mu: the resolution-dependent shift, for schedulers with `use_dynamic_shifting`.
+
+    Raises:
+        TypeError: not a flow-matching scheduler.
+    """
+    cfg = _flow_config(scheduler)
+    check_int("num_inference_steps", num_inference_steps)
+    if isinstance(scheduler, Mapping):
+        options = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        scheduler = _import_diffusers().FlowMatchEulerDiscreteScheduler.from_config(options)
+    else:
+        scheduler = copy.deepcopy(scheduler)
+    scheduler.set_timesteps(num_inference_steps, mu=mu)
+    sigmas = torch.as_tensor(scheduler.sigmas, dtype=torch.float64).cpu()
+    return sigmas.clamp(max=check_real("T", T, positive=True))

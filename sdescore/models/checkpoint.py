@@ -4,7 +4,7 @@ A checkpoint holds the state dict, the parameterization, the SDE's class name an
 and, for the library's own networks, the network's class and configuration. `torch.load` is
 always called with `weights_only=True`, so a checkpoint file cannot execute code.
 
-**SDEs:** `VPSDE`, `SubVPSDE` and `VESDE` are rebuilt from their saved parameters. A
+**SDEs:** `VPSDE`, `SubVPSDE`, `VESDE` and `RectifiedFlowSDE` are rebuilt from their saved parameters. A
 `LinearSDE` (or any other SDE) is made of arbitrary callables that cannot be stored safely, so
 it must be passed again at load time (`load_model(path, sde=...)`); otherwise loading raises.
 When `sde` is passed for a checkpoint of a built-in SDE, it must match the saved one.
@@ -39,7 +39,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..sdes import SDE, VESDE, VPSDE, SubVPSDE
+from ..sdes import SDE, VESDE, VPSDE, RectifiedFlowSDE, SubVPSDE
 from .conditional import ConditionalMLPScoreNet, ConditionalScoreModel
 from .mlp import MLPScoreNet
 from .score_model import ScoreModel
@@ -56,6 +56,7 @@ _SDES = {
     "VPSDE": (VPSDE, ("beta_min", "beta_max", "T")),
     "SubVPSDE": (SubVPSDE, ("beta_min", "beta_max", "T")),
     "VESDE": (VESDE, ("sigma_min", "sigma_max", "T")),
+    "RectifiedFlowSDE": (RectifiedFlowSDE, ("sigma_min", "T", "prior_std")),
 }
 _NETS = {"MLPScoreNet": MLPScoreNet, "UNet": UNet, "ConditionalMLPScoreNet": ConditionalMLPScoreNet}
 _CONDITIONAL = "ConditionalScoreModel"

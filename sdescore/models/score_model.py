@@ -8,10 +8,17 @@ For a Gaussian kernel $x_t = \alpha(t) x_0 + \sigma(t)\varepsilon$ the network m
 | `"eps"` | $\hat\varepsilon$ (Ho et al. 2020) | $-\hat\varepsilon / \sigma$ |
 | `"x0"` | $\hat x_0 = E[x_0 \mid x_t]$ | $(\alpha \hat x_0 - x_t) / \sigma^2$ (Tweedie's formula) |
 | `"v"` | $\hat v = \alpha\varepsilon - \sigma x_0$ (Salimans & Ho 2022) | $-(\sigma x_t + \alpha \hat v) / (\sigma(\alpha^2 + \sigma^2))$ |
+| `"velocity"` | $\hat u = \dot\alpha x_0 + \dot\sigma\varepsilon$ (flow matching, Lipman et al. 2023) | $-(\alpha\hat u - \dot\alpha x_t) / (\sigma(\alpha\dot\sigma - \dot\alpha\sigma))$ |
 | `"energy"` | a scalar $E_\theta(x, t)$ per example | $-\nabla_x E_\theta$ |
 
 (Tweedie: $E[x_0 \mid x_t] = (x_t + \sigma^2 \nabla\log p_t(x_t)) / \alpha$, Efron 2011. For `"v"`,
-$\sigma x_t + \alpha v = (\alpha^2 + \sigma^2)\varepsilon$, which is $\varepsilon$ for VP SDEs.)
+$\sigma x_t + \alpha v = (\alpha^2 + \sigma^2)\varepsilon$, which is $\varepsilon$ for VP SDEs.
+For `"velocity"`, solving $x_t = \alpha x_0 + \sigma\varepsilon$, $u = \dot\alpha x_0 +
+\dot\sigma\varepsilon$ for $\varepsilon$ gives $\varepsilon = (\alpha u - \dot\alpha x_t)/D$ with
+$D = \alpha\dot\sigma - \dot\alpha\sigma = \alpha g^2/(2\sigma) > 0$; the exact velocity
+$E[u \mid x_t] = f x_t - \tfrac12 g^2\nabla\log p_t$ is the probability-flow drift. It is not
+the `"v"` of Salimans & Ho: for rectified flow ($\alpha = 1 - t$, $\sigma = t$, $D = 1$)
+$u = \varepsilon - x_0$.)
 
 `"score"` with `scale_by_sigma=True` *is* the `"eps"` parameterization with the sign flipped: its
 network learns $\sigma s = -\varepsilon$, so a net $n$ there and the net $-n$ under `"eps"` give
@@ -45,7 +52,7 @@ from ..sdes.gaussian import GaussianSDE
 
 __all__ = ["PARAMETERIZATIONS", "ScoreModel"]
 
-PARAMETERIZATIONS = ("score", "eps", "x0", "v", "energy")
+PARAMETERIZATIONS = ("score", "eps", "x0", "v", "velocity", "energy")
 # The tensor/module method that casts to each dtype, for the dtype-mismatch message.
 _CAST = {torch.float32: "float", torch.float64: "double", torch.float16: "half"}
 _CAST[torch.bfloat16] = "bfloat16"
@@ -62,7 +69,7 @@ class ScoreModel(nn.Module):
             tensor shaped like `x`. An `nn.Module` is registered as a submodule.
         sde: the forward `SDE`. Every parameterization except `"score"` (without baseline or
             `scale_by_sigma`) needs a `GaussianSDE` for $\alpha(t)$ and $\sigma(t)$.
-        parameterization: one of `"score"`, `"eps"`, `"x0"`, `"v"`, `"energy"`.
+        parameterization: one of `"score"`, `"eps"`, `"x0"`, `"v"`, `"velocity"`, `"energy"`.
         scale_by_sigma: with `"score"`, return `net(x, t) / sigma(t)` (Song et al. 2021, App. H),
             so that the network output has unit scale at every noise level; this is `"eps"`
             with the sign flipped (bit-identical training with the negated net).
@@ -226,12 +233,48 @@ class ScoreModel(nn.Module):
             score = -out / s
         elif p == "x0":
             score = (a * out - x) / s.square()
-        else:  # "v"
+        elif p == "v":
             score = -(s * x + a * out) / (s * (a.square() + s.square()))
+        else:  # "velocity"
+            da, ds = (append_dims(c, x.ndim) for c in self.sde.alpha_sigma_derivatives(t))
+            score = -(a * out - da * x) / (s * (a * ds - da * s))
         if self.has_baseline:
             r, v = self._baseline_var(x, alpha, sigma)
             score = score - r / v
         return score
+
+    def velocity(self, x: torch.Tensor, t) -> torch.Tensor:
+        r"""The flow-matching velocity $\hat u(x, t) = f(t)x - \tfrac12 g(t)^2 s_\theta(x, t)$.
+
+        For the `"velocity"` head (without baseline) this is the network's output itself, not a
+        round trip through the score; for the others it is converted from the score. It is the
+        probability-flow drift, and the quantity `sdescore.losses.flow_matching_loss` regresses.
+
+        Shapes: `x: (B, *D)`, `t` a float or `(B,)`; returns `(B, *D)`.
+
+        Raises:
+            TypeError: the model's SDE is not a `GaussianSDE` (and the head is not `"velocity"`
+                without baseline), or a dtype mismatch as in `forward`.
+            ValueError: as in `forward`.
+        """
+        check_state(x)
+        self._check_dtype(x)
+        t = as_time(t, x, self.sde.T)
+        return self._velocity(x, t)
+
+    def _velocity(self, x: torch.Tensor, t: torch.Tensor, extra: tuple = ()) -> torch.Tensor:
+        if self.parameterization == "velocity" and not self.has_baseline:
+            out = self.net(x, t, *extra)
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(
+                    f"net(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}"
+                )
+            return out
+        if not isinstance(self.sde, GaussianSDE):
+            raise TypeError(f"velocity() needs a GaussianSDE, got {type(self.sde).__name__}")
+        g2 = append_dims(self.sde.diffusion(t).square(), x.ndim)
+        return self.sde.drift(x, t) - 0.5 * g2 * self._score(x, t, extra)
 
     def _head(self) -> str:
         if self.scale_by_sigma:

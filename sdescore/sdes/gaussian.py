@@ -128,6 +128,21 @@ class GaussianSDE(SDE):
         """The kernel's standard deviation $\\sigma(t)$."""
         return self._sigma(as_time_only(t, self.T))
 
+    def alpha_sigma_derivatives(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""$(\dot\alpha(t), \dot\sigma(t))$, the time derivatives of the kernel's coefficients.
+
+        From $d\alpha/dt = f\alpha$ and $d\sigma^2/dt = 2f\sigma^2 + g^2$ (Särkkä & Solin 2019,
+        eq. (5.51)): $\dot\alpha = f\alpha$, $\dot\sigma = f\sigma + g^2/(2\sigma)$. The
+        conditional flow-matching velocity is $\dot\alpha x_0 + \dot\sigma\varepsilon$
+        (Lipman et al. 2023). Leaves with closed forms override `_alpha_sigma_dot`; the generic
+        form needs $\sigma(t) > 0$.
+        """
+        return self._alpha_sigma_dot(as_time_only(t, self.T))
+
+    def _alpha_sigma_dot(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, sigma = self._f(t), self._sigma(t)
+        return f * self._log_alpha(t).exp(), f * sigma + 0.5 * self._g(t).square() / sigma
+
     def log_snr(self, t) -> torch.Tensor:
         """Half log signal-to-noise ratio $\\lambda(t) = \\log\\alpha(t) - \\log\\sigma(t)$."""
         t = as_time_only(t, self.T)

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 import sdescore
 
-from problems import make_sdes
+from problems import make_flow_sdes, make_sdes
 
-SDES = make_sdes()
+SDES = {**make_sdes(), **make_flow_sdes()}
 SHAPES = [(5,), (5, 3), (5, 2, 4, 4)]
 
 

@@ -155,10 +155,11 @@ def test_shapes_and_dtypes_follow_the_input():
 
 
 # Small step counts; correctness of each method's law is tested in tests/solvers.
+# (with "method" where it is a configured solver object)
 SDE_CASES = {
-    "pc": {"steps": 20, "corrector_steps": 1},
-    "annealed_langevin": {"steps": 20, "corrector_steps": 1},
-    "gotta_go_fast": {"rtol": 0.02, "atol": 0.02},
+    "pc": {"steps": 20, "method": sdescore.PC(corrector=sdescore.Langevin(steps=1))},
+    "annealed_langevin": {"steps": 20, "method": sdescore.AnnealedLangevin(corrector_steps=1)},
+    "gotta_go_fast": {"method": sdescore.GottaGoFast(rtol=0.02, atol=0.02)},
 }
 ODE_CASES = {"dpm_solver": {"steps": 12}}
 ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
@@ -168,10 +169,8 @@ ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 def test_every_sde_sampler_runs(method):
     data = _mixture_1d()
     rs = SDE.reverse(data.score_fn(SDE))
-    opts = SDE_CASES.get(method, {"steps": 40})
-    x = rs.sample(
-        (400, 1), method=method, generator=torch.Generator().manual_seed(0), **F64, **opts
-    )
+    opts = {"method": method, **SDE_CASES.get(method, {"steps": 40})}
+    x = rs.sample((400, 1), generator=torch.Generator().manual_seed(0), **F64, **opts)
     assert torch.isfinite(x).all()
     # 400 draws, data std 0.43: the mean's standard error is 0.022; 5 of them, plus step bias
     assert abs(x.mean().item() - data.mean().item()) < 0.15, method
@@ -181,11 +180,11 @@ def test_every_sde_sampler_runs(method):
 def test_every_ode_sampler_runs(method):
     data = _mixture_1d()
     pf = SDE.probability_flow(data.score_fn(SDE))
-    opts = {"rtol": 1e-3, "atol": 1e-3} if method in ADAPTIVE else {"steps": 40}
-    opts = ODE_CASES.get(method, opts)
-    x = pf.sample(
-        (400, 1), method=method, generator=torch.Generator().manual_seed(0), **F64, **opts
-    )
+    if method in ADAPTIVE:
+        opts = {"method": sdescore.TorchDiffEq(method, rtol=1e-3, atol=1e-3)}
+    else:
+        opts = {"method": method, **ODE_CASES.get(method, {"steps": 40})}
+    x = pf.sample((400, 1), generator=torch.Generator().manual_seed(0), **F64, **opts)
     assert torch.isfinite(x).all()
     assert abs(x.mean().item() - data.mean().item()) < 0.15, method
 
@@ -214,9 +213,7 @@ def test_likelihood_matches_the_oracle():
         x,
         sde=sde,
         estimator="exact",
-        rtol=1e-7,
-        atol=1e-7,
-        options={"jump_t": nodes},
+        solver=sdescore.TorchDiffEq("dopri5", rtol=1e-7, atol=1e-7, options={"jump_t": nodes}),
     )
     err = likelihood_error_bpd(data, sde, x, res)
     assert err.abs().max() < 2e-4  # measured 8e-5 (VP SDEs: below 3e-4 at these tolerances)
