@@ -136,13 +136,43 @@ class GaussianSDE(SDE):
     def _log_snr(self, t: torch.Tensor) -> torch.Tensor:
         return self._log_alpha(t) - self._sigma(t).log()
 
-    def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
-        """Invert $\\lambda(t)$ (strictly decreasing) for $t \\in [0, T]$, by vectorised bisection.
+    def t_from_log_snr(self, lam) -> torch.Tensor:
+        """Invert $\\lambda(t)$ (strictly decreasing) for $t \\in [0, T]$.
 
-        Values of `lam` outside $[\\lambda(T), \\lambda(0)]$ are clamped to the end points.
-        Subclasses with a closed form override this.
+        Args:
+            lam: half log-SNR values, a number or a floating tensor of any shape.
+
+        Returns:
+            Times shaped like `lam`, in its dtype (the default dtype for a number). Values of
+            `lam` above $\\lambda(0)$ give 0 and values below $\\lambda(T)$ give T: the
+            nearest end of the SDE's range, also for $\\pm\\infty$ (never NaN).
+
+        Raises:
+            ValueError: `lam` holds NaN (checked for numbers and CPU tensors; on an accelerator,
+                where the check would synchronise, a NaN gives NaN, never a plausible time).
+            TypeError: `lam` is an integer tensor.
         """
         lam = as_log_snr(lam)
+        if lam.device.type == "cpu" and bool(torch.isnan(lam).any()):
+            raise ValueError(f"lam must not be NaN, got NaN in t_from_log_snr of {self!r}")
+        lo, hi = self._log_snr_range()
+        t = self._t_from_log_snr(lam.clamp(min=lo, max=hi)).clamp(0.0, self.T)
+        # The end points exactly (the inverse of a clamped value may be an ulp inside).
+        t = torch.where(lam >= hi, torch.zeros_like(t), torch.where(lam <= lo, self.T, t))
+        return torch.where(torch.isnan(lam), lam, t)
+
+    def _log_snr_range(self) -> tuple[float, float]:
+        """$(\\lambda(T), \\lambda(0))$ in float64; $\\lambda(0) = +\\infty$ where $\\sigma(0) = 0$."""
+        with torch.no_grad():
+            ends = self._log_snr(torch.tensor([self.T, 0.0], dtype=torch.float64)).tolist()
+        lo, hi = (-math.inf if math.isnan(ends[0]) else ends[0]), ends[1]
+        return lo, math.inf if math.isnan(hi) else hi
+
+    def _t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
+        """The inverse on `lam` already clamped to the range, by vectorised bisection.
+
+        Subclasses with a closed form override this (not `t_from_log_snr`, which checks).
+        """
         lo = torch.zeros_like(lam)
         hi = torch.full_like(lam, self.T)
         # 60 halvings take the bracket below float64 resolution on [0, T]; no host sync.

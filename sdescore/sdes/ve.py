@@ -7,7 +7,7 @@ import math
 import torch
 
 from .._checks import check_real
-from .gaussian import GaussianSDE, as_log_snr
+from .gaussian import GaussianSDE
 
 __all__ = ["VESDE"]
 
@@ -56,8 +56,7 @@ class VESDE(GaussianSDE):
     def _sigma(self, t):
         return torch.exp(math.log(self.sigma_min) + t * self._log_ratio)
 
-    def t_from_log_snr(self, lam):
-        lam = as_log_snr(lam)
+    def _t_from_log_snr(self, lam):
         return ((-lam - math.log(self.sigma_min)) / self._log_ratio).clamp(0.0, self.T)
 
     @property
