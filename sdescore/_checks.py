@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
 
 import torch
 
@@ -26,6 +28,8 @@ __all__ = [
     "check_real",
     "check_sigma_positive",
     "check_state",
+    "check_seed",
+    "external_stacklevel",
 ]
 
 
@@ -218,3 +222,31 @@ def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:
             f"{what} returned shape {tuple(out.shape)}, expected the state's shape {tuple(x.shape)}"
         )
     return out
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def external_stacklevel() -> int:
+    """The `stacklevel` for `warnings.warn` that points at the first caller outside sdescore.
+
+    Call it in the function that warns: `warnings.warn(msg, stacklevel=external_stacklevel())`.
+    A warning raised several calls deep (a classmethod calling `__init__` calling a check) then
+    names the user's line, however the call chain inside the package is built.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def check_seed(name: str, seed) -> int:
+    """A seed for `torch.Generator.manual_seed`: an int in `[0, 2**64)`.
+
+    Larger ints are refused rather than reduced modulo $2^{64}$, which would map different
+    seeds (`2**70` and 0) to one stream.
+    """
+    seed = check_int(name, seed, minimum=0)
+    if seed >= 2**64:
+        raise ValueError(f"{name} must be an int in [0, 2**64), got {seed}")
+    return seed

@@ -123,6 +123,7 @@ class DiscreteVPSDE(GaussianSDE):
         self._check_schedule()
 
     _schedule_hint = "the schedule's last alphas_cumprod is too small for float32; use fewer steps"
+    _prior_hint = "use more timesteps or larger betas, e.g. DiscreteVPSDE.linear(1000)"
 
     @classmethod
     def linear(

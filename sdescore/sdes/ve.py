@@ -43,6 +43,10 @@ class VESDE(GaussianSDE):
         self._check_schedule()
 
     _schedule_hint = "lower sigma_max (or T); sigma(t) = sigma_min (sigma_max/sigma_min)^t"
+    _prior_hint = (
+        "raise sigma_max well above the data's scale (Song & Ermon 2020: about the largest "
+        "distance between two data points)"
+    )
 
     def _f(self, t):
         return torch.zeros_like(t)

@@ -35,6 +35,7 @@ class _LinearBetaSDE(GaussianSDE):
         "lower beta_max (or T): log alpha(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2, "
         "so the data signal is gone long before T"
     )
+    _prior_hint = "raise beta_max (or T) so that alpha(T) = exp(-T^2 (beta_max - beta_min) / 4 - T beta_min / 2) is near 0"
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
