@@ -29,6 +29,7 @@ __all__ = [
     "check_sigma_positive",
     "check_state",
     "check_seed",
+    "check_input_dtype",
     "external_stacklevel",
 ]
 
@@ -250,3 +251,27 @@ def check_seed(name: str, seed) -> int:
     if seed >= 2**64:
         raise ValueError(f"{name} must be an int in [0, 2**64), got {seed}")
     return seed
+
+
+_CAST = {torch.float32: "float", torch.float64: "double", torch.float16: "half"}
+_CAST[torch.bfloat16] = "bfloat16"
+
+
+def check_input_dtype(module: torch.nn.Module, x: torch.Tensor, name: str = "x") -> None:
+    """Refuse a floating input whose dtype differs from the module's parameters, saying what to do.
+
+    Skipped under autocast, which mixes dtypes on purpose. Torch's own error (a matmul or conv
+    dtype mismatch from deep inside) names neither the argument nor the fix.
+
+    Raises:
+        TypeError: naming both dtypes and the two conversions.
+    """
+    if not isinstance(x, torch.Tensor) or torch.is_autocast_enabled(x.device.type):
+        return
+    w = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if w is not None and x.is_floating_point() and w.dtype != x.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but {type(module).__name__}'s parameters are {w.dtype}; "
+            f"convert the input with {name}.{_CAST.get(w.dtype, 'to')}() or the network with "
+            f"net.{_CAST.get(x.dtype, 'to')}()"
+        )

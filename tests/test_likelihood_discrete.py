@@ -23,7 +23,7 @@ def levels_problem(n=64, d=16, seed=0):
     means = torch.rand(4, d, generator=g, dtype=F64) * 1.6 - 0.8
     data = sdescore.toy.GaussianMixture(means, 0.15)
     y = data.sample(n, generator=g, dtype=F64)
-    return data, sdescore.quantize(y, 17)
+    return data, sdescore.quantize(y, 17, out_of_range="clamp")  # the tails: the end levels
 
 
 class DropoutNet(nn.Module):

@@ -348,7 +348,21 @@ def _metric(name, x, data, reference, mixture, generator) -> dict:
 
 
 def format_table(results: dict) -> str:
-    """The dict returned by `evaluate` as a plain-text table (value ± stderr, floor, NFE, time)."""
+    """The dict returned by `evaluate` as a plain-text table (value ± stderr, floor, NFE, time).
+
+    Raises:
+        TypeError: `results` is not a dict of dicts (`{name: {"value": ..., ...}}`).
+    """
+    if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
+        bad = (
+            results
+            if not isinstance(results, dict)
+            else next(r for r in results.values() if not isinstance(r, dict))
+        )
+        raise TypeError(
+            "results must be the dict evaluate returns, {name: {'value': ..., ...}}, got "
+            f"{'a dict holding ' if isinstance(results, dict) else ''}{type(bad).__name__}"
+        )
 
     def num(v):
         return "" if v is None else f"{v:.4g}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_int
+from ..models.conditional import check_label_range
 from ..sdes.gaussian import GaussianSDE
 from .mixture import GaussianMixture
 
@@ -80,6 +81,7 @@ class ExactConditionalScore:
 
     def __call__(self, x: torch.Tensor, t, y: torch.Tensor) -> torch.Tensor:
         data = self.data
+        check_label_range(y, data.num_components)
         logits, _, z, p = data._relative_components(x, *data._coeffs(x, t, self.sde))
         if "U" in p:
             z = torch.einsum("bke,kde->bkd", z, p["U"])

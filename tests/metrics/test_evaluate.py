@@ -62,3 +62,12 @@ def test_evaluate_bad_arguments():
         evaluate(score, mix, sde=sde, sample_options=["steps", 3])
     with pytest.raises(ValueError, match="NaN"):
         evaluate(score, torch.full((10, 2), float("nan")), sde=sde)
+
+
+def test_format_table_refuses_what_evaluate_does_not_return():
+    # Issue 25, item 15: an AttributeError ('list' object has no attribute 'items') before.
+    with pytest.raises(TypeError, match="results must be the dict evaluate returns.*got list"):
+        format_table([1, 2])
+    with pytest.raises(TypeError, match="got a dict holding float"):
+        format_table({"sw2": 0.3})
+    assert "sw2" in format_table({"sw2": {"value": 0.3, "stderr": 0.01}})
