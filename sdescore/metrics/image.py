@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .._checks import check_callable, check_int
+from ..models.mode import evaluation_mode
 from ._common import SampleMetric, check_pair, check_samples
 from .digits import DigitsLogits, digits_feature_net
 
@@ -48,19 +49,31 @@ def _torchmetrics_image():
 
 
 class _Features(nn.Module):
-    """`transform`, then the user's network, flattened to `(B, d)` in float64."""
+    """`transform`, then the user's network in eval mode, flattened to `(B, d)` in float64.
+
+    The network is held outside this module's tree (in a tuple), so that torchmetrics'
+    `set_dtype` and `.to` never reach it: the caller's module keeps its dtype, device and
+    parameters. Each batch runs it in eval mode (dropout off, batch norm on its running
+    statistics, which are then not updated) and restores every submodule's mode afterwards;
+    a train-mode network made FID depend on the batch size. Floating inputs are cast to the
+    network's dtype and device; the features come back on the images' device.
+    """
 
     def __init__(self, net: nn.Module, transform):
         super().__init__()
-        self.net, self.transform = net, transform
+        self._net, self.transform = (net,), transform
         if hasattr(net, "num_features"):
             self.num_features = net.num_features  # spares torchmetrics a probe pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net, device = self._net[0], x.device
         x = x if self.transform is None else self.transform(x)
-        with torch.no_grad():
-            f = self.net(x)
-        return f.reshape(f.shape[0], -1).to(torch.float64)
+        w = next((p for p in net.parameters() if p.is_floating_point()), None)
+        if w is not None and isinstance(x, torch.Tensor) and x.is_floating_point():
+            x = x.to(device=w.device, dtype=w.dtype)
+        with torch.no_grad(), evaluation_mode(net):
+            f = net(x)
+        return f.reshape(f.shape[0], -1).to(device=device, dtype=torch.float64)
 
 
 def _check_images(x, name: str, *, min_samples: int = 2) -> torch.Tensor:
