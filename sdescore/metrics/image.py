@@ -205,6 +205,13 @@ def kid(
     torchmetrics' `KernelInceptionDistance` (Bińkowski et al. 2018), averaged over `subsets`
     random subsets of `subset_size` features from each set. Unbiased, so its floor is near 0.
 
+    `stderr` is the standard deviation of KID over the subsets, i.e. the spread of a KID
+    computed from `subset_size` samples: an error bar for the value only when subsets differ,
+    which is why the default `subset_size` is half the smaller set (up to 1000). With
+    `subset_size = min(N, M)` every subset of the smaller set is the whole set, the spread
+    misses its sampling variation (it was ~1e-16 for N = M), and `stderr` is `None` with a
+    warning. docs/metrics.md compares it with the spread over independent sample sets.
+
     Args:
         samples: `(N, C, H, W)` model samples in [-1, 1], N >= 2.
         real: `(M, C, H, W)` real images in [-1, 1].
@@ -212,12 +219,14 @@ def kid(
         reference: optional real images independent of `real`, for the floor.
         transform: optional callable applied to each batch before `feature_net`.
         subsets: number of random subsets.
-        subset_size: their size; default `min(N, M, 1000)`.
+        subset_size: their size, >= 2; default `min(N, M) // 2` capped at 1000 (`min(N, M)` below
+            4 images).
         batch_size: images per forward pass.
         generator: `torch.Generator` seeding the subsets.
 
     Returns:
-        `SampleMetric` named `"kid"`, `stderr` the standard deviation over the subsets.
+        `SampleMetric` named `"kid"`, `stderr` the standard deviation over the subsets (`None`
+        when `subset_size = min(N, M)`).
 
     Raises:
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
@@ -229,13 +238,23 @@ def kid(
     check_pair(samples, real, ("samples", "real"))
     check_int("subsets", subsets)
     n = min(samples.shape[0], real.shape[0])
-    subset_size = (
-        min(n, 1000) if subset_size is None else check_int("subset_size", subset_size, minimum=2)
-    )
+    if subset_size is None:
+        subset_size = min(n // 2, 1000) if n >= 4 else n
+    check_int("subset_size", subset_size, minimum=2)
     if subset_size > n:
         raise ValueError(f"subset_size must be <= min(N, M) = {n}, got {subset_size}")
     seed = _seed(generator)
     value, std = _kid_value(feats, samples, real, batch_size, subsets, subset_size, seed)
+    if subset_size == n:
+        # Every subset of the smaller set is that whole set: the spread over subsets misses its
+        # sampling variation (all of it when N = M, where it is ~1e-16).
+        warnings.warn(
+            f"kid: subset_size = {subset_size} = min(N, M), so every subset of the smaller set "
+            "is the whole set and the spread over subsets is no error bar; stderr is None. "
+            "Use subset_size <= min(N, M) // 2 (the default) for a spread",
+            stacklevel=2,
+        )
+        std = None
     floor, extra = None, {"subset_size": subset_size}
     if reference is not None:
         _check_images(reference, "reference")

@@ -111,3 +111,16 @@ def test_fid_leaves_a_users_network_as_it_was_and_evaluates_it_in_eval_mode(digi
     net.eval()
     ours = frechet_distance_features(net(test).double(), net(train).double()).item()
     assert values[2] == pytest.approx(ours, rel=1e-6)
+
+
+def test_kid_stderr_is_a_spread_not_round_off(digits):
+    # Issue 25, item 8 (torch-fidelity #8, #45): with N = M = 50 every subset was the whole set
+    # and the stderr was ~5e-14, while KID over 20 independent sample sets of 50 spreads by 15
+    # (docs/metrics.md). The default subsets are half the set; their spread is no smaller.
+    train, test, _ = digits
+    g = torch.Generator().manual_seed(3)
+    res = kid_digits(train[:50], test[:50], subsets=50, generator=g)
+    assert res.extra["subset_size"] == 25 and res.stderr > 5.0
+    with pytest.warns(UserWarning, match="every subset of the smaller set is the whole set"):
+        whole = kid_digits(train[:50], test[:50], subset_size=50, subsets=50, generator=g)
+    assert whole.stderr is None and whole.value == pytest.approx(res.value, abs=3 * res.stderr)
