@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
 
 import torch
 
@@ -26,6 +28,9 @@ __all__ = [
     "check_real",
     "check_sigma_positive",
     "check_state",
+    "check_seed",
+    "check_input_dtype",
+    "external_stacklevel",
 ]
 
 
@@ -251,3 +256,55 @@ def moved_keywords(moved: dict):
         return wrapper
 
     return decorate
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def external_stacklevel() -> int:
+    """The `stacklevel` for `warnings.warn` that points at the first caller outside sdescore.
+
+    Call it in the function that warns: `warnings.warn(msg, stacklevel=external_stacklevel())`.
+    A warning raised several calls deep (a classmethod calling `__init__` calling a check) then
+    names the user's line, however the call chain inside the package is built.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def check_seed(name: str, seed) -> int:
+    """A seed for `torch.Generator.manual_seed`: an int in `[0, 2**64)`.
+
+    Larger ints are refused rather than reduced modulo $2^{64}$, which would map different
+    seeds (`2**70` and 0) to one stream.
+    """
+    seed = check_int(name, seed, minimum=0)
+    if seed >= 2**64:
+        raise ValueError(f"{name} must be an int in [0, 2**64), got {seed}")
+    return seed
+
+
+_CAST = {torch.float32: "float", torch.float64: "double", torch.float16: "half"}
+_CAST[torch.bfloat16] = "bfloat16"
+
+
+def check_input_dtype(module: torch.nn.Module, x: torch.Tensor, name: str = "x") -> None:
+    """Refuse a floating input whose dtype differs from the module's parameters, saying what to do.
+
+    Skipped under autocast, which mixes dtypes on purpose. Torch's own error (a matmul or conv
+    dtype mismatch from deep inside) names neither the argument nor the fix.
+
+    Raises:
+        TypeError: naming both dtypes and the two conversions.
+    """
+    if not isinstance(x, torch.Tensor) or torch.is_autocast_enabled(x.device.type):
+        return
+    w = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if w is not None and x.is_floating_point() and w.dtype != x.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but {type(module).__name__}'s parameters are {w.dtype}; "
+            f"convert the input with {name}.{_CAST.get(w.dtype, 'to')}() or the network with "
+            f"net.{_CAST.get(x.dtype, 'to')}()"
+        )

@@ -8,10 +8,11 @@ bin (Theis et al. 2016). The derivation of the bits/dim offset is in `dequantize
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-from ._checks import check_finite_tensor, check_int, check_real, check_state
+from ._checks import check_choice, check_finite_tensor, check_int, check_real, check_state
 
 __all__ = ["Dequantization", "as_dequantization", "bits_per_dim", "dequantize", "quantize"]
 
@@ -71,7 +72,17 @@ def as_dequantization(value) -> Dequantization | None:
 
 
 def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
-    r"""Convert a log-density in nats to bits per dimension: $-\log p / (d \ln 2)$."""
+    r"""Convert a log-density in nats to bits per dimension: $-\log p / (d \ln 2)$.
+
+    Args:
+        log_prob: log-densities in nats, e.g. `(B,)`.
+        dim: the number of dimensions $d$ of one example, an int >= 1.
+
+    Raises:
+        TypeError: `dim` is not an int (a float such as 3.5 included).
+        ValueError: `dim` < 1 (0 would give Inf, a negative dim a sign flip).
+    """
+    check_int("dim", dim)
     return -log_prob / (dim * math.log(2.0))
 
 
@@ -112,30 +123,53 @@ def dequantize(
     return a + width * (y + u), math.log(width)
 
 
-def quantize(y: torch.Tensor, bins: int, data_range=(-1.0, 1.0)) -> torch.Tensor:
+def quantize(
+    y: torch.Tensor, bins: int, data_range=(-1.0, 1.0), *, out_of_range: str = "warn"
+) -> torch.Tensor:
     r"""Map continuous points back to integer levels: the inverse of `dequantize`.
 
-    $k = \lfloor (y - a) / w \rfloor$ with $w = (b - a)/n$, clamped to `[0, bins - 1]`, so every
-    point of the bin $[a + wk, a + w(k+1))$ that `dequantize` draws from returns level $k$, and
-    samples outside `data_range` go to the nearest end level.
+    $k = \lfloor (y - a) / w \rfloor$ with $w = (b - a)/n$, so every point of the bin
+    $[a + wk, a + w(k+1))$ that `dequantize` draws from returns level $k$. Points outside
+    `data_range` (a model's samples may overshoot it) go to the nearest end level; how loudly is
+    `out_of_range`'s choice.
 
     Args:
         y: continuous points `(B, *D)`, floating point, finite (e.g. samples of a model).
         bins: number of levels n >= 2.
         data_range: `(a, b)` with `a < b`, as given to `dequantize`.
+        out_of_range: for points outside `[a, b]`: `"warn"` (clamp to the end levels and warn
+            with how many and how far), `"clamp"` (clamp silently: overshoot is expected), or
+            `"raise"` (a `ValueError`).
 
     Returns:
         `(B, *D)` levels as `torch.long`.
 
     Raises:
-        ValueError: a bad `bins`/`data_range`, or NaN/Inf in `y`.
+        ValueError: a bad `bins`/`data_range`/`out_of_range`, NaN/Inf in `y`, or with
+            `out_of_range="raise"` a point outside `data_range`.
         TypeError: `y` is not a floating-point tensor.
     """
     bins, (a, b) = check_bins(bins, data_range)
+    check_choice("out_of_range", out_of_range, ("warn", "clamp", "raise"))
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
         got = y.dtype if isinstance(y, torch.Tensor) else type(y).__name__
         raise TypeError(f"y must be a floating-point tensor (B, *D), got {got}")
     check_finite_tensor(y, "y")
+    if out_of_range != "clamp":
+        outside = (y < a) | (y > b)
+        count = int(outside.sum())
+        if count:
+            msg = (
+                f"{count} of {y.numel()} values of y ({100 * count / y.numel():.3g} %) lie outside "
+                f"data_range [{a}, {b}], from {y.min().item():.4g} to {y.max().item():.4g}"
+            )
+            if out_of_range == "raise":
+                raise ValueError(msg)
+            warnings.warn(
+                f"{msg}; they were clamped to the end levels 0 and {bins - 1} (pass "
+                "out_of_range='clamp' if overshoot is expected, or check data_range)",
+                stacklevel=2,
+            )
     width = (b - a) / bins
     return torch.floor((y - a) / width).clamp(0, bins - 1).long()
 

@@ -22,7 +22,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from ._checks import check_int
+from ._checks import check_int, check_real, check_seed
 from .likelihood import LikelihoodResult, likelihood
 
 __all__ = [
@@ -109,12 +109,16 @@ def process_group(device=None, *, timeout: float = 600.0):
 
     Args:
         device: the training/evaluation device (chooses gloo or nccl); default CUDA if available.
-        timeout: seconds a collective may wait for the other ranks before failing.
+        timeout: seconds a collective may wait for the other ranks before failing, > 0.
+
+    Raises:
+        ValueError, TypeError: `timeout` not a finite number > 0.
 
     Example:
         >>> with sdescore.distributed.process_group("cuda") as where:  # doctest: +SKIP
         ...     result = sdescore.train(model, data, steps=1000)
     """
+    timeout = check_real("timeout", timeout, positive=True)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -145,8 +149,13 @@ def process_group(device=None, *, timeout: float = 600.0):
 
 
 def rank_seed(seed: int, rank: int | None = None) -> int:
-    """The seed of rank `rank` (default: this process's) derived from `seed`; rank 0 keeps `seed`."""
-    seed = check_int("seed", seed, minimum=0)
+    """The seed of rank `rank` (default: this process's) derived from `seed`; rank 0 keeps `seed`.
+
+    Raises:
+        ValueError: `seed` outside `[0, 2**64)` (a larger one would wrap onto another seed's
+            stream: `2**70` onto 0), or a negative `rank`.
+    """
+    seed = check_seed("seed", seed)
     rank = env().rank if rank is None else check_int("rank", rank, minimum=0)
     return (seed + rank * _GOLDEN) % 2**64
 
@@ -293,10 +302,17 @@ def sharded_sample(process, shape, *, seed: int = 0, device=None, **options) -> 
 
     Raises:
         ValueError: fewer samples than ranks.
-        TypeError: `generator=` or `return_info=` given.
+        TypeError: `generator=` or `return_info=` given, or `process` has no `sample` method
+            (a score function, say).
     """
     if "generator" in options or "return_info" in options:
         raise TypeError("sharded_sample takes seed= (one stream per rank) and returns samples only")
+    if not callable(getattr(process, "sample", None)):
+        raise TypeError(
+            "process must have a sample(shape, *, generator=..., device=...) method (a "
+            "ReverseSDE or ProbabilityFlowODE: sde.reverse(score_fn) or "
+            f"sde.probability_flow(score_fn)), got {type(process).__name__}"
+        )
     shape = tuple(shape)
     if not shape:
         raise ValueError("shape must be (N, *D), got ()")

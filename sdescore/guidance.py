@@ -70,7 +70,8 @@ class ClassifierGuidance:
 
     Raises:
         TypeError: non-callable arguments, non-integer labels.
-        ValueError: labels of the wrong shape or out of range, logits not `(B, K)`.
+        ValueError: labels of the wrong shape or out of range, logits not `(B, K)` or not
+            differentiable in `x` (when called).
     """
 
     def __init__(self, score_fn, classifier, y, *, scale: float = 1.0, sde=None):
@@ -92,7 +93,17 @@ class ClassifierGuidance:
             logits = self.classifier(xg, t)
             y = self._check_logits(logits, x)
             logp = torch.log_softmax(logits, dim=-1).gather(1, y[:, None]).sum()
-            (grad,) = torch.autograd.grad(logp, xg, create_graph=create_graph)
+            grad = None
+            if logp.requires_grad:
+                (grad,) = torch.autograd.grad(
+                    logp, xg, create_graph=create_graph, allow_unused=True
+                )
+        if grad is None:
+            raise ValueError(
+                "classifier(x, t) returned logits that do not depend on x (no autograd path "
+                "from x: a torch.no_grad() block, a .detach() or a computation outside torch in "
+                "the classifier), so there is no gradient of log p(y | x) to guide with"
+            )
         return grad
 
     def _check_logits(self, logits, x) -> torch.Tensor:
@@ -138,22 +149,32 @@ class ClassifierFreeGuidance:
             or e.g. `sdescore.toy.ExactConditionalScore`.
         y: the class, an int or `(B,)` integer labels in `[0, K-1]`.
         w: the guidance weight of Ho & Salimans (see above), a finite real number.
-        null_label: the label meaning "unconditional"; default `model.null_label`.
+        null_label: the label meaning "unconditional"; default `model.null_label`, and for a
+            model that has one, it must be that label.
         sde: the SDE, default `model.sde`.
 
     Raises:
         TypeError: bad argument types, non-integer labels.
-        ValueError: labels out of range (or equal to the null label) or of the wrong shape.
+        ValueError: labels out of range (or equal to the null label) or of the wrong shape, a
+            `null_label` other than the model's own.
     """
 
     def __init__(self, model, y, *, w: float, null_label: int | None = None, sde=None):
         check_callable("model", model)
+        own = getattr(model, "null_label", None)
         if null_label is None:
-            null_label = getattr(model, "null_label", None)
+            null_label = own
             if null_label is None:
                 raise ValueError("null_label is required when model has no .null_label attribute")
         if not isinstance(null_label, int) or isinstance(null_label, bool) or null_label < 1:
             raise TypeError(f"null_label must be an int >= 1, got {null_label!r}")
+        if own is not None and null_label != own:
+            # Another label is either a real class (guidance silently against that class) or
+            # no label at all (an index error inside the network).
+            raise ValueError(
+                f"null_label must be the model's own null label {own} (labels 0..{own - 1} are "
+                f"its classes), got {null_label}; leave null_label out to use it"
+            )
         self.model, self.null_label = model, null_label
         y = _labels(y)
         # Labels 0 .. K-1 with the null label K, as in ConditionalScoreModel.

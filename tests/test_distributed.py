@@ -331,3 +331,18 @@ def test_single_process_helpers():
         sdescore.evaluate(_mixture_score, _data(), sde=sdescore.VPSDE(), distributed="yes")
     assert sdescore.distributed.backend_for("cpu") == "gloo"
     assert sdescore.distributed.backend_for("cuda") == "nccl"
+
+
+def test_bad_seed_timeout_and_process_are_refused():
+    # Issue 25, items 15 and 16: rank_seed(2**70) wrapped onto seed 0's stream, a negative
+    # timeout was accepted, and a score function failed with an AttributeError.
+    assert rank_seed(2**64 - 1, 0) == 2**64 - 1
+    for seed in (2**64, 2**70):
+        with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
+            rank_seed(seed, 0)
+    for timeout in (-1, 0, float("inf")):
+        with pytest.raises(ValueError, match="timeout must be"):
+            with sdescore.distributed.process_group("cpu", timeout=timeout):
+                pass
+    with pytest.raises(TypeError, match="process must have a sample"):
+        sdescore.distributed.sharded_sample(_mixture_score, (4, 2))

@@ -183,6 +183,46 @@ def test_bad_labels_are_refused():
         ClassifierFreeGuidance(model, 0, w=float("nan"))
 
 
+def test_a_null_label_other_than_the_models_is_refused():
+    # Issue 25, items 15 and 16: null_label=99 reached the embedding (an IndexError), and a
+    # null label inside the class range guided silently against a real class.
+    sde = SDES["vp"]
+    net = sdescore.ConditionalMLPScoreNet(2, 3, hidden=16, depth=2).double()
+    model = sdescore.ConditionalScoreModel(net, sde, "eps", num_classes=3)
+    exact = ExactConditionalScore(mixture_2d(), sde)
+    for m, k in ((model, 3), (exact, 2)):
+        for bad in (99, 1, k + 1):
+            with pytest.raises(ValueError, match=f"must be the model's own null label {k}"):
+                ClassifierFreeGuidance(m, 0, w=1.0, null_label=bad)
+        assert ClassifierFreeGuidance(m, 0, w=1.0, null_label=k).null_label == k
+    # A network called directly (no model to ask) says which labels it has, on the CPU.
+    x, t = _points(sde, n=4)
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 3\] .* got labels from 0 to 99"):
+        net(x, t, torch.tensor([0, 1, 2, 99]))
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 2\] .* from -1 to 0"):
+        exact(x, t, torch.tensor([0, -1, 0, 0]))
+    plain = ClassifierFreeGuidance(lambda x, t, y: net(x, t, y), 0, w=1.0, null_label=99)
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 3\]"):
+        plain(x, t)
+
+
+def test_a_classifier_whose_logits_ignore_x_is_refused():
+    # Issue 25, item 15: torch's "does not require grad" from inside autograd before.
+    sde, data = SDES["vp"], mixture_2d()
+    x, t = _points(sde, n=4)
+    logits = torch.zeros(4, 2, dtype=F64)
+    for clf in (
+        lambda x, t: logits,
+        lambda x, t: x.detach()[:, :2] * 2,
+        lambda x, t: 0 * t[:, None] + logits,
+    ):
+        guided = ClassifierGuidance(data.score_fn(sde), clf, 0)
+        with pytest.raises(ValueError, match="logits that do not depend on x"):
+            guided(x, t)
+        with pytest.raises(ValueError, match="logits that do not depend on x"):
+            guided.log_prob_grad(x.clone().requires_grad_(True), t)
+
+
 def test_conditional_score_model_and_label_dropout():
     sde = SDES["vp"]
     net = sdescore.ConditionalMLPScoreNet(2, 3, hidden=16, depth=2).double()

@@ -23,7 +23,7 @@ def levels_problem(n=64, d=16, seed=0):
     means = torch.rand(4, d, generator=g, dtype=F64) * 1.6 - 0.8
     data = sdescore.toy.GaussianMixture(means, 0.15)
     y = data.sample(n, generator=g, dtype=F64)
-    return data, sdescore.quantize(y, 17)
+    return data, sdescore.quantize(y, 17, out_of_range="clamp")  # the tails: the end levels
 
 
 class DropoutNet(nn.Module):
@@ -41,11 +41,32 @@ def test_quantize_inverts_dequantize():
     y, log_w = sdescore.dequantize(k, 17, (-1.0, 1.0), generator=torch.Generator().manual_seed(1))
     assert torch.equal(sdescore.quantize(y, 17, (-1.0, 1.0)), k)
     assert math.isclose(log_w, math.log(2 / 17))
-    # Outside the range: the nearest end level.
-    out = sdescore.quantize(torch.tensor([[-3.0, 3.0]]), 17)
-    assert out.tolist() == [[0, 16]]
+    # Outside the range: the nearest end level, said aloud unless asked for (issue 25, item 16).
+    y_out = torch.tensor([[-3.0, 0.5, 3.0]])
+    with pytest.warns(UserWarning, match=r"2 of 3 values of y .* from -3 to 3; they were clamped"):
+        assert sdescore.quantize(y_out, 17).tolist() == [[0, 12, 16]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sdescore.quantize(y_out, 17, out_of_range="clamp").tolist() == [[0, 12, 16]]
+        assert torch.equal(sdescore.quantize(y, 17, out_of_range="raise"), k)
+    with pytest.raises(ValueError, match=r"2 of 3 values of y \(66.7 %\) lie outside"):
+        sdescore.quantize(y_out, 17, out_of_range="raise")
+    with pytest.raises(ValueError, match="out_of_range must be one of"):
+        sdescore.quantize(y, 17, out_of_range=True)
     with pytest.raises(TypeError, match="floating-point"):
         sdescore.quantize(k, 17)
+
+
+def test_bits_per_dim_refuses_a_dimension_that_is_not_a_positive_int():
+    # Issue 25, item 6: dim = 0 gave inf, negative and fractional dims a number.
+    lp = torch.tensor([-10.0, -20.0], dtype=torch.float64)
+    assert torch.allclose(sdescore.bits_per_dim(lp, 5), -lp / (5 * math.log(2)), rtol=1e-15)
+    for dim in (0, -3):
+        with pytest.raises(ValueError, match=f"dim must be an int >= 1, got {dim}"):
+            sdescore.bits_per_dim(lp, dim)
+    for dim in (2.5, 4.0, True):
+        with pytest.raises(TypeError, match="dim must be an int >= 1"):
+            sdescore.bits_per_dim(lp, dim)
 
 
 @pytest.mark.parametrize("entry", ["likelihood", "elbo"])

@@ -191,6 +191,8 @@ def test_validation_messages():
         dsm_loss(lambda y, t: y[:, :1], x, sde=sde)
     with pytest.raises(ValueError, match="num_projections must be an int >= 1"):
         ssm_loss(score, x, sde=sde, num_projections=0)
+    with pytest.raises(TypeError, match="variance_reduction must be a bool, got str"):
+        ssm_loss(score, x, sde=sde, variance_reduction="yes")  # issue 25, item 16
     with pytest.raises(ValueError, match="pass t_min > 0"):
         ncsn_loss(score, x, sde=sde)
     with pytest.raises(ValueError, match="weighting\\(t\\) must return"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_callable, check_int, check_real
+from .._checks import check_callable, check_int, check_real, check_seed
 from ..models.conditional import check_labels
 from ._common import reduce, resolve, sample_time
 
@@ -91,7 +91,7 @@ def train_classifier(
         raise ValueError(f"y must be a tensor of shape ({x.shape[0]},), got {got}")
     steps, batch_size = check_int("steps", steps), check_int("batch_size", batch_size)
     lr = check_real("lr", lr, positive=True)
-    g = torch.Generator(x.device).manual_seed(check_int("seed", seed, minimum=0))
+    g = torch.Generator(x.device).manual_seed(check_seed("seed", seed))
     opt = torch.optim.Adam(classifier.parameters(), lr=lr)
     classifier.train()
     losses = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_choice, check_int
+from .._checks import check_bool, check_choice, check_int
 from .._shapes import batch_sum
 from ._common import check_weighting, reduce, resolve, sample_time, weight
 
@@ -96,6 +96,7 @@ def ssm_loss(
     weighting = check_weighting(weighting)
     check_int("num_projections", num_projections)
     check_choice("projection", projection, PROJECTIONS)
+    check_bool("variance_reduction", variance_reduction)
     with torch.enable_grad():
         x_t, s, t, std = _score_at_samples(model, sde, x0, t, eps, generator)
         total = torch.zeros_like(std)

@@ -261,6 +261,9 @@ def _sampler(sampler):
     if isinstance(sampler, str) and sampler in SAMPLERS:
         return get_solver("auto" if sampler == "ode" else "euler_maruyama", sampler)
     if isinstance(sampler, str) and sampler not in METHODS["ode"]:
+        if sampler not in METHODS["sde"]:
+            valid = [*SAMPLERS, *METHODS["ode"], *METHODS["sde"]]
+            raise ValueError(f"sampler must be one of {valid} or a solver object, got {sampler!r}")
         return get_solver(sampler, "sde", what="sampler")
     process = getattr(sampler, "process", "ode")
     return get_solver(sampler, process if process in METHODS else "ode", what="sampler")
@@ -377,7 +380,21 @@ def _metric(name, x, data, reference, mixture, generator) -> dict:
 
 
 def format_table(results: dict) -> str:
-    """The dict returned by `evaluate` as a plain-text table (value ± stderr, floor, NFE, time)."""
+    """The dict returned by `evaluate` as a plain-text table (value ± stderr, floor, NFE, time).
+
+    Raises:
+        TypeError: `results` is not a dict of dicts (`{name: {"value": ..., ...}}`).
+    """
+    if not isinstance(results, dict) or not all(isinstance(r, dict) for r in results.values()):
+        bad = (
+            results
+            if not isinstance(results, dict)
+            else next(r for r in results.values() if not isinstance(r, dict))
+        )
+        raise TypeError(
+            "results must be the dict evaluate returns, {name: {'value': ..., ...}}, got "
+            f"{'a dict holding ' if isinstance(results, dict) else ''}{type(bad).__name__}"
+        )
 
     def num(v):
         return "" if v is None else f"{v:.4g}"

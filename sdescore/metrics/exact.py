@@ -29,8 +29,8 @@ def _responsibilities(mixture: GaussianMixture, x: torch.Tensor):
     # GaussianMixture exposes log_prob but not its components; its per-component log-densities
     # at t = 0 (alpha = 1, sigma = 0) are the exact responsibilities' logits.
     ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-    logits, _, _ = mixture._components(x, ones, torch.zeros_like(ones))
-    return torch.softmax(logits, dim=1), torch.logsumexp(logits, dim=1)
+    logits, shift, _, _ = mixture._relative_components(x, ones, torch.zeros_like(ones))
+    return torch.softmax(logits, dim=1), torch.logsumexp(logits, dim=1) + shift
 
 
 def mode_statistics(samples: torch.Tensor, mixture: GaussianMixture) -> dict:
@@ -44,7 +44,8 @@ def mode_statistics(samples: torch.Tensor, mixture: GaussianMixture) -> dict:
 
     Raises:
         TypeError: if `mixture` is not a `GaussianMixture`.
-        ValueError: for a shape that is not `(N, *mixture.event_shape)`, N < 2, or NaN.
+        ValueError: for a shape that is not `(N, *mixture.event_shape)`, N < 2, NaN, or a
+            sample so far out that its log-density is below float64's range.
     """
     if not isinstance(mixture, GaussianMixture):
         raise TypeError(
@@ -58,10 +59,20 @@ def mode_statistics(samples: torch.Tensor, mixture: GaussianMixture) -> dict:
         )
     x = samples.to(torch.float64)
     r, logp = _responsibilities(mixture, x)
+    if not bool(torch.isfinite(logp).all()):
+        i = int((~torch.isfinite(logp)).nonzero()[0])
+        raise ValueError(
+            f"samples[{i}] lies so far from the mixture (largest |coordinate| "
+            f"{x[i].abs().max().item():.3g}) that its log-density is below float64's range; "
+            "the samples are not on the data's scale"
+        )
     mu, lam = mixture._base["mu"].to(x.device), mixture._base["lam"].to(x.device)
-    d2 = (x.reshape(x.shape[0], 1, -1) - mu).square().sum(-1)  # (N, K)
+    diff = x.reshape(x.shape[0], 1, -1) - mu  # (N, K, d)
+    # Squared distances in units of a power of two: finite for any finite samples.
+    c = math.ldexp(1.0, math.frexp(diff.abs().max().item())[1])
+    d2 = (diff / c).square().sum(-1)  # (N, K), in units of c^2
     mass = r.sum(0)
-    spreads = ((r * d2).sum(0) / (mixture.dim * mass.clamp(min=1e-300))).sqrt()
+    spreads = c * ((r * d2).sum(0) / (mixture.dim * mass.clamp(min=1e-300))).sqrt()
     # A mode holding less than one sample's worth of responsibility has no spread to speak of
     # (its estimate would be set by far-away points); its weight already shows it is missing.
     spreads = torch.where(mass >= 1, spreads, torch.full_like(spreads, float("nan")))
@@ -75,10 +86,14 @@ def mode_statistics(samples: torch.Tensor, mixture: GaussianMixture) -> dict:
 
 
 def _summaries(stats: dict):
-    lp = stats["log_prob"]
+    # The mean and spread of the log-densities in units of a power of two: finite for any
+    # finite log-densities (samples far out have log-densities near -1e300).
+    top = stats["log_prob"].abs().max().item()
+    c = 1.0 if top == 0 else math.ldexp(1.0, math.frexp(top)[1])
+    lp = stats["log_prob"] / c
     tv = 0.5 * (stats["weights"] - stats["true_weights"]).abs().sum().item()
     rel = (stats["spreads"] / stats["true_spreads"] - 1).abs().nan_to_num(nan=0.0).max().item()
-    return lp.mean().item(), lp.std().item() / math.sqrt(lp.shape[0]), tv, rel
+    return lp.mean().item() * c, lp.std().item() * c / math.sqrt(lp.shape[0]), tv, rel
 
 
 def mixture_metrics(

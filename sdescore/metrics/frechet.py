@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_finite_tensor
+from .._checks import check_bool, check_finite_tensor
 from ._common import check_pair, check_samples
 
 __all__ = ["FrechetResult", "feature_statistics", "frechet_distance", "frechet_distance_features"]
@@ -107,6 +107,7 @@ def frechet_distance(
     """
     _check_stats(mu1, cov1, "1")
     _check_stats(mu2, cov2, "2")
+    check_bool("return_info", return_info)
     if mu1.shape != mu2.shape:
         raise ValueError(
             f"mu1 and mu2 must have the same feature size, got {mu1.shape[0]} and {mu2.shape[0]}"

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .._checks import check_callable, check_int
+from ..models.mode import evaluation_mode
 from ._common import SampleMetric, check_pair, check_samples
 from .digits import DigitsLogits, digits_feature_net
 
@@ -48,19 +49,31 @@ def _torchmetrics_image():
 
 
 class _Features(nn.Module):
-    """`transform`, then the user's network, flattened to `(B, d)` in float64."""
+    """`transform`, then the user's network in eval mode, flattened to `(B, d)` in float64.
+
+    The network is held outside this module's tree (in a tuple), so that torchmetrics'
+    `set_dtype` and `.to` never reach it: the caller's module keeps its dtype, device and
+    parameters. Each batch runs it in eval mode (dropout off, batch norm on its running
+    statistics, which are then not updated) and restores every submodule's mode afterwards;
+    a train-mode network made FID depend on the batch size. Floating inputs are cast to the
+    network's dtype and device; the features come back on the images' device.
+    """
 
     def __init__(self, net: nn.Module, transform):
         super().__init__()
-        self.net, self.transform = net, transform
+        self._net, self.transform = (net,), transform
         if hasattr(net, "num_features"):
             self.num_features = net.num_features  # spares torchmetrics a probe pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net, device = self._net[0], x.device
         x = x if self.transform is None else self.transform(x)
-        with torch.no_grad():
-            f = self.net(x)
-        return f.reshape(f.shape[0], -1).to(torch.float64)
+        w = next((p for p in net.parameters() if p.is_floating_point()), None)
+        if w is not None and isinstance(x, torch.Tensor) and x.is_floating_point():
+            x = x.to(device=w.device, dtype=w.dtype)
+        with torch.no_grad(), evaluation_mode(net):
+            f = net(x)
+        return f.reshape(f.shape[0], -1).to(device=device, dtype=torch.float64)
 
 
 def _check_images(x, name: str, *, min_samples: int = 2) -> torch.Tensor:
@@ -192,6 +205,13 @@ def kid(
     torchmetrics' `KernelInceptionDistance` (Bińkowski et al. 2018), averaged over `subsets`
     random subsets of `subset_size` features from each set. Unbiased, so its floor is near 0.
 
+    `stderr` is the standard deviation of KID over the subsets, i.e. the spread of a KID
+    computed from `subset_size` samples: an error bar for the value only when subsets differ,
+    which is why the default `subset_size` is half the smaller set (up to 1000). With
+    `subset_size = min(N, M)` every subset of the smaller set is the whole set, the spread
+    misses its sampling variation (it was ~1e-16 for N = M), and `stderr` is `None` with a
+    warning. docs/metrics.md compares it with the spread over independent sample sets.
+
     Args:
         samples: `(N, C, H, W)` model samples in [-1, 1], N >= 2.
         real: `(M, C, H, W)` real images in [-1, 1].
@@ -199,12 +219,14 @@ def kid(
         reference: optional real images independent of `real`, for the floor.
         transform: optional callable applied to each batch before `feature_net`.
         subsets: number of random subsets.
-        subset_size: their size; default `min(N, M, 1000)`.
+        subset_size: their size, >= 2; default `min(N, M) // 2` capped at 1000 (`min(N, M)` below
+            4 images).
         batch_size: images per forward pass.
         generator: `torch.Generator` seeding the subsets.
 
     Returns:
-        `SampleMetric` named `"kid"`, `stderr` the standard deviation over the subsets.
+        `SampleMetric` named `"kid"`, `stderr` the standard deviation over the subsets (`None`
+        when `subset_size = min(N, M)`).
 
     Raises:
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
@@ -216,13 +238,23 @@ def kid(
     check_pair(samples, real, ("samples", "real"))
     check_int("subsets", subsets)
     n = min(samples.shape[0], real.shape[0])
-    subset_size = (
-        min(n, 1000) if subset_size is None else check_int("subset_size", subset_size, minimum=2)
-    )
+    if subset_size is None:
+        subset_size = min(n // 2, 1000) if n >= 4 else n
+    check_int("subset_size", subset_size, minimum=2)
     if subset_size > n:
         raise ValueError(f"subset_size must be <= min(N, M) = {n}, got {subset_size}")
     seed = _seed(generator)
     value, std = _kid_value(feats, samples, real, batch_size, subsets, subset_size, seed)
+    if subset_size == n:
+        # Every subset of the smaller set is that whole set: the spread over subsets misses its
+        # sampling variation (all of it when N = M, where it is ~1e-16).
+        warnings.warn(
+            f"kid: subset_size = {subset_size} = min(N, M), so every subset of the smaller set "
+            "is the whole set and the spread over subsets is no error bar; stderr is None. "
+            "Use subset_size <= min(N, M) // 2 (the default) for a spread",
+            stacklevel=2,
+        )
+        std = None
     floor, extra = None, {"subset_size": subset_size}
     if reference is not None:
         _check_images(reference, "reference")

@@ -29,7 +29,23 @@ def wasserstein2_1d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
     Returns:
         `(P,)` $W_2^2$ of each pair of rows, in the inputs' dtype.
+
+    Raises:
+        TypeError: `a` or `b` is not a floating-point tensor.
+        ValueError: not 2-d, different numbers of rows P, or an empty sample (N or M = 0).
     """
+    for name, v in (("a", a), ("b", b)):
+        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            got = v.dtype if isinstance(v, torch.Tensor) else type(v).__name__
+            raise TypeError(f"{name} must be a floating-point tensor (P, N), got {got}")
+        if v.ndim != 2 or v.shape[1] == 0:
+            raise ValueError(
+                f"{name} must have shape (P, N) with N >= 1 points per row, got {tuple(v.shape)}"
+            )
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"a and b must have the same number of rows P, got {a.shape[0]} and {b.shape[0]}"
+        )
     a, b = a.sort(dim=1).values, b.sort(dim=1).values
     n, m = a.shape[1], b.shape[1]
     if n == m:
@@ -44,6 +60,13 @@ def wasserstein2_1d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ia = (mid * n).floor().long().clamp(max=n - 1)
     ib = (mid * m).floor().long().clamp(max=m - 1)
     return ((a[:, ia] - b[:, ib]).square() * widths.to(a.dtype)).sum(1)
+
+
+def _pow2_scale(*xs: torch.Tensor) -> float:
+    """The smallest power of two above every |entry| (1 for all-zero data): dividing by it is
+    exact in floating point."""
+    top = max(x.abs().max().item() for x in xs)
+    return 1.0 if top == 0 else math.ldexp(1.0, math.frexp(top)[1])
 
 
 def sliced_wasserstein(
@@ -69,13 +92,21 @@ def sliced_wasserstein(
     Returns:
         `SampleMetric` named `"sw2"`: `value` $= \sqrt{\overline{W_2^2}}$ over the
         directions (same units as the data), `stderr` its Monte Carlo error over the
-        directions (delta method), `floor`, and `extra["sw2_squared"]`.
+        directions (delta method), `floor`, and `extra["sw2_squared"]` (a Python float: finite
+        whenever the square fits float64, also for float32 data beyond $10^{19}$). The value
+        and stderr are finite for any finite data: the computation runs in units of a power of
+        two above the largest coordinate, which is exact.
 
     Raises:
         ValueError, TypeError: for fewer than 2 points, different point shapes, NaN/Inf.
     """
     xf, yf = check_pair(x, y, ("x", "y"))
     check_int("projections", projections, minimum=2)
+    rf = None if reference is None else check_pair(reference, y, ("reference", "y"))[0]
+    # Work in units of a power of two above the largest coordinate: exact for data of any
+    # ordinary scale, and squared distances cannot overflow for large (finite) ones.
+    scale = _pow2_scale(xf, yf, *(() if rf is None else (rf,)))
+    xf, yf = xf / scale, yf / scale
     theta = torch.randn(
         yf.shape[1], projections, generator=generator, dtype=yf.dtype, device=yf.device
     )
@@ -87,12 +118,11 @@ def sliced_wasserstein(
         mean = w.mean()
         root = mean.sqrt().item()
         se = w.std().item() / math.sqrt(projections) / (2 * max(root, 1e-300))
-        return root, se, mean.item()
+        return root * scale, se * scale, mean.item() * scale * scale
 
     value, se, sq = sw(xf)
     floor, extra = None, {"sw2_squared": sq, "projections": projections}
-    if reference is not None:
-        rf, _ = check_pair(reference, y, ("reference", "y"))
-        floor = sw(rf[: xf.shape[0]])[0]
+    if rf is not None:
+        floor = sw(rf[: xf.shape[0]] / scale)[0]
         extra["floor_n"] = min(rf.shape[0], xf.shape[0])
     return SampleMetric("sw2", value, floor, se, xf.shape[0], extra)

@@ -16,7 +16,13 @@ from ..sdes.base import SDE
 from .mlp import MLPScoreNet
 from .score_model import ScoreModel
 
-__all__ = ["ConditionalMLPScoreNet", "ConditionalScoreModel", "LabeledScore", "check_labels"]
+__all__ = [
+    "ConditionalMLPScoreNet",
+    "ConditionalScoreModel",
+    "LabeledScore",
+    "check_label_range",
+    "check_labels",
+]
 
 
 def check_labels(y, batch: int, num_classes: int, *, allow_null: bool, device=None):
@@ -47,6 +53,24 @@ def check_labels(y, batch: int, num_classes: int, *, allow_null: bool, device=No
     if int(lo) < 0 or int(hi) > top:
         raise ValueError(f"y must lie in {what}, got labels from {int(lo)} to {int(hi)}")
     return y.to(device=device, dtype=torch.long)
+
+
+def check_label_range(y: torch.Tensor, num_classes: int) -> None:
+    """Inside a network: labels in `[0, K]` (K the null label), checked for CPU tensors only.
+
+    On an accelerator the check would synchronise with the host on every call; there the
+    embedding's own index check reports a bad label.
+
+    Raises:
+        ValueError: a label outside `[0, K]`.
+    """
+    if isinstance(y, torch.Tensor) and y.device.type == "cpu" and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi > num_classes:
+            raise ValueError(
+                f"y must lie in [0, {num_classes}] ({num_classes} is the null label), got labels "
+                f"from {lo} to {hi}"
+            )
 
 
 class ConditionalScoreModel(ScoreModel):
@@ -148,6 +172,7 @@ class ConditionalMLPScoreNet(MLPScoreNet):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self._input(x)  # checks x; with x_features, x and its Fourier features
+        check_label_range(y, self.config["num_classes"])
         temb = self.time_proj(self.act(self.embed(t.to(x.dtype)))) + self.label_embed(y)
         for layer, te in zip(self.layers, temb.chunk(len(self.layers), dim=-1), strict=True):
             h = self.act(layer(h) + te)

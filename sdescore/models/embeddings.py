@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_int, check_real
+from .._checks import check_int, check_real, check_seed
 
 __all__ = ["GaussianFourierFeatures", "RandomFourierFeatures"]
 
@@ -37,7 +37,7 @@ class GaussianFourierFeatures(nn.Module):
             raise ValueError(f"dim must be an even int >= 2, got {dim!r}")
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(check_seed("seed", seed))
         self.register_buffer("W", torch.randn(dim // 2, generator=g) * scale)
         self.dim, self.scale = dim, float(scale)
 
@@ -75,7 +75,7 @@ class RandomFourierFeatures(nn.Module):
         check_int("in_dim", in_dim)
         check_int("features", features)
         scale = check_real("scale", scale, positive=True)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(check_seed("seed", seed))
         self.register_buffer("B", torch.randn(in_dim, features, generator=g) * scale)
         self.in_dim, self.features, self.scale = in_dim, features, scale
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import check_int, check_real
+from .._checks import check_input_dtype, check_int, check_real
 from .embeddings import GaussianFourierFeatures, RandomFourierFeatures
 
 __all__ = ["MLPScoreNet"]
@@ -86,6 +86,7 @@ class MLPScoreNet(nn.Module):
         """Check `x: (B, dim)` and return the first layer's input, `x` and its features."""
         if x.ndim != 2 or x.shape[1] != self.config["dim"]:
             raise ValueError(f"x must have shape (B, {self.config['dim']}), got {tuple(x.shape)}")
+        check_input_dtype(self, x)
         if self.x_embed is None:
             return x
         return torch.cat([x, self.x_embed(x)], dim=-1)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_bool, check_input_dtype, check_int, check_real
 from .embeddings import GaussianFourierFeatures
 
 __all__ = ["UNet"]
@@ -64,7 +64,12 @@ class UNet(nn.Module):
         attention: self-attention in the middle block.
         embed_dim: size of the Fourier time embedding.
         fourier_scale: std of the Fourier frequencies.
-        dropout: dropout rate inside residual blocks.
+        dropout: dropout rate inside residual blocks, in [0, 1).
+
+    Raises:
+        TypeError, ValueError: a size not an int >= 1, `attention` not a bool, `fourier_scale`
+            not a finite number > 0, `dropout` outside [0, 1); in `forward`, `x` not shaped
+            `(B, in_channels, H, W)` or of another dtype than the parameters.
     """
 
     def __init__(
@@ -81,6 +86,12 @@ class UNet(nn.Module):
         super().__init__()
         check_int("in_channels", in_channels)
         check_int("channels", channels)
+        check_bool("attention", attention)
+        check_int("embed_dim", embed_dim, minimum=2)
+        fourier_scale = check_real("fourier_scale", fourier_scale, positive=True)
+        dropout = check_real("dropout", dropout, nonnegative=True)
+        if dropout >= 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         mult = tuple(channel_mult)
         if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
             raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {mult}")
@@ -127,6 +138,7 @@ class UNet(nn.Module):
         C = self.config["in_channels"]
         if x.ndim != 4 or x.shape[1] != C:
             raise ValueError(f"x must have shape (B, {C}, H, W), got {tuple(x.shape)}")
+        check_input_dtype(self, x)
         if x.shape[2] % self._factor or x.shape[3] % self._factor:
             raise ValueError(
                 f"H and W must be divisible by {self._factor} for channel_mult "

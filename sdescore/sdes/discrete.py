@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import as_time_only, check_int
-from .gaussian import GaussianSDE, as_log_snr
+from .gaussian import GaussianSDE
 
 __all__ = ["DiscreteVPSDE"]
 
@@ -123,6 +123,7 @@ class DiscreteVPSDE(GaussianSDE):
         self._check_schedule()
 
     _schedule_hint = "the schedule's last alphas_cumprod is too small for float32; use fewer steps"
+    _prior_hint = "use more timesteps or larger betas, e.g. DiscreteVPSDE.linear(1000)"
 
     @classmethod
     def linear(
@@ -176,13 +177,9 @@ class DiscreteVPSDE(GaussianSDE):
         la = self._log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
-    def t_from_log_snr(self, lam) -> torch.Tensor:
-        """Invert $\\lambda(t)$ in closed form: $\\log\\alpha = -\\tfrac12\\operatorname{softplus}
-        (-2\\lambda)$, then the linear piece that contains it (vectorised, no host sync).
-
-        Values outside $[\\lambda(1), \\lambda(0)]$ are clamped to the end points.
-        """
-        lam = as_log_snr(lam)
+    def _t_from_log_snr(self, lam) -> torch.Tensor:
+        # Closed form: log alpha = -softplus(-2 lambda) / 2, then the linear piece that holds it
+        # (vectorised, no host sync); `t_from_log_snr` has clamped lam to the range.
         tab = self._tables(lam)
         la = -0.5 * F.softplus(-2 * lam)
         # -la is increasing along the nodes: the first node at or below la ends its step.

@@ -21,7 +21,7 @@ import math
 import torch
 
 from .._checks import check_real
-from .gaussian import GaussianSDE, as_log_snr
+from .gaussian import GaussianSDE
 
 __all__ = ["RectifiedFlowSDE"]
 
@@ -89,11 +89,11 @@ class RectifiedFlowSDE(GaussianSDE):
     def _alpha_sigma_dot(self, t):
         return torch.full_like(t, -1.0), torch.full_like(t, 1 - self.sigma_min)
 
-    def t_from_log_snr(self, lam) -> torch.Tensor:
-        r"""Invert $e^\lambda = (1 - t)/\sigma(t)$ in closed form (clamped to $[0, T]$):
-        $t = (1 - \sigma_{min}e^\lambda)/(1 + (1 - \sigma_{min})e^\lambda)$, written with
-        $e^{-\lambda}$ for $\lambda > 0$ so that neither exponential overflows."""
-        lam = as_log_snr(lam)
+    def _t_from_log_snr(self, lam) -> torch.Tensor:
+        r"""Invert $e^\lambda = (1 - t)/\sigma(t)$ in closed form (on `lam` already checked and
+        clamped by `t_from_log_snr`): $t = (1 - \sigma_{min}e^\lambda)/(1 + (1 -
+        \sigma_{min})e^\lambda)$, written with $e^{-\lambda}$ for $\lambda > 0$ so that
+        neither exponential overflows."""
         m = self.sigma_min
         r = torch.exp(lam.clamp(max=0))
         q = torch.exp(-lam.clamp(min=0))

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import abc
 import math
+import warnings
 
 import torch
 
-from .._checks import as_time, as_time_only, check_state
+from .._checks import as_time, as_time_only, check_state, external_stacklevel
 from .._shapes import append_dims
 from .base import SDE
 
 __all__ = ["GaussianSDE", "as_log_snr"]
+
+# Warn when the kernel at T of a unit-scale datum is further than this from the prior (KL per
+# dimension, nats): 0.01 is a VP alpha(T) of 0.14; the shipped defaults sit near 2e-5 (VP) and
+# 2e-4 (VE), DiscreteVPSDE.linear(50) at 0.46.
+PRIOR_MISMATCH_NATS = 0.01
 
 # The kernel must be usable in float32, the working precision of most models: alpha(t) neither
 # overflows nor flushes to zero, and sigma^2, g^2 and the prior variance stay below float32's max.
@@ -97,6 +103,38 @@ class GaussianSDE(SDE):
                     f"{self!r}: prior_std = {s:.4g} must be > 0 with a square that fits float32 "
                     "(<= 1.8e19), or prior_logp and the samplers would produce Inf/NaN"
                 )
+            self._check_prior_match()
+
+    def _check_prior_match(self) -> None:
+        """Warn when the marginal at T is far from the prior the samplers start from.
+
+        For a datum $x_0$ of unit scale per coordinate, the kernel at T is
+        $N(\\alpha(T) x_0, \\sigma(T)^2)$ per coordinate and the prior $N(0, s^2)$; their KL
+        divergence, $\\tfrac12(\\alpha^2/s^2 + \\sigma^2/s^2 - 1 - \\log(\\sigma^2/s^2))$
+        nats per coordinate, is zero only when the signal is gone and the variances match. Above
+        `PRIOR_MISMATCH_NATS` a sampler started from the prior starts from the wrong law and
+        its samples are biased (Lin et al. 2024 show the effect of a small leftover signal).
+        """
+        tT = torch.tensor([self.T], dtype=torch.float64)
+        with torch.no_grad():
+            alpha, sigma = self._log_alpha(tT).exp().item(), self._sigma(tT).item()
+        s = self.prior_std
+        r = (sigma / s) ** 2
+        kl = 0.5 * ((alpha / s) ** 2 + r - 1 - math.log(r))
+        if kl > PRIOR_MISMATCH_NATS:
+            warnings.warn(
+                f"{self!r}: the marginal at T = {self.T:.4g} is far from the prior N(0, {s:.4g}^2 I) "
+                f"that samplers start from: alpha(T) = {alpha:.4g}, sigma(T) = {sigma:.4g}, so a "
+                f"datum of unit scale keeps {100 * alpha**2 / (alpha**2 + sigma**2):.3g} % of its "
+                f"variance at T, a KL divergence to the prior of {kl:.3g} nats per coordinate "
+                f"(warned above {PRIOR_MISMATCH_NATS}). Samples drawn from the prior will be "
+                f"biased; {self._prior_hint}",
+                stacklevel=external_stacklevel(),
+            )
+
+    _prior_hint = (
+        "choose parameters (or a longer T) for which alpha(T) -> 0 and sigma(T) -> the prior std"
+    )
 
     def _schedule_error(self, what: str, t, problem: str):
         at = "" if t is None else f" at t = {float(t):.4g}"
@@ -151,13 +189,43 @@ class GaussianSDE(SDE):
     def _log_snr(self, t: torch.Tensor) -> torch.Tensor:
         return self._log_alpha(t) - self._sigma(t).log()
 
-    def t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
-        """Invert $\\lambda(t)$ (strictly decreasing) for $t \\in [0, T]$, by vectorised bisection.
+    def t_from_log_snr(self, lam) -> torch.Tensor:
+        """Invert $\\lambda(t)$ (strictly decreasing) for $t \\in [0, T]$.
 
-        Values of `lam` outside $[\\lambda(T), \\lambda(0)]$ are clamped to the end points.
-        Subclasses with a closed form override this.
+        Args:
+            lam: half log-SNR values, a number or a floating tensor of any shape.
+
+        Returns:
+            Times shaped like `lam`, in its dtype (the default dtype for a number). Values of
+            `lam` above $\\lambda(0)$ give 0 and values below $\\lambda(T)$ give T: the
+            nearest end of the SDE's range, also for $\\pm\\infty$ (never NaN).
+
+        Raises:
+            ValueError: `lam` holds NaN (checked for numbers and CPU tensors; on an accelerator,
+                where the check would synchronise, a NaN gives NaN, never a plausible time).
+            TypeError: `lam` is an integer tensor.
         """
         lam = as_log_snr(lam)
+        if lam.device.type == "cpu" and bool(torch.isnan(lam).any()):
+            raise ValueError(f"lam must not be NaN, got NaN in t_from_log_snr of {self!r}")
+        lo, hi = self._log_snr_range()
+        t = self._t_from_log_snr(lam.clamp(min=lo, max=hi)).clamp(0.0, self.T)
+        # The end points exactly (the inverse of a clamped value may be an ulp inside).
+        t = torch.where(lam >= hi, torch.zeros_like(t), torch.where(lam <= lo, self.T, t))
+        return torch.where(torch.isnan(lam), lam, t)
+
+    def _log_snr_range(self) -> tuple[float, float]:
+        """$(\\lambda(T), \\lambda(0))$ in float64; $\\lambda(0) = +\\infty$ where $\\sigma(0) = 0$."""
+        with torch.no_grad():
+            ends = self._log_snr(torch.tensor([self.T, 0.0], dtype=torch.float64)).tolist()
+        lo, hi = (-math.inf if math.isnan(ends[0]) else ends[0]), ends[1]
+        return lo, math.inf if math.isnan(hi) else hi
+
+    def _t_from_log_snr(self, lam: torch.Tensor) -> torch.Tensor:
+        """The inverse on `lam` already clamped to the range, by vectorised bisection.
+
+        Subclasses with a closed form override this (not `t_from_log_snr`, which checks).
+        """
         lo = torch.zeros_like(lam)
         hi = torch.full_like(lam, self.T)
         # 60 halvings take the bracket below float64 resolution on [0, T]; no host sync.

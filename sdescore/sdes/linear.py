@@ -51,8 +51,8 @@ class LinearSDE(GaussianSDE):
     Args:
         f: callable `f(t) -> tensor shaped like t` (float64 and float32 tensors of any shape),
             the drift coefficient.
-        g: callable `g(t) -> tensor shaped like t`, the diffusion coefficient; $g(t)^2 > 0$ for
-            $t > 0$ so that $\sigma(t) > 0$.
+        g: callable `g(t) -> tensor shaped like t`, the diffusion coefficient: $g(t) \ge 0$, and
+            $g(t) > 0$ for $t > 0$ so that $\sigma(t) > 0$ (checked at the panel nodes).
         T: end time.
         prior_std: std $s$ of the prior $N(0, s^2 I)$; default $\sqrt{\alpha(T)^2 + \sigma(T)^2}$,
             the marginal scale at T of unit-variance data (1 for VP, $\approx\sigma_{max}$ for VE).
@@ -78,6 +78,9 @@ class LinearSDE(GaussianSDE):
         self._check_schedule()
 
     _schedule_hint = "rescale f and g or shorten T"
+    _prior_hint = (
+        "make f contract more (or lengthen T) so that alpha(T) -> 0, and give prior_std = sigma(T)"
+    )
 
     def _build_tables(self) -> None:
         nodes = torch.arange(self.panels + 1, dtype=torch.float64) * self._h
@@ -85,6 +88,12 @@ class LinearSDE(GaussianSDE):
         g_nodes = _call(self.g, nodes, "g")
         if not (torch.isfinite(f_nodes).all() and torch.isfinite(g_nodes).all()):
             raise ValueError("f(t) and g(t) must be finite on [0, T]")
+        if bool((g_nodes < 0).any()):
+            i = int((g_nodes < 0).nonzero()[0])
+            raise ValueError(
+                f"g(t) must be >= 0 (the diffusion coefficient), got g({nodes[i].item():.4g}) = "
+                f"{g_nodes[i].item():.4g}; the kernel sees only g^2, so pass |g| for this SDE"
+            )
         if not bool((g_nodes[1:] ** 2 > 0).all()):
             raise ValueError("g(t) must be nonzero for t > 0 so that sigma(t) > 0")
         tab = {"glx": _GL_X, "glw": _GL_W}

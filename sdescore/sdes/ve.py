@@ -7,7 +7,7 @@ import math
 import torch
 
 from .._checks import check_real
-from .gaussian import GaussianSDE, as_log_snr
+from .gaussian import GaussianSDE
 
 __all__ = ["VESDE"]
 
@@ -43,6 +43,10 @@ class VESDE(GaussianSDE):
         self._check_schedule()
 
     _schedule_hint = "lower sigma_max (or T); sigma(t) = sigma_min (sigma_max/sigma_min)^t"
+    _prior_hint = (
+        "raise sigma_max well above the data's scale (Song & Ermon 2020: about the largest "
+        "distance between two data points)"
+    )
 
     def _f(self, t):
         return torch.zeros_like(t)
@@ -56,8 +60,7 @@ class VESDE(GaussianSDE):
     def _sigma(self, t):
         return torch.exp(math.log(self.sigma_min) + t * self._log_ratio)
 
-    def t_from_log_snr(self, lam):
-        lam = as_log_snr(lam)
+    def _t_from_log_snr(self, lam):
         return ((-lam - math.log(self.sigma_min)) / self._log_ratio).clamp(0.0, self.T)
 
     @property

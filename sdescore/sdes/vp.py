@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_real
-from .gaussian import GaussianSDE, as_log_snr
+from .gaussian import GaussianSDE
 
 __all__ = ["VPSDE", "SubVPSDE"]
 
@@ -35,6 +35,7 @@ class _LinearBetaSDE(GaussianSDE):
         "lower beta_max (or T): log alpha(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2, "
         "so the data signal is gone long before T"
     )
+    _prior_hint = "raise beta_max (or T) so that alpha(T) = exp(-T^2 (beta_max - beta_min) / 4 - T beta_min / 2) is near 0"
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -49,8 +50,9 @@ class _LinearBetaSDE(GaussianSDE):
         # Solve 1/4 d t^2 + 1/2 b t = c, c = -log alpha >= 0, in the cancellation-free form.
         c = (-log_alpha).clamp(min=0)
         b, d = self.beta_min, self.beta_max - self.beta_min
-        t = 2 * c / (0.5 * b + torch.sqrt(0.25 * b * b + d * c))
-        return t.clamp(0.0, self.T)
+        # The denominator vanishes only at c = 0 with beta_min = 0, where t = 0.
+        denom = (0.5 * b + torch.sqrt(0.25 * b * b + d * c)).clamp_min(torch.finfo(c.dtype).tiny)
+        return (2 * c / denom).clamp(0.0, self.T)
 
     def __repr__(self) -> str:
         return (
@@ -81,8 +83,7 @@ class VPSDE(_LinearBetaSDE):
         la = self._log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
-    def t_from_log_snr(self, lam):
-        lam = as_log_snr(lam)
+    def _t_from_log_snr(self, lam):
         # alpha^2 = sigmoid(2 lambda)  =>  log alpha = -softplus(-2 lambda) / 2
         return self._t_from_log_alpha(-0.5 * F.softplus(-2 * lam))
 
@@ -109,11 +110,13 @@ class SubVPSDE(_LinearBetaSDE):
         la = self._log_alpha(t)
         return la - torch.log(-torch.expm1(2 * la))
 
-    def t_from_log_snr(self, lam):
-        lam = as_log_snr(lam)
+    def _t_from_log_snr(self, lam):
         # alpha / (1 - alpha^2) = e^lam  =>  alpha = 2 e^lam / (1 + sqrt(1 + 4 e^{2 lam}))
-        log_alpha = lam + math.log(2.0) - torch.log1p(torch.sqrt(1 + 4 * torch.exp(2 * lam)))
-        return self._t_from_log_alpha(log_alpha)
+        # = 2 / (e^-lam + sqrt(e^-2lam + 4)); each form where its exponential cannot overflow.
+        neg, pos = lam.clamp(max=0.0), lam.clamp(min=0.0)
+        small = neg + math.log(2.0) - torch.log1p(torch.sqrt(1 + 4 * torch.exp(2 * neg)))
+        large = math.log(2.0) - torch.log(torch.exp(-pos) + torch.sqrt(torch.exp(-2 * pos) + 4))
+        return self._t_from_log_alpha(torch.where(lam < 0, small, large))
 
     @property
     def prior_std(self) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_int
+from ..models.conditional import check_label_range
 from ..sdes.gaussian import GaussianSDE
 from .mixture import GaussianMixture
 
@@ -37,7 +38,8 @@ class MixtureClassifier:
     r"""Exact noisy classifier of a `GaussianMixture` under a `GaussianSDE`.
 
     Callable as `classifier(x, t) -> logits (B, K)` with `x: (B, *D)`: the logits are
-    $\log w_k + \log p_t(x \mid k)$, so `log_softmax(logits)` is exactly $\log p_t(y = k \mid x)$.
+    $\log w_k + \log p_t(x \mid k)$ up to a constant per example (which keeps them finite far
+    from the data), so `log_softmax(logits)` is exactly $\log p_t(y = k \mid x)$.
     """
 
     def __init__(self, data: GaussianMixture, sde: GaussianSDE):
@@ -52,7 +54,7 @@ class MixtureClassifier:
         return self.data.num_components
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
-        logits, _, _ = self.data._components(x, *self.data._coeffs(x, t, self.sde))
+        logits, _, _, _ = self.data._relative_components(x, *self.data._coeffs(x, t, self.sde))
         return logits
 
     def log_prob(self, x: torch.Tensor, t) -> torch.Tensor:
@@ -79,7 +81,8 @@ class ExactConditionalScore:
 
     def __call__(self, x: torch.Tensor, t, y: torch.Tensor) -> torch.Tensor:
         data = self.data
-        logits, z, p = data._components(x, *data._coeffs(x, t, self.sde))
+        check_label_range(y, data.num_components)
+        logits, _, z, p = data._relative_components(x, *data._coeffs(x, t, self.sde))
         if "U" in p:
             z = torch.einsum("bke,kde->bkd", z, p["U"])
         # Per-component scores -z_k (B, K, d), then the mixture score as the null "component".

@@ -95,22 +95,56 @@ class GaussianMixture:
             )
         return x.reshape(x.shape[0], self.dim)
 
-    def _components(self, x, alpha, sigma):
-        """Per-component log-densities `(B, K)` and whitened residuals for the score."""
+    def _relative_components(self, x, alpha, sigma):
+        """Per-component log-densities split as `logits (B, K) + shift (B,)`, and the whitened
+        residuals `(B, K, d)` for the score.
+
+        `logits[:, k] + shift` is $\\log w_k + \\log N(x; \\alpha\\mu_k, \\alpha^2 C_k + \\sigma^2 I)$.
+        `shift` $= -\\tfrac12 \\min_k q_k$ (with $q_k$ the Mahalanobis square) carries the size of
+        $x$; `logits` carry the differences between components, which are what responsibilities
+        and scores need. Both are computed without forming $q_k$ itself: squares are summed in
+        units of a power of two per example (no overflow for points far out, e.g. 1e20 in
+        float32), and for isotropic components the differences use
+        $q_k - q_j = a(\\mu_j - \\mu_k)\\cdot(2x - a\\mu_k - a\\mu_j)/v_k + q_j (v_j - v_k)/v_k$,
+        exact where $q_k$ and $q_j$ agree to more digits than the working precision holds (far
+        from every mode, where a difference of squares would round every component to a tie).
+        """
         p = self._params(x)
-        y = self._flat(x)[:, None, :] - alpha[:, None, None] * p["mu"]  # (B, K, d)
+        xf = self._flat(x)
+        m = alpha[:, None, None] * p["mu"]  # (B, K, d)
+        y = xf[:, None, :] - m
         if "U" in p:
             y = torch.einsum("bkd,kde->bke", y, p["U"])
         v = alpha[:, None, None] ** 2 * p["lam"] + sigma[:, None, None] ** 2
-        logn = -0.5 * (y.square() / v + torch.log(2 * math.pi * v)).sum(-1)
-        return p["logw"] + logn, y / v, p
+        w = y / v.sqrt()
+        top = w.detach().abs().amax(dim=(1, 2))
+        scale = torch.exp2(torch.frexp(top)[1].to(top.dtype))[:, None]  # (B, 1), exact division
+        qs = (w / scale[..., None]).square().sum(-1)  # q / scale^2, (B, K)
+        j = qs.detach().argmin(dim=1, keepdim=True)  # the nearest component, (B, 1)
+        qs_j = qs.gather(1, j)
+        if "U" in p:
+            dq = ((qs - qs_j) * scale) * scale
+        else:
+            vk = v[..., 0]  # isotropic: one variance per example and component
+            vj = vk.gather(1, j)
+            mj = m.gather(1, j[..., None].expand(-1, 1, m.shape[2]))
+            lin = ((mj - m) * (2 * xf[:, None, :] - m - mj)).sum(-1) / vk
+            dq = lin + ((qs_j * (vj - vk) / vk) * scale) * scale
+        logits = p["logw"] - 0.5 * dq - 0.5 * torch.log(2 * math.pi * v).sum(-1)
+        shift = -0.5 * (qs_j.squeeze(1) * scale.squeeze(1)) * scale.squeeze(1)
+        return logits, shift, y / v, p
+
+    def _components(self, x, alpha, sigma):
+        """Per-component log-densities `(B, K)` and whitened residuals for the score."""
+        logits, shift, z, p = self._relative_components(x, alpha, sigma)
+        return logits + shift[:, None], z, p
 
     def _log_prob(self, x, alpha, sigma):
-        logits, _, _ = self._components(x, alpha, sigma)
-        return torch.logsumexp(logits, dim=1)
+        logits, shift, _, _ = self._relative_components(x, alpha, sigma)
+        return torch.logsumexp(logits, dim=1) + shift
 
     def _score(self, x, alpha, sigma):
-        logits, z, p = self._components(x, alpha, sigma)
+        logits, _, z, p = self._relative_components(x, alpha, sigma)
         r = torch.softmax(logits, dim=1)[..., None]  # (B, K, 1)
         if "U" in p:
             z = torch.einsum("bke,kde->bkd", z, p["U"])

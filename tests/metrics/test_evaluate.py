@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+import sdescore
+
 from sdescore import VPSDE
 from sdescore.metrics import evaluate, format_table
 from sdescore.toy import GaussianMixture
@@ -22,10 +24,9 @@ def test_evaluate_exact_score_on_mixture():
         mix,
         sde=sde,
         num_samples=300,
-        sample_options={"method": "dpm_solver", "steps": 20},
-        likelihood_examples=16,
-        likelihood_options={"estimator": "exact", "rtol": 1e-4, "atol": 1e-4},
-        elbo_options={"samples": 8},
+        sampler=sdescore.Auto(steps=20),
+        likelihood={"examples": 16, "estimator": "exact", "rtol": 1e-4, "atol": 1e-4},
+        elbo={"samples": 8},
         generator=g,
         return_samples=True,
     )
@@ -53,12 +54,27 @@ def test_evaluate_bad_arguments():
     mix, sde = _mixture(), VPSDE()
     score = mix.score_fn(sde)
     with pytest.raises(ValueError, match="sampler must be one of"):
-        evaluate(score, mix, sde=sde, sampler="euler")
+        evaluate(score, mix, sde=sde, sampler="eulr")
+    with pytest.raises(TypeError, match="sampler must be a method name or an sdescore.Solver"):
+        evaluate(score, mix, sde=sde, sampler=3)
     with pytest.raises(ValueError, match="metrics must be one of"):
         evaluate(score, torch.randn(10, 2), sde=sde, metrics=("fid",))
     with pytest.raises(ValueError, match="needs data given as"):
         evaluate(score, torch.randn(10, 2), sde=sde, metrics=("mixture",))
-    with pytest.raises(TypeError, match="sample_options must be a dict"):
+    with pytest.raises(TypeError, match=r"sample_options= is now the sampler object"):
         evaluate(score, mix, sde=sde, sample_options=["steps", 3])
+    with pytest.raises(TypeError, match=r"likelihood must be a bool or a dict"):
+        evaluate(score, mix, sde=sde, likelihood="yes")
+    with pytest.raises(TypeError, match=r"verbose= is now print\(sdescore.metrics.format_table"):
+        evaluate(score, mix, sde=sde, verbose=True)
     with pytest.raises(ValueError, match="NaN"):
         evaluate(score, torch.full((10, 2), float("nan")), sde=sde)
+
+
+def test_format_table_refuses_what_evaluate_does_not_return():
+    # Issue 25, item 15: an AttributeError ('list' object has no attribute 'items') before.
+    with pytest.raises(TypeError, match="results must be the dict evaluate returns.*got list"):
+        format_table([1, 2])
+    with pytest.raises(TypeError, match="got a dict holding float"):
+        format_table({"sw2": 0.3})
+    assert "sw2" in format_table({"sw2": {"value": 0.3, "stderr": 0.01}})

@@ -81,3 +81,46 @@ def test_bad_image_inputs(digits):
         digits_feature_net()(torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="split must be one of"):
         digits_data("validation")
+
+
+def test_fid_leaves_a_users_network_as_it_was_and_evaluates_it_in_eval_mode(digits):
+    # Issue 25, item 9 (torchmetrics #1620): fid turned the caller's float32 network into a
+    # float64 one in place (so float32 images then failed) and ran it in train mode, so dropout
+    # and batch statistics made FID depend on batch_size (0.099-0.122 against 0.0235).
+    train, test, _ = digits
+    torch.manual_seed(0)  # the network's initial weights only
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 32),
+        torch.nn.BatchNorm1d(32),
+        torch.nn.Dropout(0.5),
+        torch.nn.ReLU(),
+    )
+    net[2].running_mean.normal_()  # running statistics unlike any one batch's
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    values = [fid(test, train, feature_net=net, batch_size=b).value for b in (16, 64, 500)]
+    # Float32 features: a batch's matmul blocking moves them by an ulp (1e-9 relative here);
+    # train mode moved FID by 20 % and more.
+    assert values[0] == pytest.approx(values[2], rel=1e-6)
+    assert values[1] == pytest.approx(values[2], rel=1e-6)
+    assert net.training and all(m.training for m in net.modules())
+    assert all(p.dtype == torch.float32 for p in net.state_dict().values() if p.is_floating_point())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    # The eval-mode features are what a caller computes with net.eval().
+    net.eval()
+    ours = frechet_distance_features(net(test).double(), net(train).double()).item()
+    assert values[2] == pytest.approx(ours, rel=1e-6)
+
+
+def test_kid_stderr_is_a_spread_not_round_off(digits):
+    # Issue 25, item 8 (torch-fidelity #8, #45): with N = M = 50 every subset was the whole set
+    # and the stderr was ~5e-14, while KID over 20 independent sample sets of 50 spreads by 15
+    # (docs/metrics.md). The default subsets are half the set; their spread is no smaller.
+    train, test, _ = digits
+    g = torch.Generator().manual_seed(3)
+    res = kid_digits(train[:50], test[:50], subsets=50, generator=g)
+    assert res.extra["subset_size"] == 25 and res.stderr > 5.0
+    with pytest.warns(UserWarning, match="every subset of the smaller set is the whole set"):
+        whole = kid_digits(train[:50], test[:50], subset_size=50, subsets=50, generator=g)
+    assert whole.stderr is None and whole.value == pytest.approx(res.value, abs=3 * res.stderr)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sdescore.metrics import mixture_metrics, mmd, mmd_squared, sliced_wasserstein, wasserstein2_1d
-from sdescore.toy import GaussianMixture
+from sdescore.toy import GaussianMixture, eight_gaussians
 
 
 def test_w2_1d_unequal_sizes_exact():
@@ -43,6 +43,35 @@ def test_sw2_floor_and_shapes():
         sliced_wasserstein(x[:1], y)
     with pytest.raises(ValueError, match=r"shape \(N, \*D\)"):
         sliced_wasserstein(torch.randn(5), y)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sw2_is_finite_and_scales_for_huge_finite_data(dtype):
+    # Issue 25, item 5: at 1e20 (float32) the value was inf and the stderr NaN. SW2 is
+    # homogeneous of degree 1, so the result at 1e20 is 1e20 times the result at 1.
+    g = torch.Generator().manual_seed(2)
+    x, y, ref = (torch.randn(200, 3, generator=g, dtype=dtype) for _ in range(3))
+    small = sliced_wasserstein(x, y, reference=ref, generator=torch.Generator().manual_seed(0))
+    big = sliced_wasserstein(
+        x * 1e20, y * 1e20, reference=ref * 1e20, generator=torch.Generator().manual_seed(0)
+    )
+    tol = 1e-5 if dtype == torch.float32 else 1e-12  # the scaling's rounding
+    for field in ("value", "stderr", "floor"):
+        assert math.isfinite(getattr(big, field))
+        assert getattr(big, field) == pytest.approx(1e20 * getattr(small, field), rel=tol)
+    assert big.extra["sw2_squared"] == pytest.approx(1e40 * small.extra["sw2_squared"], rel=tol)
+
+
+def test_w2_1d_refuses_mismatched_or_empty_rows():
+    # Issue 25, item 15: a RuntimeError or an IndexError from deep inside before.
+    with pytest.raises(ValueError, match="same number of rows P, got 3 and 2"):
+        wasserstein2_1d(torch.randn(3, 5), torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"a must have shape \(P, N\) with N >= 1.*\(3, 0\)"):
+        wasserstein2_1d(torch.randn(3, 0), torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"b must have shape \(P, N\)"):
+        wasserstein2_1d(torch.randn(3, 5), torch.randn(5))
+    with pytest.raises(TypeError, match="b must be a floating-point tensor"):
+        wasserstein2_1d(torch.randn(3, 5), [1.0, 2.0])
 
 
 def test_mmd_unbiased_under_null():
@@ -91,3 +120,25 @@ def test_mixture_metrics_exact_samples_match_truth():
         mixture_metrics(torch.randn(10, 3), mix)
     with pytest.raises(TypeError, match="GaussianMixture"):
         mixture_metrics(bad, "mix")
+
+
+def test_mixture_metrics_far_samples_are_finite_and_not_a_perfect_score():
+    # Issue 25, item 5: samples at 1e30 rounded every responsibility to a tie, so the mode
+    # weights scored a perfect 1e-16; at 1e150 the spreads overflowed to NaN and were dropped
+    # (a "perfect" 0). All samples along mode 0's direction: every weight on mode 0.
+    mix = eight_gaussians()
+    g = torch.Generator().manual_seed(5)
+    for far in (1e30, 1e150):
+        x = (
+            far
+            * (1 + torch.rand(64, 1, generator=g, dtype=torch.float64))
+            * torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+        )
+        res = mixture_metrics(x, mix, generator=g)
+        assert res["mode_weights"].value == pytest.approx(7 / 8, abs=1e-12)
+        assert res["mode_spreads"].value == pytest.approx(far * 1.5 / 0.5 / math.sqrt(2), rel=0.2)
+        for m in res.values():
+            assert math.isfinite(m.value) and (m.stderr is None or math.isfinite(m.stderr))
+    # Beyond float64's range for the log-density: refused, not -inf with a NaN error bar.
+    with pytest.raises(ValueError, match=r"samples\[0\] lies so far from the mixture"):
+        mixture_metrics(torch.full((4, 2), 1e200, dtype=torch.float64), mix)

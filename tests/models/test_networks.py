@@ -59,6 +59,36 @@ def test_unet_validation():
         net(torch.randn(2, 3, 8, 8), torch.rand(2))
     with pytest.raises(ValueError, match="channel_mult must be a non-empty tuple"):
         UNet(1, channel_mult=())
+    # Issue 25, item 15: torch's errors from deep inside before.
+    for dropout in (1.5, 1.0, -0.1):
+        with pytest.raises(ValueError, match="dropout must"):
+            UNet(1, dropout=dropout)
+    with pytest.raises(TypeError, match="attention must be a bool"):
+        UNet(1, attention="yes")
+    with pytest.raises(TypeError, match=r"x has dtype torch.float64 but UNet's parameters are "):
+        net(torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.rand(2))
+    net.double()(torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.rand(2))
+
+
+def test_mlp_refuses_another_dtype_than_its_parameters():
+    net = sdescore.MLPScoreNet(2, hidden=8, depth=1)
+    with pytest.raises(
+        TypeError, match=r"x has dtype torch.float64 .* convert the input with x.float\(\)"
+    ):
+        net(torch.randn(3, 2, dtype=torch.float64), torch.rand(3))
+    cond = sdescore.ConditionalMLPScoreNet(2, 3, hidden=8, depth=1)
+    with pytest.raises(TypeError, match="ConditionalMLPScoreNet's parameters are torch.float32"):
+        cond(
+            torch.randn(3, 2, dtype=torch.float64), torch.rand(3), torch.zeros(3, dtype=torch.long)
+        )
+
+
+def test_fourier_feature_seeds_must_fit_a_generator():
+    # Issue 25, item 16 (the same kind as rank_seed): a seed of 2**64 or more is refused.
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
+        sdescore.models.embeddings.GaussianFourierFeatures(8, seed=2**70)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*64\)"):
+        sdescore.models.embeddings.RandomFourierFeatures(2, 4, seed=2**64)
 
 
 def test_unet_learns_an_image_gaussian_on_cpu():

@@ -94,6 +94,22 @@ def test_log_snr_inverse_round_trip(frac):
         assert (sde.log_snr(t * 0.99) > lam).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_t_from_log_snr_outside_the_range_gives_the_end_and_nan_is_refused(sde, dtype):
+    # Issue 25, item 2: SubVP gave NaN at 1e6 and +-inf, VP at -inf, LinearSDE a plausible
+    # 4e-19 for NaN. Above lambda(0) is t = 0, below lambda(T) is t = T, for every SDE.
+    lo, hi = (v.item() for v in sde.log_snr(torch.tensor([sde.T, 1e-6], dtype=torch.float64)))
+    lam = torch.tensor([math.inf, 1e6, hi + 50, lo - 50, -1e6, -math.inf], dtype=dtype)
+    t = sde.t_from_log_snr(lam)
+    assert t.dtype == dtype and torch.isfinite(t).all()
+    assert t[:3].abs().max().item() < 1e-6 and torch.equal(
+        t[3:], torch.full((3,), sde.T, dtype=dtype)
+    )
+    for bad in (float("nan"), torch.tensor([0.0, math.nan], dtype=dtype)):
+        with pytest.raises(ValueError, match="lam must not be NaN"):
+            sde.t_from_log_snr(bad)
+
+
 def test_reverse_and_probability_flow_are_built(sde):
     score_fn = sdescore.toy.gaussian(torch.zeros(2, dtype=torch.float64), 1.0).score_fn(sde)
     rev = sde.reverse(score_fn)

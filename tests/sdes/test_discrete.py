@@ -140,7 +140,8 @@ def test_bad_schedules_are_refused_clearly(kwargs, error, match):
 def test_non_monotone_betas_are_a_valid_schedule():
     # Any betas in (0, 1) give a decreasing alphas_cumprod, so nothing requires monotone betas.
     betas = torch.tensor([0.02, 0.01, 0.05, 0.03], **F64)
-    sde = DiscreteVPSDE(betas)
+    with pytest.warns(UserWarning, match="far from the prior"):  # four small steps
+        sde = DiscreteVPSDE(betas)
     assert torch.allclose(sde.alphas_cumprod, torch.cumprod(1 - betas, 0), rtol=1e-14)
 
 
@@ -217,3 +218,12 @@ def test_likelihood_matches_the_oracle():
     )
     err = likelihood_error_bpd(data, sde, x, res)
     assert err.abs().max() < 2e-4  # measured 8e-5 (VP SDEs: below 3e-4 at these tolerances)
+
+
+def test_t_from_log_snr_outside_the_range_gives_the_end_and_nan_is_refused():
+    # Issue 25, item 2, for the discrete schedule: +-inf and far values go to the ends.
+    sde = DiscreteVPSDE.linear(1000)
+    lam = torch.tensor([math.inf, 1e6, -1e6, -math.inf], dtype=torch.float64)
+    assert sde.t_from_log_snr(lam).tolist() == [0.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="lam must not be NaN"):
+        sde.t_from_log_snr(float("nan"))

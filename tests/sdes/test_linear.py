@@ -11,6 +11,9 @@ import sdescore
 
 from problems import cosine_log_alpha, cosine_sde, vp_as_linear
 
+# These check the kernel's mathematics over random schedules, most far from their prior at T.
+pytestmark = pytest.mark.filterwarnings("ignore:.*far from the prior:UserWarning")
+
 T_GRID = torch.tensor([0.0, 1e-8, 1e-6, 1e-4, 1e-2, 0.1, 0.333, 0.5, 0.9, 1.0], dtype=torch.float64)
 TOL = 1e-8
 

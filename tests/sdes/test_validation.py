@@ -1,5 +1,8 @@
 """Bad input at the public boundary raises a clear ValueError/TypeError naming the argument."""
 
+import math
+import warnings
+
 import pytest
 import torch
 
@@ -67,7 +70,8 @@ def test_absurd_schedules_are_refused_at_construction(make, match):
 def test_extreme_but_usable_schedules_are_accepted():
     sdescore.VPSDE(0.1, 300.0)  # alpha(1) = e^-75 still fits float32
     sdescore.VESDE(1e-3, 1e15)
-    sdescore.LinearSDE(lambda t: 40 + 0 * t, lambda t: 1 + 0 * t)  # sigma(1) ~ 2e16
+    with pytest.warns(UserWarning, match="far from the prior"):  # an expanding SDE: no prior fits
+        sdescore.LinearSDE(lambda t: 40 + 0 * t, lambda t: 1 + 0 * t)  # sigma(1) ~ 2e16
 
 
 def test_positional_contract_signatures():
@@ -136,3 +140,40 @@ def test_user_sde_without_kernel_says_what_to_override():
         sde.prior_sampling((2, 1))
     with pytest.raises(TypeError, match="abstract"):
         sdescore.SDE()
+
+
+FAR_FROM_PRIOR = {
+    # Issue 25, item 7: 60 % of a datum's variance left at T, sampling silently wrong.
+    "discrete_linear_50": lambda: sdescore.DiscreteVPSDE.linear(50),
+    "vp_small_beta": lambda: sdescore.VPSDE(0.1, 1.0),
+    "subvp_small_beta": lambda: sdescore.SubVPSDE(0.1, 1.0),
+    "ve_small_sigma_max": lambda: sdescore.VESDE(0.01, 2.0),
+    "brownian_motion": lambda: sdescore.LinearSDE(lambda t: 0 * t, lambda t: 1 + 0 * t),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAR_FROM_PRIOR))
+def test_an_sde_whose_marginal_at_T_is_far_from_its_prior_warns_with_the_mismatch(name):
+    with pytest.warns(UserWarning, match="far from the prior") as record:
+        sde = FAR_FROM_PRIOR[name]()
+    assert record[0].filename == __file__  # points at the user's line, not the library's
+    # The message carries the KL divergence per coordinate for a unit-scale datum.
+    tT = torch.tensor([sde.T], dtype=torch.float64)
+    a, s, p = sde.alpha(tT).item(), sde.sigma(tT).item(), sde.prior_std
+    kl = 0.5 * ((a / p) ** 2 + (s / p) ** 2 - 1 - 2 * math.log(s / p))
+    assert f"{kl:.3g} nats per coordinate" in str(record[0].message)
+    if name == "discrete_linear_50":
+        assert "keeps 60.3 % of its variance" in str(record[0].message)
+
+
+def test_the_shipped_schedules_do_not_warn_about_the_prior():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sdescore.VPSDE(), sdescore.SubVPSDE(), sdescore.VESDE(), sdescore.VESDE(0.01, 10.0)
+        sdescore.DiscreteVPSDE.linear(1000)
+
+
+def test_linear_sde_refuses_a_negative_diffusion():
+    # Issue 25, item 16: g < 0 was accepted silently (the kernel only sees g^2).
+    with pytest.raises(ValueError, match=r"g\(t\) must be >= 0.*got g\(0\) = -1"):
+        sdescore.LinearSDE(lambda t: -0.5 + 0 * t, lambda t: -1 + 0 * t)

@@ -197,3 +197,38 @@ NAN, INF = float("nan"), float("inf")
 def test_non_finite_toy_parameters_are_refused_at_construction(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize(("dtype", "far"), [(torch.float32, 1e20), (torch.float64, 1e30)])
+def test_far_points_give_finite_scores_and_resolved_responsibilities(dtype, far):
+    # Issue 25, item 5: at 1e20 in float32 the squares overflowed and the score was NaN; far out
+    # in float64 every component rounded to a tie (mode weights then looked perfect). Along the
+    # direction of mode 3 of eight_gaussians its responsibility is 1: a neighbour's logit is
+    # |x| radius (1 - cos 45 deg) / (2 std^2) = 2.3 |x| nats behind.
+    data = sdescore.toy.eight_gaussians()
+    angle = 3 * math.pi / 4
+    x = far * torch.tensor([[math.cos(angle), math.sin(angle)]], dtype=dtype)
+    score = data.score(x)
+    assert torch.isfinite(score).all()
+    # The exact score is -(x - mu_3) / std^2 = -4 x to relative 1e-19 here.
+    assert torch.allclose(score, -4 * x, rtol=1e-6 if dtype == torch.float32 else 1e-14)
+    sde = sdescore.VPSDE()
+    clf = sdescore.toy.MixtureClassifier(data, sde)
+    for t in (0.0, 0.5):
+        r = clf.log_prob(x, t).exp()
+        assert torch.isfinite(r).all() and r[0, 3].item() == pytest.approx(1.0, abs=1e-12)
+        assert torch.isfinite(data.marginal_score(x, t, sde)).all()
+    if dtype == torch.float64:  # the log-density itself fits float64 at 1e30
+        expected = -0.5 * ((x[0] - data._base["mu"][3]) / 0.5).square().sum() - math.log(
+            8 * 2 * math.pi * 0.25
+        )
+        assert data.log_prob(x).item() == pytest.approx(expected.item(), rel=1e-14)
+
+
+def test_far_points_with_full_covariances_give_finite_scores():
+    # The same overflow for components with full covariances (summed in scaled units).
+    data = mixture_2d()
+    x = torch.tensor([[1e20, -3e19], [-2e20, 1e20]], dtype=torch.float32)
+    assert torch.isfinite(data.score(x)).all()
+    ref = data.score(x.double())  # float64 holds the squares: the reference
+    assert torch.allclose(data.score(x).double(), ref, rtol=1e-5)
