@@ -207,7 +207,7 @@ def flat_options(options: dict) -> dict:
         elif fields:
             if group in options:
                 given = ", ".join(f"{k}=" for k in shorthand if MOVED[k][0] == group)
-                raise TypeError(f"give optimizer= or {given} not both")
+                raise TypeError(f"give optimizer= or {given}, not both")
             options[group] = cls(**fields)
     path, every = shorthand.get("checkpoint_path"), shorthand.get("checkpoint_every")
     if "checkpoint_path" in shorthand or "checkpoint_every" in shorthand:
@@ -226,7 +226,8 @@ def check_group(name: str, value, cls, *, allow_none: bool):
     if value is None and allow_none or isinstance(value, cls):
         return value
     hint = " or None" if allow_none else ""
+    article = "an" if cls.__name__[0] in "AEIOU" else "a"
     raise TypeError(
-        f"{name} must be a {cls.__name__}{hint}, got {type(value).__name__} "
+        f"{name} must be {article} {cls.__name__}{hint}, got {type(value).__name__} "
         f"(e.g. {name}=sdescore.{cls.__name__}(...))"
     )
