@@ -182,6 +182,7 @@ class Trainer:
             self.rng_state["cuda"] = gen.get_state()
         self.step = 0
         self.losses: list[float] = []
+        self._sigint = _Sigint()  # inactive until `run` installs it
 
     @property
     def ema_model(self) -> ScoreModel:
@@ -242,7 +243,7 @@ class Trainer:
             self.batches.generator.set_state(streams[0])
             self.noise_generator.set_state(streams[1])
             raise
-        with _interrupts_deferred():  # all of the update, or none of it
+        with self._sigint.held():  # all of the update, or none of it
             self.optimizer_config.apply(self.optimizer, step)
             self.optimizer.step()
             if self.ema is not None:
@@ -298,32 +299,11 @@ class Trainer:
         if checkpoint is not None:
             checkpoint.check_writable()
         start = time.perf_counter()
-        reason = "steps"
         quiet = not progress or self.rank != 0
         bar = tqdm(total=steps, initial=self.step, disable=quiet, desc="train")
         try:
-            while steps is None or self.step < steps:
-                self.train_step()
-                bar.update(1)
-                if self.step % 25 == 0 or self.step == steps:
-                    recent = self.losses[-100:]
-                    bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}")
-                if (
-                    checkpoint is not None
-                    and checkpoint.every
-                    and self.step % checkpoint.every == 0
-                ):
-                    self.save(checkpoint.path)
-                stop = None
-                if callback is not None and callback(self) is True:
-                    stop = "callback"
-                elif max_seconds is not None and time.perf_counter() - start >= max_seconds:
-                    stop = "max_seconds"
-                if self.world_size > 1 and (callback is not None or max_seconds is not None):
-                    stop = agree(stop, self.device)  # a rank stopping alone leaves the rest waiting
-                if stop is not None:
-                    reason = stop
-                    break
+            with self._sigint:
+                reason = self._loop(steps, max_seconds, checkpoint, callback, bar, start)
         except KeyboardInterrupt as err:
             if checkpoint is not None and self.world_size == 1:
                 self.save(checkpoint.path)
@@ -342,6 +322,28 @@ class Trainer:
             time.perf_counter() - start,
             reason,
         )
+
+    def _loop(self, steps, max_seconds, checkpoint, callback, bar, start) -> str:
+        """Steps until one of the stop conditions; returns the stop reason."""
+        every = None if checkpoint is None else checkpoint.every
+        while steps is None or self.step < steps:
+            self.train_step()
+            bar.update(1)
+            if self.step % 25 == 0 or self.step == steps:
+                recent = self.losses[-100:]
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4g}")
+            if every and self.step % every == 0:
+                self.save(checkpoint.path)
+            stop = None
+            if callback is not None and callback(self) is True:
+                stop = "callback"
+            elif max_seconds is not None and time.perf_counter() - start >= max_seconds:
+                stop = "max_seconds"
+            if self.world_size > 1 and (callback is not None or max_seconds is not None):
+                stop = agree(stop, self.device)  # a rank stopping alone leaves the rest waiting
+            if stop is not None:
+                return stop
+        return "steps"
 
     def state_dict(self) -> dict:
         """This trainer's state (this rank's random streams; `save` adds every rank's)."""
@@ -382,27 +384,54 @@ class Trainer:
         return self
 
 
-@contextlib.contextmanager
-def _interrupts_deferred():
-    """Hold back SIGINT (Ctrl-C) until the block ends, so a step's update is never half done.
+class _Sigint:
+    """Ctrl-C (SIGINT) held back while a step's update runs, so it is never half done.
 
-    Signals reach only the main thread; elsewhere (or under a handler installed outside
-    Python) this does nothing.
+    `with _Sigint() as guard:` installs one handler for a whole run (a handler per step would
+    cost two `signal.signal` calls each); `guard.held()` marks the update. An interrupt outside
+    it goes to the previous handler at once (`KeyboardInterrupt` by default), one inside it
+    right after. Signals reach only the main thread; elsewhere, or under a handler installed
+    outside Python, the guard does nothing.
     """
-    main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGINT) is None:
-        yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught and callable(previous):
-            previous(signal.SIGINT, caught[0])
-        elif caught and previous == signal.SIG_DFL:
+
+    def __init__(self):
+        self.previous = self.pending = None
+        self.holding = False
+
+    def __enter__(self) -> _Sigint:
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGINT) is not None:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.holding:
+            self.pending = frame
+        else:
+            self._forward(frame)
+
+    def _forward(self, frame) -> None:
+        if callable(self.previous):
+            self.previous(signal.SIGINT, frame)
+        elif self.previous == signal.SIG_DFL:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.raise_signal(signal.SIGINT)
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            frame, self.pending = self.pending, None
+            if frame is not None:
+                self._forward(frame)
 
 
 def train(

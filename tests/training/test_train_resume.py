@@ -134,6 +134,7 @@ def test_ctrl_c_during_the_update_waits_for_it_to_finish(tmp_path):
     # SIGINT inside the optimizer step (after the weights moved, before the step count): the
     # update completes, then KeyboardInterrupt; the checkpoint holds a whole step.
     path = tmp_path / "ck.pt"
+    handler = signal.getsignal(signal.SIGINT)
     full = train(_model(), DATA, steps=8, **OPTS)
     opt, ema = OptimizerConfig(lr=2e-3), EMAConfig(0.9)
     trainer = Trainer(_model(), DATA, batch_size=32, optimizer=opt, ema=ema)
@@ -143,5 +144,6 @@ def test_ctrl_c_during_the_update_waits_for_it_to_finish(tmp_path):
         trainer.run(8, checkpoint=CheckpointConfig(path), progress=False)
     hook.remove()
     assert trainer.step == 4 and len(trainer.losses) == 4
+    assert signal.getsignal(signal.SIGINT) is handler  # the run's own handler is gone
     resumed = train(_model(), DATA, steps=8, resume=True, checkpoint_path=path, **OPTS)
     assert _same(full.model, resumed.model) and _same(full.ema_model, resumed.ema_model)
