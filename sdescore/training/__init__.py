@@ -2,8 +2,9 @@
 
 - `config`: the option groups `OptimizerConfig`, `EMAConfig`, `CheckpointConfig`;
 - `step`: `train_step`, one optimizer step on one batch, for a loop of one's own;
-- `loop`: `Trainer` (state, one step at a time, `run`) and `train`, its one-call front end;
-- `data`: the Trainer's batches; `ddp`: the loss under DistributedDataParallel;
+- `loop`: `Trainer` (state, one step at a time, `run`); `entry`: `train`, its one-call front end;
+- `data`: the Trainer's batches; `ddp`: the loss under DistributedDataParallel; `interrupts`:
+  Ctrl-C held back during a step's update;
 - `checkpoint`: the Trainer's checkpoint, and what resume honours or refuses.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from .config import CheckpointConfig, EMAConfig, OptimizerConfig
 from .ddp import DistributedLoss
-from .loop import Trainer, TrainResult, train
+from .entry import train
+from .loop import Trainer, TrainResult
 from .step import train_step
 
 __all__ = [

@@ -1,22 +1,18 @@
 """The training loop: `Trainer` (model, optimizer, EMA, data and random streams, one step at a
-time) and `train`, its one-call front end."""
+time, and `run`, the loop). `train` (in `entry`) is its one-call front end."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import signal
 import sys
-import threading
 import time
 
 import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_callable, check_int, check_real
-from ..distributed import env as dist_env
-from ..distributed import process_group, rank_seed
+from ..distributed import rank_seed
 from ..losses import dsm_loss
 from ..models.score_model import ScoreModel
 from . import checkpoint as io
@@ -25,14 +21,14 @@ from .config import (
     EMAConfig,
     OptimizerConfig,
     check_group,
-    flat_options,
     refuse_moved,
 )
 from .data import BatchStream, local_share
 from .ddp import DistributedLoss, agree, world_of
+from .interrupts import SigintGuard
 from .step import backward_checked
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +178,7 @@ class Trainer:
             self.rng_state["cuda"] = gen.get_state()
         self.step = 0
         self.losses: list[float] = []
-        self._sigint = _Sigint()  # inactive until `run` installs it
+        self._sigint = SigintGuard()  # inactive until `run` installs it
 
     @property
     def ema_model(self) -> ScoreModel:
@@ -382,133 +378,3 @@ class Trainer:
         """
         io.load(self, path)
         return self
-
-
-class _Sigint:
-    """Ctrl-C (SIGINT) held back while a step's update runs, so it is never half done.
-
-    `with _Sigint() as guard:` installs one handler for a whole run (a handler per step would
-    cost two `signal.signal` calls each); `guard.held()` marks the update. An interrupt outside
-    it goes to the previous handler at once (`KeyboardInterrupt` by default), one inside it
-    right after. Signals reach only the main thread; elsewhere, or under a handler installed
-    outside Python, the guard does nothing.
-    """
-
-    def __init__(self):
-        self.previous = self.pending = None
-        self.holding = False
-
-    def __enter__(self) -> _Sigint:
-        main = threading.current_thread() is threading.main_thread()
-        if main and signal.getsignal(signal.SIGINT) is not None:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-
-    def _handle(self, signum, frame) -> None:
-        if self.holding:
-            self.pending = frame
-        else:
-            self._forward(frame)
-
-    def _forward(self, frame) -> None:
-        if callable(self.previous):
-            self.previous(signal.SIGINT, frame)
-        elif self.previous == signal.SIG_DFL:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGINT)
-
-    @contextlib.contextmanager
-    def held(self):
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-            frame, self.pending = self.pending, None
-            if frame is not None:
-                self._forward(frame)
-
-
-def train(
-    model: ScoreModel,
-    data,
-    *,
-    steps: int | None,
-    max_seconds: float | None = None,
-    resume: bool | str = False,
-    checkpoint: CheckpointConfig | None = None,
-    callback=None,
-    progress: bool = True,
-    **options,
-) -> TrainResult:
-    """Train `model` for `steps` optimizer steps: a `Trainer`, then `Trainer.run`.
-
-    Args:
-        model: the `ScoreModel` (trained in place).
-        data: tensor `(N, *D)` or iterable of batches (integer levels with `dequantize=`).
-        steps: total number of steps (None: until `max_seconds`).
-        max_seconds: time budget of this call in seconds; training stops after the step that
-            exceeds it, writes the checkpoint, and `TrainResult.stop_reason` says so.
-        resume: continue from the checkpoint's file: `True` requires it to exist
-            (`FileNotFoundError` otherwise, so a mistyped path never trains from scratch),
-            `"auto"` resumes when it exists and starts afresh when not, `False` starts afresh.
-        checkpoint: a `CheckpointConfig` (path, every), or None; see `Trainer.run`.
-        callback: `callback(trainer)` after every step; return `True` to stop.
-        progress: show a tqdm bar.
-        **options: `Trainer`'s keyword arguments; also `loss_kwargs` (a dict of the loss's
-            options, e.g. `{"weighting": "likelihood"}`) and the option groups' fields as flat
-            shorthands: `lr`, `weight_decay`, `betas`, `warmup_steps`, `grad_clip` (an
-            `OptimizerConfig`), `ema_decay` (an `EMAConfig`, None for no EMA), and
-            `checkpoint_path`, `checkpoint_every` (a `CheckpointConfig`). Unknown names raise
-            `TypeError`.
-
-    Returns:
-        A `TrainResult` with the model, its EMA, the loss curve and the time taken.
-
-    Raises:
-        FileNotFoundError: `resume=True` and no checkpoint file exists, or its directory is
-            missing.
-        TypeError, ValueError: a bad argument, named (e.g. `checkpoint_every` without
-            `checkpoint_path`).
-
-    Example:
-        >>> model = ScoreModel(MLPScoreNet(2), VPSDE()).fit_baseline(x)  # doctest: +SKIP
-        >>> result = train(model, x, steps=2000, lr=1e-3, batch_size=1024)  # doctest: +SKIP
-    """
-    if checkpoint is not None:
-        options["checkpoint"] = checkpoint
-    options = flat_options(options)
-    checkpoint = options.pop("checkpoint", None)
-    if resume not in (False, True, "auto"):
-        raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
-    if resume and checkpoint is None:
-        raise ValueError(
-            f"resume={resume!r} needs checkpoint_path (or checkpoint=CheckpointConfig(path))"
-        )
-    if resume is True and not os.path.exists(checkpoint.path):
-        raise FileNotFoundError(
-            f"resume=True but there is no checkpoint at {checkpoint.path!r}; fix the path, "
-            "or pass resume='auto' to start afresh when the file does not exist yet"
-        )
-    loop = dict(max_seconds=max_seconds, checkpoint=checkpoint, callback=callback)
-    loop["progress"] = progress
-    # Under torchrun without a group yet: create it for this call (destroyed on return).
-    launched = dist_env().world_size > 1 and options.get("distributed") is not False
-    if not launched:  # validation errors first, before any group is created
-        return _train(model, data, steps, resume, options, loop)
-    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
-    with process_group(params[0].device if params else "cpu"):
-        return _train(model, data, steps, resume, options, loop)
-
-
-def _train(model, data, steps, resume, options, loop) -> TrainResult:
-    trainer = Trainer(model, data, **options)
-    path = None if loop["checkpoint"] is None else loop["checkpoint"].path
-    if resume and os.path.exists(path):
-        trainer.load(path)
-    return trainer.run(steps, **loop)
