@@ -124,20 +124,22 @@ def _check_config(trainer, saved) -> list[str]:
     """Refuse options that resume cannot honour; list the honoured changes."""
     if saved is None:  # version 1-2 checkpoints did not record their options
         return []
+    if not isinstance(saved, dict) or not isinstance(saved.get("optimizer"), dict):
+        raise ValueError("checkpoint options are malformed; the file is inconsistent")
     mine = _config(trainer)
     for name, why in (
         ("seed", "the random streams continue from the checkpoint, a new seed would be ignored"),
         ("dequantize", "the data would change meaning"),
         ("data_range", "the data would change meaning"),
     ):
-        if saved[name] != mine[name]:
+        if saved.get(name) != mine[name]:
             raise ValueError(
-                f"the checkpoint was written with {name}={saved[name]!r} and this trainer has "
+                f"the checkpoint was written with {name}={saved.get(name)!r} and this trainer has "
                 f"{name}={mine[name]!r}; resume with the saved value ({why})"
             )
     changed = []
-    if saved["batch_size"] != mine["batch_size"]:
-        changed.append(f"batch_size {mine['batch_size']} (saved {saved['batch_size']})")
+    if saved.get("batch_size") != mine["batch_size"]:
+        changed.append(f"batch_size {mine['batch_size']} (saved {saved.get('batch_size')})")
     for key, value in mine["optimizer"].items():
         old = saved["optimizer"].get(key)
         if old != value and not (isinstance(old, (list, tuple)) and tuple(old) == tuple(value)):
