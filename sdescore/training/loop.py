@@ -207,8 +207,10 @@ class Trainer:
     def train_step(self) -> float:
         """One optimizer step on the next batch; returns the loss.
 
-        The step either completes or leaves no trace: on an error (or an interrupt before the
-        update) the weights, EMA, optimizer, step count and random streams are those before it.
+        An error or interrupt while the batch, loss and gradient are computed leaves no trace:
+        the weights, EMA, optimizer, step count and random streams are those before the step (an
+        iterable's batch is consumed, though). The update that follows (optimizer step, EMA,
+        step count) runs with Ctrl-C held back inside `run`, so it is never half done.
 
         Raises:
             FloatingPointError: the loss or the gradient is NaN/Inf.
