@@ -31,7 +31,7 @@ import time
 import torch
 
 import sdescore
-from sdescore import ScoreModel, Trainer, UNet, likelihood
+from sdescore import EMAConfig, ScoreModel, Trainer, UNet, likelihood
 
 print = functools.partial(print, flush=True)  # noqa: A001 (progress when piped)
 
@@ -85,7 +85,7 @@ def measure(row: dict, device, compiled: bool, quick: bool) -> None:
     gen = torch.Generator(device).manual_seed(0)
 
     def sample():
-        return pf.sample(x.shape, method="dpm_solver", steps=20, generator=gen, device=device,
+        return pf.sample(x.shape, method="auto", steps=20, generator=gen, device=device,
                          return_info=True)  # fmt: skip
 
     nfe = sample().nfe
@@ -116,11 +116,11 @@ def measure(row: dict, device, compiled: bool, quick: bool) -> None:
 
     steps = 3 if quick else 20
     data = x.repeat(4, 1, 1, 1)
-    trainer = Trainer(model, data, batch_size=batch, progress=False, ema_decay=0.999)
-    trainer.run(2)  # warm-up (and compilation of the backward pass)
+    trainer = Trainer(model, data, batch_size=batch, ema=EMAConfig(0.999))
+    trainer.run(2, progress=False)  # warm-up (and compilation of the backward pass)
     _sync(device)
     start = time.perf_counter()
-    trainer.run(2 + steps)
+    trainer.run(2 + steps, progress=False)
     _sync(device)
     row["train_steps_per_s"] = steps / (time.perf_counter() - start)
 

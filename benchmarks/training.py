@@ -24,7 +24,7 @@ import torch
 import sdescore
 from sdescore.likelihood import likelihood
 from sdescore.models import MLPScoreNet, ScoreModel
-from sdescore.training import Trainer
+from sdescore.training import EMAConfig, OptimizerConfig, Trainer
 
 print = functools.partial(print, flush=True)  # noqa: A001 (progress when piped)
 
@@ -61,8 +61,9 @@ def run(args, *, weighting="sigma2", importance_sampling=False, baseline=True, e
         return clock["spent"] + now - clock["start"] + step_time > args.budget
 
     trainer = Trainer(
-        model, x_train, batch_size=1024, lr=args.lr, warmup_steps=100, ema_decay=ema,
-        loss_kwargs=loss_kwargs, seed=args.seed, progress=False, callback=out_of_time,
+        model, x_train, loss=functools.partial(sdescore.dsm_loss, **loss_kwargs), batch_size=1024,
+        optimizer=OptimizerConfig(lr=args.lr, warmup_steps=100),
+        ema=None if ema is None else EMAConfig(decay=ema), seed=args.seed,
     )  # fmt: skip
     checkpoints = [s for s in (250, 500, 1000, 1500, 2000, 3000, 4000, 6000) if s < args.steps]
     checkpoints.append(args.steps)
@@ -73,7 +74,7 @@ def run(args, *, weighting="sigma2", importance_sampling=False, baseline=True, e
     for stop in checkpoints:
         clock["start"] = clock["last"] = time.perf_counter()
         cpu0 = time.process_time()
-        trainer.run(stop)
+        trainer.run(stop, callback=out_of_time, progress=False)
         clock["spent"] += time.perf_counter() - clock["start"]
         cpu_train += time.process_time() - cpu0
         g, se, _ = nll_gap(trainer.ema_model, data, x_test[:256])

@@ -70,7 +70,15 @@ from .solvers import (
     TorchSDE,
     UniPC,
 )
-from .training import Trainer, TrainResult, train
+from .training import (
+    CheckpointConfig,
+    EMAConfig,
+    OptimizerConfig,
+    Trainer,
+    TrainResult,
+    train,
+    train_step,
+)
 
 try:
     __version__ = version("sdescore")
@@ -158,4 +166,8 @@ __all__ = [
     "solvers",
     "ssm_loss",
     "train",
+    "train_step",
+    "OptimizerConfig",
+    "EMAConfig",
+    "CheckpointConfig",
 ]

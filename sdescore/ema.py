@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from ._checks import check_bool
+
 __all__ = ["EMA"]
 
 
@@ -22,7 +24,11 @@ class EMA:
     Args:
         model: the module whose parameters are averaged.
         decay: $\beta \in [0, 1)$.
-        warmup: ramp the decay up over the first updates.
+        warmup: ramp the decay up over the first updates (a bool).
+
+    Raises:
+        TypeError: `model` is not an `nn.Module`, or `warmup` is not a bool.
+        ValueError: `decay` is not a number in [0, 1).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, *, warmup: bool = True):
@@ -30,7 +36,7 @@ class EMA:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
             raise ValueError(f"decay must be a number in [0, 1), got {decay!r}")
-        self.decay, self.warmup = float(decay), bool(warmup)
+        self.decay, self.warmup = float(decay), check_bool("warmup", warmup)
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.num_updates = 0
 

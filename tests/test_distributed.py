@@ -17,8 +17,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import sdescore
-import sdescore.training
-from sdescore import MLPScoreNet, ScoreModel, Trainer, dsm_loss, train
+import sdescore.training.checkpoint
+from sdescore import EMAConfig, MLPScoreNet, OptimizerConfig, ScoreModel, Trainer, dsm_loss, train
 from sdescore.distributed import (
     gather,
     process_group,
@@ -81,8 +81,8 @@ def _job(rank: int, world: int, port: int, out: str) -> None:
     _launch_env(rank, world, port)
     saved = {}
     writes = []
-    real_save = sdescore.training.atomic_save
-    sdescore.training.atomic_save = lambda state, path: (
+    real_save = sdescore.training.checkpoint.atomic_save
+    sdescore.training.checkpoint.atomic_save = lambda state, path: (
         writes.append(path),
         real_save(state, path),
     )
@@ -91,10 +91,10 @@ def _job(rank: int, world: int, port: int, out: str) -> None:
         # 1. DDP with a deterministic loss; rank 1 starts from other weights (DDP broadcasts).
         model = _model(seed=rank)
         tr = Trainer(
-            model, _data(), loss=_fixed_loss, batch_size=GLOBAL_BATCH, lr=1e-2,
-            ema_decay=0.9, progress=False, seed=3,
+            model, _data(), loss=_fixed_loss, batch_size=GLOBAL_BATCH,
+            optimizer=OptimizerConfig(lr=1e-2), ema=EMAConfig(0.9), seed=3,
         )  # fmt: skip
-        tr.run(3)
+        tr.run(3, progress=False)
         saved["fixed"] = (_params(model), _params(tr.ema_model), list(tr.losses))
         # 2. DSM with random noise: checkpoints, and resume after a restart equals one run.
         ck_a, ck_b = os.path.join(out, "a.pt"), os.path.join(out, "b.pt")
@@ -150,7 +150,7 @@ def _job(rank: int, world: int, port: int, out: str) -> None:
             cond.double(), _data(), labels=labels, loss=sdescore.label_dropout_loss, steps=2,
             batch_size=8, progress=False, seed=0,
         )  # fmt: skip
-        saved["label_dropout"] = list(cf.losses)
+        saved["label_dropout"] = (list(cf.losses), _params(cf.model))
     saved["group_destroyed"] = not dist.is_initialized()
     torch.save(saved, os.path.join(out, f"rank{rank}.pt"))
 
@@ -162,9 +162,9 @@ def _mixture_score(x, t):
 
 _EVAL = dict(
     num_samples=7,
-    sample_options={"method": "dopri5", "rtol": 1e-6, "atol": 1e-6},
-    likelihood_options={"estimator": "exact", "rtol": 1e-7, "atol": 1e-7},
-    elbo_options={"samples": 16},
+    sampler=sdescore.TorchDiffEq("dopri5", rtol=1e-6, atol=1e-6),
+    likelihood={"estimator": "exact", "rtol": 1e-7, "atol": 1e-7},
+    elbo={"samples": 16},
     generator=torch.Generator().manual_seed(4),
 )
 
@@ -195,10 +195,10 @@ def test_environment_and_clean_teardown(ranks):
 def test_ddp_equals_single_process_on_the_global_batch(ranks):
     model = _model(seed=0)
     tr = Trainer(
-        model, _data(), loss=_fixed_loss, batch_size=GLOBAL_BATCH, lr=1e-2, ema_decay=0.9,
-        progress=False, seed=3, distributed=False,
+        model, _data(), loss=_fixed_loss, batch_size=GLOBAL_BATCH,
+        optimizer=OptimizerConfig(lr=1e-2), ema=EMAConfig(0.9), seed=3, distributed=False,
     )  # fmt: skip
-    tr.run(3)
+    tr.run(3, progress=False)
     for r in ranks:
         params, ema, losses = r["fixed"]
         # float64: only the summation order of the gradient differs (all-reduce vs one batch).
@@ -224,13 +224,13 @@ def test_checkpoint_written_once_and_resume_exact(ranks):
 
 def test_resume_refuses_another_world_size(tmp_path):
     path = tmp_path / "ck.pt"
-    tr = Trainer(_model(), _data(), batch_size=8, progress=False)
-    tr.run(1)
+    tr = Trainer(_model(), _data(), batch_size=8)
+    tr.run(1, progress=False)
     state = tr.state_dict()
     state["world_size"] = 2
     sdescore.models.checkpoint.atomic_save(state, path)
     with pytest.raises(ValueError, match="2 process.*this one has 1"):
-        Trainer(_model(), _data(), batch_size=8, progress=False).load(path)
+        Trainer(_model(), _data(), batch_size=8).load(path)
 
 
 def test_sharded_likelihood_equals_single_process(ranks):
@@ -270,8 +270,12 @@ def test_a_failing_rank_ends_the_job_promptly():
 
 
 def test_label_dropout_trains_under_ddp(ranks):
-    losses = [r["label_dropout"] for r in ranks]
-    assert len(losses[0]) == 2 and losses[0] == losses[1]  # the global mean, on every rank
+    (losses0, params0), (losses1, params1) = (r["label_dropout"] for r in ranks)
+    assert len(losses0) == 2 and losses0 == losses1  # the global mean, on every rank
+    # The loss ran through DDP, so the gradients were averaged: the ranks' weights agree.
+    # (Before, the loss called the model's `labeled` outside DDP: no averaging, the ranks'
+    # weights drifted apart.)
+    assert all(torch.equal(a, b) for a, b in zip(params0, params1, strict=True))
 
 
 def test_sharded_evaluate_equals_single_process(ranks):
@@ -299,8 +303,10 @@ def test_sharded_evaluate_equals_single_process(ranks):
     for r in range(WORLD):
         s = shard(7, r, WORLD)
         g = torch.Generator().manual_seed(rank_seed(base, r))
-        opts = _EVAL["sample_options"]
-        parts.append(pf.sample((s.stop - s.start, 2), generator=g, dtype=torch.float64, **opts))
+        solver = _EVAL["sampler"]
+        parts.append(
+            pf.sample((s.stop - s.start, 2), generator=g, dtype=torch.float64, method=solver)
+        )
     torch.testing.assert_close(xs0, torch.cat(parts), rtol=0, atol=0)
 
 

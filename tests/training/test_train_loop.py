@@ -1,4 +1,5 @@
-"""The training loop: exact resume, NaN detection, EMA, data sources, callbacks, learning."""
+"""The training loop (`sdescore.training.loop`): exact resume, NaN detection, EMA, data sources,
+callbacks, learning."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import pytest
 import torch
 
 import sdescore
-from sdescore import EMA, MLPScoreNet, ScoreModel, Trainer, dsm_loss, load_model, train
+from sdescore import (
+    CheckpointConfig,
+    EMAConfig,
+    MLPScoreNet,
+    OptimizerConfig,
+    ScoreModel,
+    Trainer,
+    dsm_loss,
+    load_model,
+    train,
+)
 from sdescore.toy import gaussian
 
 DATA = sdescore.toy.eight_gaussians().sample(4096, generator=torch.Generator().manual_seed(0))
@@ -21,6 +32,9 @@ def _model(dtype=torch.float32, baseline=True):
 
 
 OPTS = dict(lr=2e-3, batch_size=64, warmup_steps=5, grad_clip=1.0, ema_decay=0.9, progress=False)
+# The same options as Trainer takes them (the loop's own, progress=, go to run).
+OPTIMIZER = OptimizerConfig(lr=2e-3, warmup_steps=5, grad_clip=1.0)
+TOPTS = dict(batch_size=64, optimizer=OPTIMIZER, ema=EMAConfig(0.9))
 
 
 def _same(a, b):
@@ -33,8 +47,8 @@ def _same(a, b):
 def test_resume_equals_uninterrupted_run(tmp_path):
     full = train(_model(), DATA, steps=30, **OPTS)
     path = tmp_path / "ckpt.pt"
-    first = Trainer(_model(), DATA, checkpoint_path=path, checkpoint_every=7, **OPTS)
-    first.run(14)  # checkpoints at 7 and 14; then "crash"
+    first = Trainer(_model(), DATA, **TOPTS)
+    first.run(14, checkpoint=CheckpointConfig(path, every=7), progress=False)  # then "crash"
     resumed = train(_model(), DATA, steps=30, resume=True, checkpoint_path=path, **OPTS)
     assert _same(full.model, resumed.model) and _same(full.ema_model, resumed.ema_model)
     assert torch.equal(full.losses, resumed.losses) and resumed.steps == 30
@@ -42,7 +56,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert not _same(full.model, train(_model(), DATA, steps=16, **OPTS).model)
     with pytest.raises(ValueError, match="not an sdescore Trainer checkpoint"):
         sdescore.save_model(full.model, tmp_path / "m.pt")
-        Trainer(_model(), DATA, **OPTS).load(tmp_path / "m.pt")
+        Trainer(_model(), DATA, **TOPTS).load(tmp_path / "m.pt")
 
 
 def test_nan_loss_raises_with_the_step():
@@ -54,28 +68,14 @@ def test_nan_loss_raises_with_the_step():
         return loss * float("nan") if calls["n"] == 4 else loss
 
     model = _model()
-    trainer = Trainer(model, DATA, loss=flaky, **OPTS)
+    trainer = Trainer(model, DATA, loss=flaky, **TOPTS)
     with pytest.raises(FloatingPointError, match="loss became nan at step 4"):
-        trainer.run(10)
+        trainer.run(10, progress=False)
     assert trainer.step == 3 and all(torch.isfinite(p).all() for p in model.parameters())
     bad = DATA.clone()
     bad[:] = float("inf")
     with pytest.raises(FloatingPointError, match="at step 1"):
         train(_model(baseline=False), bad, steps=3, **OPTS)
-
-
-def test_ema_matches_the_recurrence():
-    lin = torch.nn.Linear(1, 1, bias=False)
-    ema = EMA(lin, decay=0.5, warmup=False)
-    expected = lin.weight.detach().clone()
-    for w in (1.0, 3.0, -2.0):
-        with torch.no_grad():
-            lin.weight.fill_(w)
-        ema.update(lin)
-        expected = 0.5 * expected + 0.5 * w
-    torch.testing.assert_close(ema.model.weight, expected)
-    with pytest.raises(ValueError, match=r"decay must be a number in \[0, 1\)"):
-        EMA(lin, decay=1.0)
 
 
 def test_iterable_data_callback_and_dtype_from_model():
@@ -169,33 +169,42 @@ def _eps_model():
     [
         (_eps_model, {}, "parameterization"),
         (_other_depth, {}, "does not fit"),
-        (_model, {"ema_decay": None}, "EMA"),
-        (_model, {"ema_decay": 0.99}, "EMA decay"),
+        (_model, {"ema": None}, "EMA"),
+        (_model, {"ema": EMAConfig(0.99)}, "EMA decay"),
+        (_model, {"ema": EMAConfig(0.9, warmup=False)}, "warmup=False"),
         (lambda: _model(torch.float64), {}, "dtype"),
     ],
 )
 def test_a_failed_resume_changes_nothing(tmp_path, live, options, match):
     path = tmp_path / "ckpt.pt"
-    Trainer(_model(), DATA, checkpoint_path=path, **OPTS).run(5)
-    trainer = Trainer(live(), DATA, **{**OPTS, **options})
-    trainer.run(3)  # optimizer state and EMA exist
+    Trainer(_model(), DATA, **TOPTS).run(5, checkpoint=CheckpointConfig(path), progress=False)
+    trainer = Trainer(live(), DATA, **{**TOPTS, **options})
+    trainer.run(3, progress=False)  # optimizer state and EMA exist
     before = _snapshot(trainer)
     with pytest.raises(ValueError, match=match):
         trainer.load(path)
     assert _same_state(before, _snapshot(trainer))
     with pytest.raises(ValueError, match=match):
-        train(live(), DATA, steps=8, resume=True, checkpoint_path=path, **{**OPTS, **options})
+        train(
+            live(),
+            DATA,
+            steps=8,
+            resume=True,
+            checkpoint_path=path,
+            progress=False,
+            **{**TOPTS, **options},
+        )
 
 
 def test_resume_when_the_live_model_has_another_baseline(tmp_path):
     full = train(_model(), DATA, steps=12, **OPTS)
     path = tmp_path / "ckpt.pt"
-    Trainer(_model(), DATA, checkpoint_path=path, **OPTS).run(6)
+    Trainer(_model(), DATA, **TOPTS).run(6, checkpoint=CheckpointConfig(path), progress=False)
     for live in (_model(baseline=False), _model().fit_baseline(DATA[:100])):
         resumed = train(live, DATA, steps=12, resume=True, checkpoint_path=path, **OPTS)
         assert _same(full.model, resumed.model) and _same(full.ema_model, resumed.ema_model)
         path.write_bytes(b"")  # next round: rewrite the 6-step checkpoint
-        Trainer(_model(), DATA, checkpoint_path=path, **OPTS).run(6)
+        Trainer(_model(), DATA, **TOPTS).run(6, checkpoint=CheckpointConfig(path), progress=False)
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])
@@ -211,12 +220,13 @@ def test_a_nan_gradient_stops_before_the_step(tmp_path, clip):
         return loss
 
     path = tmp_path / "ckpt.pt"
-    opts = {**OPTS, "grad_clip": clip, "checkpoint_path": path, "checkpoint_every": 1}
+    opts = {**TOPTS, "optimizer": OptimizerConfig(lr=2e-3, warmup_steps=5, grad_clip=clip)}
     trainer = Trainer(_model(), DATA, loss=finite_loss_nan_grad, **opts)
-    trainer.run(3)
+    every = CheckpointConfig(path, every=1)
+    trainer.run(3, checkpoint=every, progress=False)
     before = _snapshot(trainer)
     with pytest.raises(FloatingPointError, match="gradient .* at step 4"):
-        trainer.run(10)
+        trainer.run(10, checkpoint=every, progress=False)
     assert _same_state(before, _snapshot(trainer))
     saved = load_model(path, weights="raw")
     assert all(torch.isfinite(v).all() for v in saved.state_dict().values())
@@ -240,7 +250,9 @@ def _dropout_model():
 def test_resume_with_dropout_is_bit_identical(tmp_path):
     full = train(_dropout_model(), DATA, steps=12, **OPTS)
     path = tmp_path / "ckpt.pt"
-    Trainer(_dropout_model(), DATA, checkpoint_path=path, **OPTS).run(6)
+    Trainer(_dropout_model(), DATA, **TOPTS).run(
+        6, checkpoint=CheckpointConfig(path), progress=False
+    )
     torch.rand(17)  # a new process: the global RNG is elsewhere
     resumed = train(_dropout_model(), DATA, steps=12, resume=True, checkpoint_path=path, **OPTS)
     assert _same(full.model, resumed.model) and _same(full.ema_model, resumed.ema_model)
@@ -252,39 +264,12 @@ def test_resume_with_dropout_is_bit_identical(tmp_path):
     assert _same(full.model, again.model) and torch.equal(mark, torch.get_rng_state())
 
 
-class _Pair(torch.nn.Module):
-    def __init__(self, first_a: bool):
-        super().__init__()
-        if first_a:
-            self.a, self.b = torch.nn.Linear(2, 3), torch.nn.Linear(3, 1)
-        else:
-            self.b, self.a = torch.nn.Linear(3, 1), torch.nn.Linear(2, 3)
-
-
-def test_ema_pairs_by_name_and_refuses_another_structure():
-    ema = EMA(_Pair(True), decay=0.5, warmup=False)
-    other = _Pair(False)  # same names, other registration order
-    expected = {k: 0.5 * v + 0.5 * other.state_dict()[k] for k, v in ema.model.state_dict().items()}
-    ema.update(other)
-    for k, v in ema.model.state_dict().items():
-        torch.testing.assert_close(v, expected[k], rtol=0, atol=1e-7)
-    before = {k: v.clone() for k, v in ema.model.state_dict().items()}
-    with pytest.raises(
-        ValueError,
-        match=r"structure of the EMA's copy \(parameters differ: \['c.bias', 'c.weight'\]",
-    ):
-        wrong = _Pair(True)
-        wrong.c = torch.nn.Linear(1, 1)
-        ema.update(wrong)
-    assert all(torch.equal(v, before[k]) for k, v in ema.model.state_dict().items())
-
-
 def test_fitting_the_baseline_after_the_ema_exists():
     model = _model(baseline=False)
-    trainer = Trainer(model, DATA, **OPTS)
-    trainer.run(2)
+    trainer = Trainer(model, DATA, **TOPTS)
+    trainer.run(2, progress=False)
     model.fit_baseline(DATA)
-    trainer.run(4)
+    trainer.run(4, progress=False)
     assert torch.equal(trainer.ema_model.baseline_mean, model.baseline_mean)
     x = DATA[:8]
     assert torch.isfinite(trainer.ema_model(x, 0.5)).all()
@@ -309,7 +294,8 @@ def test_dequantize_each_batch_afresh_with_exact_resume(tmp_path):
     levels = ((a + 1) / width).floor()
     assert levels.min() >= 0 and levels.max() <= 16
     path = tmp_path / "ckpt.pt"
-    Trainer(_model(), LEVELS, checkpoint_path=path, **opts).run(3)
+    topts = {**TOPTS, "batch_size": 512, "dequantize": 17, "loss": recording}
+    Trainer(_model(), LEVELS, **topts).run(3, checkpoint=CheckpointConfig(path), progress=False)
     resumed = train(_model(), LEVELS, steps=6, resume=True, checkpoint_path=path, **opts)
     assert _same(full.model, resumed.model)
     with pytest.raises(ValueError, match="dequantize"):
