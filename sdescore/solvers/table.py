@@ -15,6 +15,7 @@ from .adaptive import GottaGoFast
 from .auto import Auto
 from .base import Solver
 from .dpm_solver import DPMSolver
+from .exp_abm import ExpABM
 from .grid import grid_from_dict
 from .langevin import PC, AnnealedLangevin, Langevin
 from .native import Ancestral, EulerMaruyama, ReverseDiffusion
@@ -103,6 +104,7 @@ _CLASSES = {
         SDEDPMSolver,
         GottaGoFast,
         TorchSDE,
+        ExpABM,
     )
 }
 
