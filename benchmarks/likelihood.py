@@ -76,6 +76,28 @@ class MLPScore(nn.Module):
         return self.net(torch.cat([x, t[:, None]], dim=1))
 
 
+def likelihood(model, x, **kw):
+    """`sdescore.likelihood` with this file's compact configurations (dicts of `method`,
+    tolerances, `step_control`, `options`, `max_steps`, `noise`, `probes`, `resample_probes`)
+    turned into the solver and estimator objects the library takes."""
+    kw = dict(kw)
+    solver_opts = {
+        k: kw.pop(k) for k in ("rtol", "atol", "max_steps", "step_control", "options") if k in kw
+    }
+    method = kw.pop("method", None)
+    hutch = {k: kw.pop(k) for k in ("noise", "probes", "resample_probes") if k in kw}
+    if method == "exp_abm" or (method is None and solver_opts):
+        opts = dict(solver_opts.pop("options", None) or {})
+        kw["solver"] = sdescore.ExpABM(**solver_opts, **opts)
+    elif method is not None:
+        kw["solver"] = sdescore.TorchDiffEq(method, **solver_opts)
+    if hutch:
+        if "resample_probes" in hutch:
+            hutch["resample"] = hutch.pop("resample_probes")
+        kw["estimator"] = sdescore.Hutchinson(hutch.pop("probes", 1), **hutch)
+    return sdescore.likelihood(model, x, **kw)
+
+
 def ref_2021(score, sde, x, seed):
     """The 2021 method re-implemented: scipy RK45 over numpy, two score calls per evaluation."""
     pf = sde.probability_flow(score)
@@ -146,7 +168,7 @@ def sharp_table(shapes, n_points):
         for name, sde in sdes.items():
             for ctl in ("all", "x"):
                 t0 = time.perf_counter()
-                r = sdescore.likelihood(
+                r = likelihood(
                     data.score_fn(sde), x, sde=sde, estimator="exact", step_control=ctl,
                     method="dopri5",
                 )  # fmt: skip
@@ -209,7 +231,7 @@ def run_one(kw, score, sde, x):
         return ref_2021(score, sde, x, seed=1)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        r = sdescore.likelihood(score, x, sde=sde, generator=g, **kw)
+        r = likelihood(score, x, sde=sde, generator=g, **kw)
     return r.log_prob, r.nfe
 
 
@@ -284,7 +306,7 @@ def limit_table(shapes, n_points):
             base_nfe = base_sec = None
             for label, kw in LIMIT_CONFIGS:
                 t0 = time.perf_counter()
-                r = sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", **kw)
+                r = likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", **kw)
                 sec = time.perf_counter() - t0
                 err = oracle_error_bpd(data, sde, x, r)
                 if base_nfe is None:
@@ -320,7 +342,7 @@ def tolerance_workloads(quick):
             yield label, data.score_fn(sde), sde, x, data
     model, x = trained_toy_model(300 if quick else 1500)
     model, x = model.double(), x.double()
-    ref = sdescore.likelihood(
+    ref = likelihood(
         model, x, estimator="exact", method="dopri5", rtol=1e-10, atol=1e-10, max_steps=100_000
     ).log_prob
     yield "trained MLP, VP", model, model.sde, x, ref
@@ -340,7 +362,7 @@ def tolerance_table(quick):
                 counted = Counting(score)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # exp_abm warns above 2e-3
-                    r = sdescore.likelihood(
+                    r = likelihood(
                         counted, x, sde=sde, estimator="exact", method=method, rtol=tol, atol=tol
                     )
                 if isinstance(ref, torch.Tensor):
@@ -365,7 +387,7 @@ def trained_toy_model(steps=1500):
 def variance_table(model, x, repeats):
     """Per-point standard deviation of Hutchinson log p over `repeats` probe seeds, against
     probes and evaluations, and the bias of the mean against the exact trace."""
-    exact = sdescore.likelihood(model, x, estimator="exact", method="exp_abm").log_prob.double()
+    exact = likelihood(model, x, estimator="exact", method="exp_abm").log_prob.double()
     configs = [
         ("dopri5, fixed probes", dict(method="dopri5"), (1, 2, 4)),
         ("exp_abm, fixed probes", dict(method="exp_abm", resample_probes=False), (1, 2, 4)),
@@ -377,7 +399,7 @@ def variance_table(model, x, repeats):
             vals, nfe = [], 0
             for r in range(repeats):
                 g = torch.Generator(device=x.device).manual_seed(1000 + r)
-                res = sdescore.likelihood(model, x, probes=k, generator=g, **kw)
+                res = likelihood(model, x, probes=k, generator=g, **kw)
                 vals.append(res.log_prob.double())
                 nfe += res.nfe
             v = torch.stack(vals)
@@ -431,11 +453,9 @@ def batch_dependence(dtype, n_shared=64, b=4096):
                 b - n_shared, generator=torch.Generator().manual_seed(seed), dtype=dtype
             )
             batch = torch.cat([shared, rest])
-            r = sdescore.likelihood(data.score_fn(sde), batch, sde=sde, estimator="exact", **kw)
+            r = likelihood(data.score_fn(sde), batch, sde=sde, estimator="exact", **kw)
             vals.append(r.log_prob[:n_shared])
-        alone = sdescore.likelihood(
-            data.score_fn(sde), shared, sde=sde, estimator="exact", **kw
-        ).log_prob
+        alone = likelihood(data.score_fn(sde), shared, sde=sde, estimator="exact", **kw).log_prob
         d_batches = (vals[0] - vals[1]).abs()
         d_alone = (vals[0] - alone).abs()
         rows.append(
