@@ -44,6 +44,7 @@ from .sdes import (
     SubVPSDE,
 )
 from .solvers import (
+    IPNDM,
     PC,
     Ancestral,
     AnnealedLangevin,
@@ -103,6 +104,7 @@ __all__ = [
     "Auto",
     "DPMSolver",
     "UniPC",
+    "IPNDM",
     "Dopri5",
     "TorchDiffEq",
     "EulerMaruyama",

@@ -13,6 +13,7 @@ from .base import Problem, Solver
 from .dpm_solver import DPMSolver
 from .exp_abm import ExpABM
 from .grid import GRIDS, Grid, Karras, LogSNR, TimeQuadratic, Times, TimeUniform, grid_from_dict
+from .ipndm import IPNDM
 from .langevin import PC, AnnealedLangevin, Langevin
 from .native import Ancestral, EulerMaruyama, ReverseDiffusion
 from .projection import Inpainting
@@ -34,6 +35,7 @@ __all__ = [
     "GRIDS",
     "GottaGoFast",
     "Grid",
+    "IPNDM",
     "Inpainting",
     "Karras",
     "Langevin",

@@ -17,6 +17,7 @@ from .base import Solver
 from .dpm_solver import DPMSolver
 from .exp_abm import ExpABM
 from .grid import grid_from_dict
+from .ipndm import IPNDM
 from .langevin import PC, AnnealedLangevin, Langevin
 from .native import Ancestral, EulerMaruyama, ReverseDiffusion
 from .sde_dpm_solver import SDEDPMSolver
@@ -32,6 +33,7 @@ METHODS = {
         "auto": Auto,
         "dpm_solver": DPMSolver,
         "unipc": UniPC,
+        "ipndm": IPNDM,
         **{m: partial(TorchDiffEq, m) for m in (*ODE_ADAPTIVE, *ODE_FIXED)},
     },
     "sde": {
@@ -94,6 +96,7 @@ _CLASSES = {
         Auto,
         DPMSolver,
         UniPC,
+        IPNDM,
         TorchDiffEq,
         Dopri5,
         EulerMaruyama,
