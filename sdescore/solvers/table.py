@@ -90,26 +90,13 @@ def get_solver(method, process: str, *, what: str = "method") -> Solver:
     raise ValueError(f"{what} must be one of {list(METHODS[process])}, got {method!r}{hint}")
 
 
+# Every solver class, for `solver_from_dict`: those of the table, and the two that have no name
+# of their own there (`Dopri5` is TorchDiffEq("dopri5"); `ExpABM` integrates likelihoods only).
 _CLASSES = {
-    c.__name__: c
-    for c in (
-        Auto,
-        DPMSolver,
-        UniPC,
-        IPNDM,
-        TorchDiffEq,
-        Dopri5,
-        EulerMaruyama,
-        ReverseDiffusion,
-        Ancestral,
-        PC,
-        AnnealedLangevin,
-        SDEDPMSolver,
-        GottaGoFast,
-        TorchSDE,
-        ExpABM,
-    )
-}
+    type(build()).__name__: type(build())
+    for table in METHODS.values()
+    for build in table.values()
+} | {c.__name__: c for c in (Dopri5, ExpABM)}
 
 
 def solver_from_dict(d: dict) -> Solver:
