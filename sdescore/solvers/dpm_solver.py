@@ -204,22 +204,10 @@ def _data(score, x: torch.Tensor, p: _Point) -> torch.Tensor:
 
 
 def dpm_solver_multistep(
-    sde: GaussianSDE,
-    score,
-    x: torch.Tensor,
-    *,
-    t0: float,
-    t1: float,
-    steps: int,
-    order: int,
-    grid: Grid,
-    prediction: str,
-    record,
-    damped: bool = False,
-    low_final: int = 15,
+    p: Problem, *, order: int, grid: Grid, damped: bool = False, low_final: int = 15
 ) -> torch.Tensor:
     r"""Multistep DPM-Solver in data prediction (DPM-Solver++; Lu et al. 2022b), one score call
-    per step.
+    per step, for the problem `p` (`p.steps` steps).
 
     In data prediction the exact solution is $x_t = \frac{\sigma_t}{\sigma_s} x_s + \sigma_t
     \int_{\lambda_s}^{\lambda_t} e^{\lambda}\hat x_0\,d\lambda$ (Lu et al. 2022b, eq. (9)); with
@@ -233,21 +221,17 @@ def dpm_solver_multistep(
     $h^2 \hat x_0''/2$ where the exact term needs $h^2 \hat x_0''$): order 2 in practice, but
     measured more accurate below about 40 steps (docs/sampling.md).
     """
-    if prediction != "data":
-        raise ValueError(
-            f"multistep=True supports prediction='data' only (DPM-Solver++), got {prediction!r}"
-        )
-    grid = as_grid(grid)
-    ts = grid.times(sde, t0, t1, steps, x)
-    pts = _points(sde, ts, x)
-    record(ts[0], x)
+    x, steps = p.x, p.steps
+    ts = as_grid(grid).times(p.sde, p.t0, p.t1, steps, x)
+    pts = _points(p.sde, ts, x)
+    p.record(ts[0], x)
     hist: list[tuple[torch.Tensor, torch.Tensor]] = []  # (lambda, x0-prediction), newest last
     for i in range(steps):
         s, t = pts[i], pts[i + 1]
-        hist = (hist + [(s.lam, _data(score, x, s))])[-3:]
+        hist = (hist + [(s.lam, _data(p.score, x, s))])[-3:]
         k = min(order, len(hist), steps - i if steps < low_final else order)
         x = multistep_update(x, s, t, hist, k, damped=damped)
-        record(ts[i + 1], x)
+        p.record(ts[i + 1], x)
     return x
 
 
@@ -375,16 +359,10 @@ class DPMSolver(Solver):
             p.sde, "method 'dpm_solver'", instead="use a torchdiffeq method such as 'dopri5'"
         )
         order, multistep, damped = self.plan(p.steps)
-        common = dict(
-            t0=p.t0,
-            t1=p.t1,
-            steps=p.steps,
-            order=order,
-            grid=self.grid,
-            prediction=self.prediction,
-            record=p.record,
-        )
-        if multistep:
-            return dpm_solver_multistep(p.sde, p.score, p.x, damped=damped, **common)
+        if multistep:  # prediction="data" (checked by __init__)
+            return dpm_solver_multistep(p, order=order, grid=self.grid, damped=damped)
         reference = self.allocation == "order"
-        return dpm_solver(p.sde, p.score, p.x, proportional=reference, end_low=reference, **common)
+        return dpm_solver(
+            p.sde, p.score, p.x, t0=p.t0, t1=p.t1, steps=p.steps, order=order, grid=self.grid,
+            prediction=self.prediction, record=p.record, proportional=reference, end_low=reference,
+        )  # fmt: skip
