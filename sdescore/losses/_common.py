@@ -8,7 +8,15 @@ from .._checks import as_time, check_callable, check_real, check_state
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
 
-__all__ = ["WEIGHTINGS", "reduce", "resolve", "sample_time", "weight"]
+__all__ = [
+    "WEIGHTINGS",
+    "call_model",
+    "call_weighting",
+    "reduce",
+    "resolve",
+    "sample_time",
+    "weight",
+]
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
 REDUCTIONS = ("none", "mean", "sum")
@@ -59,13 +67,26 @@ def weight(weighting, sde: GaussianSDE, t: torch.Tensor, std: torch.Tensor) -> t
         return sde.diffusion(t).square()
     if weighting is None or weighting == "none":
         return torch.ones_like(t)
-    lam = weighting(t)
-    if not isinstance(lam, torch.Tensor) or lam.shape != t.shape:
-        got = tuple(lam.shape) if isinstance(lam, torch.Tensor) else type(lam).__name__
+    return call_weighting(weighting, t)
+
+
+def call_weighting(weighting, t: torch.Tensor) -> torch.Tensor:
+    """A callable weighting's value at `t: (B,)`, checked to be a tensor shaped like `t`."""
+    return _checked(weighting(t), t, "weighting(t)", "t")
+
+
+def call_model(model, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`model(x, t)`, checked to be a tensor shaped like `x: (B, *D)`."""
+    return _checked(model(x, t), x, "model(x, t)", "x")
+
+
+def _checked(out, like: torch.Tensor, call: str, name: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.shape != like.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"weighting(t) must return a tensor shaped like t {tuple(t.shape)}, got {got}"
+            f"{call} must return a tensor shaped like {name} {tuple(like.shape)}, got {got}"
         )
-    return lam
+    return out
 
 
 def reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:

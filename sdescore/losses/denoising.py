@@ -16,7 +16,7 @@ import torch
 
 from .._checks import check_bool, check_int, check_real, check_sigma_positive
 from .._shapes import append_dims, batch_sum
-from ._common import check_weighting, reduce, resolve, sample_time, weight
+from ._common import call_model, check_weighting, reduce, resolve, sample_time, weight
 
 __all__ = ["ddpm_loss", "dsm_loss", "ncsn_loss"]
 
@@ -25,12 +25,7 @@ def _residual(model, sde, x0, t, noise, generator):
     """$\\sigma s_\\theta(x_t, t) + z$ `(B, *D)` and $\\sigma$ `(B,)`."""
     x_t, z, std = sde.perturb(x0, t, noise=noise, generator=generator)
     check_sigma_positive(std, t, sde, "the denoising target -z / sigma(t)")
-    s = model(x_t, t)
-    if not isinstance(s, torch.Tensor) or s.shape != x0.shape:
-        got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-        raise ValueError(
-            f"model(x, t) must return a tensor shaped like x {tuple(x0.shape)}, got {got}"
-        )
+    s = call_model(model, x_t, t)
     return append_dims(std, x0.ndim) * s + z, std
 
 

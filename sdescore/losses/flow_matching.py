@@ -26,7 +26,7 @@ import torch
 
 from .._shapes import append_dims, batch_sum
 from ..models.score_model import ScoreModel
-from ._common import reduce, resolve, sample_time
+from ._common import call_model, call_weighting, reduce, resolve, sample_time
 
 __all__ = ["FM_WEIGHTINGS", "flow_matching_loss"]
 
@@ -39,12 +39,7 @@ def _predicted_velocity(model, sde, x, t):
     if isinstance(model, ScoreModel):
         u = model.velocity(x, t)
     else:
-        s = model(x, t)
-        if not isinstance(s, torch.Tensor) or s.shape != x.shape:
-            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-            raise ValueError(
-                f"model(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}"
-            )
+        s = call_model(model, x, t)
         g2 = append_dims(sde.diffusion(t).square(), x.ndim)
         u = sde.drift(x, t) - 0.5 * g2 * s
     return u
@@ -103,10 +98,4 @@ def flow_matching_loss(
         return reduce(sq, reduction)
     if weighting == "likelihood":
         return reduce(2 * sq / sde.diffusion(t).square(), reduction)
-    w = weighting(t)
-    if not isinstance(w, torch.Tensor) or w.shape != t.shape:
-        got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-        raise ValueError(
-            f"weighting(t) must return a tensor shaped like t {tuple(t.shape)}, got {got}"
-        )
-    return reduce(w * sq, reduction)
+    return reduce(call_weighting(weighting, t) * sq, reduction)

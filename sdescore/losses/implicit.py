@@ -12,7 +12,7 @@ import torch
 
 from .._checks import check_bool, check_choice, check_int
 from .._shapes import batch_sum
-from ._common import check_weighting, reduce, resolve, sample_time, weight
+from ._common import call_model, check_weighting, reduce, resolve, sample_time, weight
 
 __all__ = ["ism_loss", "ssm_loss"]
 
@@ -24,12 +24,7 @@ def _score_at_samples(model, sde, x0, t, eps, generator):
     t = sample_time(sde, x0, t, eps, generator)
     x_t, _, std = sde.perturb(x0.detach(), t, generator=generator)
     x_t = x_t.detach().requires_grad_(True)
-    s = model(x_t, t)
-    if not isinstance(s, torch.Tensor) or s.shape != x0.shape:
-        got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-        raise ValueError(
-            f"model(x, t) must return a tensor shaped like x {tuple(x0.shape)}, got {got}"
-        )
+    s = call_model(model, x_t, t)
     return x_t, s, t, std
 
 

@@ -44,7 +44,7 @@ from ._common import (
 )
 from .base import Problem, Solver
 
-__all__ = ["GottaGoFast", "sample_gotta_go_fast"]
+__all__ = ["GottaGoFast"]
 
 _SAFETY, _EXPONENT = 0.9, 0.9
 
@@ -56,92 +56,24 @@ def _reverse_drift(sde: SDE, score, x: torch.Tensor, t: torch.Tensor) -> torch.T
     return checked_drift(sde, x, tx) - g2 * score(x, tx)
 
 
-def sample_gotta_go_fast(
-    sde: SDE,
-    score,
-    x: torch.Tensor,
-    *,
-    t0: float,
-    t1: float,
-    rtol: float,
-    atol: float,
-    dt: float | None,
-    max_steps: int,
-    generator,
-    record,
-) -> torch.Tensor:
-    """Integrate the reverse SDE from `t0` down to `t1 < t0` with per-example adaptive steps.
-
-    Args:
-        sde: the forward SDE.
-        score: a counted score function.
-        x: start state `(B, *D)` at `t0`.
-        rtol: the relative tolerance $\\epsilon_{rel}$.
-        atol: the absolute tolerance $\\epsilon_{abs}$.
-        dt: the initial step (default 0.01 T, as in the paper).
-        max_steps: the most iterations (accepted or rejected steps) before giving up.
-        generator: `torch.Generator` for the noise.
-        record: a `Recorder`; states are recorded after every iteration, at the batch's
-            largest remaining time.
-
-    Raises:
-        NonFiniteError: when the error estimate becomes NaN/Inf (a NaN score or state, or an
-            overflow); the message names the first score call that saw it.
-        MaxStepsError: after `max_steps` iterations without reaching `t1`.
-    """
-    B, nd = x.shape[0], x.ndim
-    t = torch.full((B,), t0, device=x.device, dtype=grid_dtype(x))
-    h = torch.full_like(t, 0.01 * t0 if dt is None else dt)
-    x_prev = x
-    sqrt_d = math.sqrt(flat_dim(x))
-    finite = torch.ones((), dtype=torch.bool, device=x.device)
-    record(t.max(), x)
-    for it in range(max_steps + 1):
-        active = t > t1
-        # The one host sync per iteration: is anyone left, and was the last error estimate finite?
-        more, ok = torch.stack([active.any(), finite]).tolist()
-        if not ok:
-            raise NonFiniteError(score.watch.explain("gotta_go_fast", x.dtype))
-        if not more:
-            return x
-        if it == max_steps:
-            break
-        h = torch.where(active, torch.minimum(h, t - t1), torch.zeros_like(h))
-        t_next = (t - h).clamp_min(t1)
-        hb = append_dims(h, nd).to(x.dtype)
-        g_now, g_next = (append_dims(sde.diffusion(s), nd).to(x.dtype) for s in (t, t_next))
-        # Deterministic predictor and corrector: the error estimate, hence accept/reject, is
-        # decided before the noise is drawn (see the module docstring).
-        drift = _reverse_drift(sde, score, x, t)
-        x1 = x - hb * drift
-        x2 = x - 0.5 * hb * (drift + _reverse_drift(sde, score, x1, t_next))
-        a1, a2, ap = (v.to(t.dtype) for v in (x1, x2, x_prev))  # error in >= float32
-        delta = torch.maximum(torch.full_like(a1, atol), rtol * torch.maximum(a1.abs(), ap.abs()))
-        err = batch_sum(((a1 - a2) / delta).square()).sqrt() / sqrt_d
-        finite = torch.isfinite(err).all()
-        accept = active & (err <= 1)
-        ab = append_dims(accept, nd)
-        noise = 0.5 * (g_now + g_next) * hb.sqrt() * noise_like(x, generator)
-        x, x_prev = torch.where(ab, x2 + noise, x), torch.where(ab, x1, x_prev)
-        t = torch.where(accept, torch.where(h >= t - t1, torch.full_like(t, t1), t - h), t)
-        h = _SAFETY * h * err.clamp_min(1e-10) ** -_EXPONENT
-        record(t.max(), x)
-    raise MaxStepsError(
-        "gotta_go_fast: max steps exceeded, loosen rtol/atol or raise max_steps "
-        f"(max_steps={max_steps} iterations did not reach t = {t1}; still at "
-        f"t = {float(t.max()):.6g}; a stiff score near t = 0 is the usual cause)"
-    )
-
-
 @final
 class GottaGoFast(Solver):
     """Adaptive reverse-SDE solver of Jolicoeur-Martineau et al. (2021); no `steps`.
 
+    Integrates from `t0` down to `t1 < t0` with per-example adaptive steps (see the module); the
+    trajectory holds the state after every iteration, at the batch's largest remaining time.
+
     Args:
-        rtol: relative tolerance (default 1e-2).
-        atol: absolute tolerance (default 1e-2).
-        dt: the initial step (default 0.01 T).
-        max_steps: the most steps before a `MaxStepsError` (default 10 000).
+        rtol: relative tolerance $\\epsilon_{rel}$ (default 1e-2).
+        atol: absolute tolerance $\\epsilon_{abs}$ (default 1e-2).
+        dt: the initial step (default 0.01 T, as in the paper).
+        max_steps: the most iterations (accepted or rejected steps) before a `MaxStepsError`
+            (default 10 000).
+
+    Raises:
+        NonFiniteError: (from `sample`) when the error estimate becomes NaN/Inf (a NaN score or
+            state, or an overflow); the message names the first score call that saw it.
+        MaxStepsError: (from `sample`) after `max_steps` iterations without reaching `t1`.
     """
 
     process: ClassVar[str] = "sde"
@@ -162,16 +94,49 @@ class GottaGoFast(Solver):
         return None
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return sample_gotta_go_fast(
-            p.sde,
-            p.score,
-            p.x,
-            t0=p.t0,
-            t1=p.t1,
-            rtol=self.rtol,
-            atol=self.atol,
-            dt=self.dt,
-            max_steps=self.max_steps,
-            generator=p.generator,
-            record=p.record,
+        sde, score, x, t0, t1, record = p.sde, p.score, p.x, p.t0, p.t1, p.record
+        rtol, atol, dt, max_steps = self.rtol, self.atol, self.dt, self.max_steps
+        B, nd = x.shape[0], x.ndim
+        t = torch.full((B,), t0, device=x.device, dtype=grid_dtype(x))
+        h = torch.full_like(t, 0.01 * t0 if dt is None else dt)
+        x_prev = x
+        sqrt_d = math.sqrt(flat_dim(x))
+        finite = torch.ones((), dtype=torch.bool, device=x.device)
+        record(t.max(), x)
+        for it in range(max_steps + 1):
+            active = t > t1
+            # The one host sync per iteration: is anyone left, was the last error estimate finite?
+            more, ok = torch.stack([active.any(), finite]).tolist()
+            if not ok:
+                raise NonFiniteError(score.watch.explain("gotta_go_fast", x.dtype))
+            if not more:
+                return x
+            if it == max_steps:
+                break
+            h = torch.where(active, torch.minimum(h, t - t1), torch.zeros_like(h))
+            t_next = (t - h).clamp_min(t1)
+            hb = append_dims(h, nd).to(x.dtype)
+            g_now, g_next = (append_dims(sde.diffusion(s), nd).to(x.dtype) for s in (t, t_next))
+            # Deterministic predictor and corrector: the error estimate, hence accept/reject, is
+            # decided before the noise is drawn (see the module docstring).
+            drift = _reverse_drift(sde, score, x, t)
+            x1 = x - hb * drift
+            x2 = x - 0.5 * hb * (drift + _reverse_drift(sde, score, x1, t_next))
+            a1, a2, ap = (v.to(t.dtype) for v in (x1, x2, x_prev))  # error in >= float32
+            delta = torch.maximum(
+                torch.full_like(a1, atol), rtol * torch.maximum(a1.abs(), ap.abs())
+            )
+            err = batch_sum(((a1 - a2) / delta).square()).sqrt() / sqrt_d
+            finite = torch.isfinite(err).all()
+            accept = active & (err <= 1)
+            ab = append_dims(accept, nd)
+            noise = 0.5 * (g_now + g_next) * hb.sqrt() * noise_like(x, p.generator)
+            x, x_prev = torch.where(ab, x2 + noise, x), torch.where(ab, x1, x_prev)
+            t = torch.where(accept, torch.where(h >= t - t1, torch.full_like(t, t1), t - h), t)
+            h = _SAFETY * h * err.clamp_min(1e-10) ** -_EXPONENT
+            record(t.max(), x)
+        raise MaxStepsError(
+            "gotta_go_fast: max steps exceeded, loosen rtol/atol or raise max_steps "
+            f"(max_steps={max_steps} iterations did not reach t = {t1}; still at "
+            f"t = {float(t.max()):.6g}; a stiff score near t = 0 is the usual cause)"
         )

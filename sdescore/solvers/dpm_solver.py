@@ -63,25 +63,34 @@ def dpm_orders(nfe: int, order: int, *, end_low: bool = False) -> list[int]:
 
 
 class _Point:
-    """Kernel coefficients at one time: `t` as `(B,)` for the score, 0-d alpha, sigma, lambda."""
+    """Kernel coefficients at one time: `t` as `(B,)` for the score, 0-d alpha, sigma, lambda;
+    for the singlestep solver also `a`, `b`, `ell`, the roles its formulas give them (`_step`)."""
 
-    __slots__ = ("t", "alpha", "sigma", "lam")
+    __slots__ = ("t", "alpha", "sigma", "lam", "a", "b", "ell")
 
     def __init__(self, t, alpha, sigma, lam):
         self.t, self.alpha, self.sigma, self.lam = t, alpha, sigma, lam
 
 
-def _points(sde: GaussianSDE, times: torch.Tensor, like: torch.Tensor) -> list[_Point]:
-    """`_Point`s for all `times` at once: three vectorised calls before the loop, none inside.
+def _points(
+    sde: GaussianSDE, times: torch.Tensor, like: torch.Tensor, prediction: str | None = None
+) -> list[_Point]:
+    """`_Point`s for all `times` at once: a few vectorised calls before the loop, none inside.
 
     The coefficients stay 0-d in the grid's precision (a 0-d tensor does not promote the state's
-    dtype); the score's times are in the state's dtype, `(B,)` for `like: (B, *D)`.
+    dtype); the score's times are in the state's dtype, `(B,)` for `like: (B, *D)`. With a
+    `prediction`, each point also gets the roles `(a, b, ell)` of `_step` for it.
     """
     alpha, sigma, lam = sde.alpha(times), sde.sigma(times), sde.log_snr(times)
     tb = times.to(like.dtype)[:, None].expand(len(times), like.shape[0]).unbind(0)
-    return [
+    pts = [
         _Point(*v) for v in zip(tb, alpha.unbind(0), sigma.unbind(0), lam.unbind(0), strict=True)
     ]
+    if prediction is not None:
+        a, b, ell = (sigma, alpha, -lam) if prediction == "data" else (alpha, sigma, lam)
+        for p, *roles in zip(pts, a.unbind(0), b.unbind(0), ell.unbind(0), strict=True):
+            p.a, p.b, p.ell = roles
+    return pts
 
 
 def dpm_solver(
@@ -119,7 +128,7 @@ def dpm_solver(
         end_low: see `dpm_orders`.
     """
     grid = as_grid(grid)
-    step = _step_data if prediction == "data" else _step
+    predict = _data if prediction == "data" else _eps
     orders = dpm_orders(steps, order, end_low=end_low)
     if proportional:
         # Each step spans as many cells of an nfe-point grid as it makes score calls (Lu et
@@ -138,12 +147,12 @@ def dpm_solver(
         r = torch.tensor(rs, device=x.device, dtype=ts.dtype)
         stage_lam = lam_b[idx] + r * (lam_b[idx + 1] - lam_b[idx])
         stage_t = sde.t_from_log_snr(stage_lam).to(ts.dtype)
-    pts = _points(sde, torch.cat([ts, stage_t]), x)
+    pts = _points(sde, torch.cat([ts, stage_t]), x, prediction)
     bounds, stages = pts[: len(ts)], pts[len(ts) :]
     record(ts[0], x)
     j = 0
     for i, k in enumerate(orders):
-        x = step(score, x, bounds[i], bounds[i + 1], stages[j : j + k - 1])
+        x = _step(predict, score, x, bounds[i], bounds[i + 1], stages[j : j + k - 1])
         j += k - 1
         record(ts[i + 1], x)
     return x
@@ -154,29 +163,39 @@ def _eps(score, x: torch.Tensor, p: _Point) -> torch.Tensor:
     return -p.sigma * score(x, p.t)
 
 
-def _step(score, x: torch.Tensor, s: _Point, t: _Point, mids: list[_Point]) -> torch.Tensor:
-    """One DPM-Solver step s → t of order `1 + len(mids)` (Lu et al. 2022, Algs. 1, 4, 5)."""
-    e_s = _eps(score, x, s)
+def _step(
+    predict, score, x: torch.Tensor, s: _Point, t: _Point, mids: list[_Point]
+) -> torch.Tensor:
+    r"""One singlestep step s → t of order `1 + len(mids)`, `predict` being `_eps` or `_data`.
+
+    Written for the noise prediction $\hat\epsilon$ with $(a, b, \ell) = (\alpha, \sigma,
+    \lambda)$: Lu et al. (2022), Algs. 1 (DDIM), 4 and 5. The data prediction $\hat x_0$
+    (DPM-Solver++, Lu et al. 2022b; its Alg. 1 is the order-2 case) runs the same lines with
+    $(a, b, \ell) = (\sigma, \alpha, -\lambda)$: its exact solution (2022b, eq. (9)) is eq. (3.4)
+    of 2022 with $\alpha$ and $\sigma$ exchanged and $\lambda$ negated, and so is every Taylor
+    term of it.
+    """
+    e_s = predict(score, x, s)
 
     def first_order(p: _Point) -> torch.Tensor:
-        # DDIM / DPM-Solver-1: exact linear part, constant noise prediction (eq. (3.7)).
-        return (p.alpha / s.alpha) * x - (p.sigma * torch.expm1(p.lam - s.lam)) * e_s
+        # DDIM / DPM-Solver-1: exact linear part, constant prediction (eq. (3.7)).
+        return (p.a / s.a) * x - (p.b * torch.expm1(p.ell - s.ell)) * e_s
 
     if not mids:
         return first_order(t)
-    h = t.lam - s.lam
+    h = t.ell - s.ell
     if len(mids) == 1:
         m = mids[0]
-        r1 = (m.lam - s.lam) / h
-        d1 = _eps(score, first_order(m), m) - e_s
-        return first_order(t) - (t.sigma / (2 * r1) * torch.expm1(h)) * d1
+        r1 = (m.ell - s.ell) / h
+        d1 = predict(score, first_order(m), m) - e_s
+        return first_order(t) - (t.b / (2 * r1) * torch.expm1(h)) * d1
     m1, m2 = mids
-    r1, r2 = (m1.lam - s.lam) / h, (m2.lam - s.lam) / h
-    d1 = _eps(score, first_order(m1), m1) - e_s
+    r1, r2 = (m1.ell - s.ell) / h, (m2.ell - s.ell) / h
+    d1 = predict(score, first_order(m1), m1) - e_s
     h2 = r2 * h
-    u2 = first_order(m2) - (m2.sigma * r2 / r1 * (torch.expm1(h2) / h2 - 1)) * d1
-    d2 = _eps(score, u2, m2) - e_s
-    return first_order(t) - (t.sigma / r2 * (torch.expm1(h) / h - 1)) * d2
+    u2 = first_order(m2) - (m2.b * r2 / r1 * (torch.expm1(h2) / h2 - 1)) * d1
+    d2 = predict(score, u2, m2) - e_s
+    return first_order(t) - (t.b / r2 * (torch.expm1(h) / h - 1)) * d2
 
 
 def _data(score, x: torch.Tensor, p: _Point) -> torch.Tensor:
@@ -185,22 +204,10 @@ def _data(score, x: torch.Tensor, p: _Point) -> torch.Tensor:
 
 
 def dpm_solver_multistep(
-    sde: GaussianSDE,
-    score,
-    x: torch.Tensor,
-    *,
-    t0: float,
-    t1: float,
-    steps: int,
-    order: int,
-    grid: Grid,
-    prediction: str,
-    record,
-    damped: bool = False,
-    low_final: int = 15,
+    p: Problem, *, order: int, grid: Grid, damped: bool = False, low_final: int = 15
 ) -> torch.Tensor:
     r"""Multistep DPM-Solver in data prediction (DPM-Solver++; Lu et al. 2022b), one score call
-    per step.
+    per step, for the problem `p` (`p.steps` steps).
 
     In data prediction the exact solution is $x_t = \frac{\sigma_t}{\sigma_s} x_s + \sigma_t
     \int_{\lambda_s}^{\lambda_t} e^{\lambda}\hat x_0\,d\lambda$ (Lu et al. 2022b, eq. (9)); with
@@ -214,21 +221,17 @@ def dpm_solver_multistep(
     $h^2 \hat x_0''/2$ where the exact term needs $h^2 \hat x_0''$): order 2 in practice, but
     measured more accurate below about 40 steps (docs/sampling.md).
     """
-    if prediction != "data":
-        raise ValueError(
-            f"multistep=True supports prediction='data' only (DPM-Solver++), got {prediction!r}"
-        )
-    grid = as_grid(grid)
-    ts = grid.times(sde, t0, t1, steps, x)
-    pts = _points(sde, ts, x)
-    record(ts[0], x)
+    x, steps = p.x, p.steps
+    ts = as_grid(grid).times(p.sde, p.t0, p.t1, steps, x)
+    pts = _points(p.sde, ts, x)
+    p.record(ts[0], x)
     hist: list[tuple[torch.Tensor, torch.Tensor]] = []  # (lambda, x0-prediction), newest last
     for i in range(steps):
         s, t = pts[i], pts[i + 1]
-        hist = (hist + [(s.lam, _data(score, x, s))])[-3:]
+        hist = (hist + [(s.lam, _data(p.score, x, s))])[-3:]
         k = min(order, len(hist), steps - i if steps < low_final else order)
         x = multistep_update(x, s, t, hist, k, damped=damped)
-        record(ts[i + 1], x)
+        p.record(ts[i + 1], x)
     return x
 
 
@@ -257,30 +260,6 @@ def multistep_update(
         if second is not None:
             x_new = x_new + (t.alpha * h * h * (0.5 - phi2 / h)) * second
     return x_new
-
-
-def _step_data(score, x: torch.Tensor, s: _Point, t: _Point, mids: list[_Point]) -> torch.Tensor:
-    """One singlestep DPM-Solver++ step s → t in data prediction (Lu et al. 2022b)."""
-    d_s = _data(score, x, s)
-
-    def first_order(p: _Point) -> torch.Tensor:
-        return (p.sigma / s.sigma) * x - (p.alpha * torch.expm1(s.lam - p.lam)) * d_s
-
-    if not mids:
-        return first_order(t)
-    h = t.lam - s.lam
-    if len(mids) == 1:
-        m = mids[0]
-        r1 = (m.lam - s.lam) / h
-        d1 = _data(score, first_order(m), m) - d_s
-        return first_order(t) - (t.alpha / (2 * r1) * torch.expm1(-h)) * d1
-    m1, m2 = mids
-    r1, r2 = (m1.lam - s.lam) / h, (m2.lam - s.lam) / h
-    d1 = _data(score, first_order(m1), m1) - d_s
-    h2 = r2 * h
-    u2 = first_order(m2) + (m2.alpha * r2 / r1 * (torch.expm1(-h2) / h2 + 1)) * d1
-    d2 = _data(score, u2, m2) - d_s
-    return first_order(t) + (t.alpha / r2 * (torch.expm1(-h) / h + 1)) * d2
 
 
 @final
@@ -380,16 +359,10 @@ class DPMSolver(Solver):
             p.sde, "method 'dpm_solver'", instead="use a torchdiffeq method such as 'dopri5'"
         )
         order, multistep, damped = self.plan(p.steps)
-        common = dict(
-            t0=p.t0,
-            t1=p.t1,
-            steps=p.steps,
-            order=order,
-            grid=self.grid,
-            prediction=self.prediction,
-            record=p.record,
-        )
-        if multistep:
-            return dpm_solver_multistep(p.sde, p.score, p.x, damped=damped, **common)
+        if multistep:  # prediction="data" (checked by __init__)
+            return dpm_solver_multistep(p, order=order, grid=self.grid, damped=damped)
         reference = self.allocation == "order"
-        return dpm_solver(p.sde, p.score, p.x, proportional=reference, end_low=reference, **common)
+        return dpm_solver(
+            p.sde, p.score, p.x, t0=p.t0, t1=p.t1, steps=p.steps, order=order, grid=self.grid,
+            prediction=self.prediction, record=p.record, proportional=reference, end_low=reference,
+        )  # fmt: skip

@@ -11,7 +11,6 @@ from typing import ClassVar, final
 import torch
 
 from .._checks import check_choice, check_int
-from ..sdes.base import SDE
 from ._common import check_positive, noise_like
 from .base import Problem, Solver
 from .grid import as_grid, grid_dtype
@@ -32,8 +31,6 @@ __all__ = [
     "Langevin",
     "annealing_levels",
     "langevin_correct",
-    "sample_annealed_langevin",
-    "sample_pc",
 ]
 
 
@@ -82,52 +79,6 @@ def langevin_correct(
     return x
 
 
-def sample_pc(
-    sde: SDE,
-    score,
-    x: torch.Tensor,
-    ts: torch.Tensor,
-    *,
-    predictor: str,
-    snr: float,
-    corrector_steps: int,
-    final_noise: bool,
-    generator,
-    record,
-    project=None,
-) -> torch.Tensor:
-    """Predictor–corrector sampling (Song et al. 2021, Algorithm 1): at each grid time, first
-    `corrector_steps` Langevin steps at $t_i$, then one predictor step to $t_{i+1}$.
-
-    Costs `(1 + corrector_steps)` score evaluations per step. Shapes: `x: (B, *D)`, `ts: (N + 1,)`.
-    Without `final_noise` the last predictor step returns its mean, as the reference code does
-    (`x_mean if denoise`).
-    """
-    c = StepCoefficients(sde, ts)
-    step = Predictor(predictor, sde, score, c, x.shape[0])
-    alphas = c.corrector_alpha()
-    sigmas = sde.sigma(ts[:-1]).tolist() if c.gaussian else [None] * (len(ts) - 1)
-    record(ts[0], x)
-    for i in range(len(ts) - 1):
-        x = langevin_correct(
-            score,
-            x,
-            step.t[i],
-            snr=snr,
-            steps=corrector_steps,
-            alpha=alphas[i],
-            sigma=sigmas[i],
-            generator=generator,
-        )
-        if project is not None:  # inpainting: after the corrector and after the predictor
-            x = project(x, ts[i])
-        x = step(x, i, last_noise(x, i, len(ts) - 2, final_noise, generator))
-        if project is not None:
-            x = project(x, ts[i + 1])
-        record(ts[i + 1], x)
-    return x
-
-
 def annealing_levels(sde, eps: float, steps: int, like: torch.Tensor) -> torch.Tensor:
     """`steps` times from T down to `eps`, uniform in log-SNR $\\lambda$ (a single level: `eps`).
 
@@ -145,46 +96,6 @@ def annealing_levels(sde, eps: float, steps: int, like: torch.Tensor) -> torch.T
     levels = sde.t_from_log_snr(lam).to(**opts)
     levels[0], levels[-1] = sde.T, eps
     return levels
-
-
-def sample_annealed_langevin(
-    sde: SDE,
-    score,
-    x: torch.Tensor,
-    ts: torch.Tensor,
-    *,
-    step_size: float,
-    corrector_steps: int,
-    final_noise: bool,
-    generator,
-    record,
-    project=None,
-) -> torch.Tensor:
-    r"""Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) over the levels `ts`.
-
-    At level $i$ with noise $\sigma_i = \sigma(t_i)$, run `corrector_steps` steps
-    $x \leftarrow x + \tfrac{\alpha_i}{2} s(x, t_i) + \sqrt{\alpha_i}\,z$ with
-    $\alpha_i = \epsilon\,\sigma_i^2/\sigma_L^2$, $\epsilon$ = `step_size` and $\sigma_L$ the last
-    level's noise. Without `final_noise` the very last step adds no noise. Shapes:
-    `x: (B, *D)`, `ts: (L,)` decreasing.
-    """
-    _require_gaussian(sde, "annealed_langevin")
-    sigma = sde.sigma(ts)
-    alphas = (step_size * (sigma / sigma[-1]).square()).tolist()
-    times = batch_times(ts.to(x.dtype), x.shape[0])
-    record(ts[0], x)
-    last = len(ts) * corrector_steps - 1
-    for i in range(len(ts)):
-        a = alphas[i]
-        for j in range(corrector_steps):
-            x = x + (0.5 * a) * score(x, times[i])
-            z = last_noise(x, i * corrector_steps + j, last, final_noise, generator)
-            if z is not None:
-                x = x.add_(z, alpha=a**0.5)
-            if project is not None:
-                x = project(x, ts[i])
-        record(ts[i], x)
-    return x
 
 
 @final
@@ -259,26 +170,42 @@ class PC(Solver):
         return None if steps is None else steps * (1 + self.corrector.steps)
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return sample_pc(
-            p.sde,
-            p.score,
-            p.x,
-            _grid(self, p),
-            predictor=self.predictor,
-            snr=self.corrector.snr,
-            corrector_steps=self.corrector.steps,
-            final_noise=p.final_noise,
-            generator=p.generator,
-            record=p.record,
-            project=p.project,
-        )
+        # At each grid time, first the corrector's Langevin steps at t_i, then one predictor step
+        # to t_{i+1}; without `final_noise` the last predictor step returns its mean, as the
+        # reference code does (`x_mean if denoise`).
+        ts, x, project = _grid(self, p), p.x, p.project
+        c = StepCoefficients(p.sde, ts)
+        step = Predictor(self.predictor, p.sde, p.score, c, x.shape[0])
+        alphas = c.corrector_alpha()
+        sigmas = p.sde.sigma(ts[:-1]).tolist() if c.gaussian else [None] * (len(ts) - 1)
+        p.record(ts[0], x)
+        for i in range(len(ts) - 1):
+            x = langevin_correct(
+                p.score,
+                x,
+                step.t[i],
+                snr=self.corrector.snr,
+                steps=self.corrector.steps,
+                alpha=alphas[i],
+                sigma=sigmas[i],
+                generator=p.generator,
+            )
+            if project is not None:  # inpainting: after the corrector and after the predictor
+                x = project(x, ts[i])
+            x = step(x, i, last_noise(x, i, len(ts) - 2, p.final_noise, p.generator))
+            if project is not None:
+                x = project(x, ts[i + 1])
+            p.record(ts[i + 1], x)
+        return x
 
 
 @final
 class AnnealedLangevin(Solver):
     r"""Annealed Langevin dynamics (NCSN; Song & Ermon 2019, Alg. 1) on a `GaussianSDE`.
 
-    `steps` on `sample` is the number of noise levels (default 1000).
+    `steps` on `sample` is the number of noise levels $t_i$ (default 1000; `annealing_levels`).
+    At level $i$, `corrector_steps` steps $x \leftarrow x + \tfrac{\alpha_i}{2} s(x, t_i) +
+    \sqrt{\alpha_i}\,z$; the very last adds no noise unless `denoise="none"`.
 
     Args:
         steps: the budget when `sample` gets no `steps=` (score calls for the exponential
@@ -309,15 +236,20 @@ class AnnealedLangevin(Solver):
             # Song & Ermon's eps = 2e-5 was tuned for sigma_L = 0.01; rescaled to this SDE's
             # sigma_L it keeps alpha_i / sigma_i^2 = 0.2, stable whatever the schedule.
             step_size = 0.2 * float(p.sde.sigma(torch.tensor(p.t1, dtype=torch.float64))) ** 2
-        return sample_annealed_langevin(
-            p.sde,
-            p.score,
-            p.x,
-            levels,
-            step_size=step_size,
-            corrector_steps=self.corrector_steps,
-            final_noise=p.final_noise,
-            generator=p.generator,
-            record=p.record,
-            project=p.project,
-        )
+        sigma = p.sde.sigma(levels)
+        alphas = (step_size * (sigma / sigma[-1]).square()).tolist()
+        x, project = p.x, p.project
+        times = batch_times(levels.to(x.dtype), x.shape[0])
+        p.record(levels[0], x)
+        last = len(levels) * self.corrector_steps - 1
+        for i in range(len(levels)):
+            a = alphas[i]
+            for j in range(self.corrector_steps):
+                x = x + (0.5 * a) * p.score(x, times[i])
+                z = last_noise(x, i * self.corrector_steps + j, last, p.final_noise, p.generator)
+                if z is not None:
+                    x = x.add_(z, alpha=a**0.5)
+                if project is not None:
+                    x = project(x, levels[i])
+            p.record(levels[i], x)
+        return x

@@ -33,7 +33,6 @@ __all__ = [
     "batch_times",
     "last_noise",
     "predictor_step",
-    "sample_predictor",
 ]
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral")
@@ -142,44 +141,6 @@ def last_noise(x: torch.Tensor, i: int, last: int, final_noise: bool, generator)
     return None if i == last and not final_noise else noise_like(x, generator)
 
 
-def sample_predictor(
-    sde: SDE,
-    score,
-    x: torch.Tensor,
-    ts: torch.Tensor,
-    *,
-    predictor: str,
-    final_noise: bool,
-    generator,
-    record,
-    project=None,
-) -> torch.Tensor:
-    """Integrate the reverse SDE from `ts[0]` to `ts[-1]` with a fixed-step predictor.
-
-    Args:
-        sde: the forward SDE.
-        score: a counted score function `(x, t) -> (B, *D)`.
-        x: the start state `(B, *D)` at time `ts[0]`.
-        ts: decreasing times `(N + 1,)`.
-        predictor: one of `PREDICTORS`.
-        final_noise: add noise on the last step too; `False` returns the last step's mean
-            (Song et al. 2021's reference code, `denoise=True`; Ho et al. 2020, Alg. 2).
-        generator: `torch.Generator` for the noise, or `None`.
-        record: a `Recorder` for the trajectory.
-        project: optional per-step projection `project(x, t)` after each step (inpainting,
-            `sdescore.solvers.projection`).
-    """
-    step = Predictor(predictor, sde, score, StepCoefficients(sde, ts), x.shape[0])
-    record(ts[0], x)
-    last = len(ts) - 2
-    for i in range(len(ts) - 1):
-        x = step(x, i, last_noise(x, i, last, final_noise, generator))
-        if project is not None:
-            x = project(x, ts[i + 1])
-        record(ts[i + 1], x)
-    return x
-
-
 def _grid(solver: Solver, p: Problem) -> torch.Tensor:
     """The solver's grid (`solver.grid`, uniform in t by default) from `p.t0` to `p.t1`."""
     return solver.grid.times(p.sde, p.t0, p.t1, p.steps, p.x)
@@ -205,17 +166,18 @@ class _Predictor(Solver):
         self.grid = as_grid(grid)
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return sample_predictor(
-            p.sde,
-            p.score,
-            p.x,
-            _grid(self, p),
-            predictor=self.name,
-            final_noise=p.final_noise,
-            generator=p.generator,
-            record=p.record,
-            project=p.project,
-        )
+        # Without `final_noise` the last step returns its mean (Song et al. 2021's reference
+        # code, `denoise=True`; Ho et al. 2020, Alg. 2); `project` (inpainting) after each step.
+        ts, x = _grid(self, p), p.x
+        step = Predictor(self.name, p.sde, p.score, StepCoefficients(p.sde, ts), x.shape[0])
+        p.record(ts[0], x)
+        last = len(ts) - 2
+        for i in range(len(ts) - 1):
+            x = step(x, i, last_noise(x, i, last, p.final_noise, p.generator))
+            if p.project is not None:
+                x = p.project(x, ts[i + 1])
+            p.record(ts[i + 1], x)
+        return x
 
 
 @final

@@ -266,11 +266,9 @@ def sample_ode(
         MaxStepsError: an adaptive method exceeded its `max_steps`.
     """
     x_T = _start(process.sde, shape, x_T, generator=generator, device=device, dtype=dtype)
-    eps = check_end_time(eps, process.T)
     return _solve_ode(
-        process, x_T, process.T, eps, method, steps, denoise, progress, return_info, trajectory,
-        "ProbabilityFlowODE.sample",
-    )  # fmt: skip
+        "sample", process, x_T, eps, method, steps, denoise, progress, return_info, trajectory
+    )
 
 
 @_shared_only
@@ -294,11 +292,9 @@ def decode(
     can send points to another mode.
     """
     check_state(z, "z")
-    eps = check_end_time(eps, process.T)
     return _solve_ode(
-        process, z, process.T, eps, method, steps, denoise, progress, return_info, trajectory,
-        "ProbabilityFlowODE.decode",
-    )  # fmt: skip
+        "decode", process, z, eps, method, steps, denoise, progress, return_info, trajectory
+    )
 
 
 @_shared_only
@@ -321,15 +317,16 @@ def encode(
     used in the increasing direction.
     """
     check_state(x, "x")
-    eps = check_end_time(eps, process.T)
     return _solve_ode(
-        process, x, eps, process.T, method, steps, False, progress, return_info, trajectory,
-        "ProbabilityFlowODE.encode",
-    )  # fmt: skip
+        "encode", process, x, eps, method, steps, False, progress, return_info, trajectory
+    )
 
 
-def _solve_ode(process, x, t0, t1, method, steps, denoise, progress, return_info, trajectory, who):
-    """Integrate the PF ODE from `t0` to `t1` starting at `x`."""
+def _solve_ode(what, process, x, eps, method, steps, denoise, progress, return_info, trajectory):
+    """`ProbabilityFlowODE.<what>`: integrate the PF ODE from `x` at T down to `eps` (`"sample"`,
+    `"decode"`), or from `x` at `eps` up to T (`"encode"`)."""
+    eps = check_end_time(eps, process.T)
+    t0, t1 = (eps, process.T) if what == "encode" else (process.T, eps)
     solver = get_solver(method, "ode")
     _check_flags(progress, return_info, trajectory)
     denoise = _check_denoise(denoise)
@@ -348,7 +345,9 @@ def _solve_ode(process, x, t0, t1, method, steps, denoise, progress, return_info
     x = solver.integrate(problem)
     if denoise == "tweedie":
         x = tweedie(process.sde, score, x, torch.tensor(t1, device=x.device, dtype=x.dtype))
-    return _finish(x, score, record, return_info, solver, steps, who, method)
+    return _finish(
+        x, score, record, return_info, solver, steps, f"ProbabilityFlowODE.{what}", method
+    )
 
 
 def _finish(x, score, record, return_info, solver, steps, who, method):

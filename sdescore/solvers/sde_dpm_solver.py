@@ -42,10 +42,9 @@ import torch
 
 from .._checks import check_bool, check_int
 from .._shapes import append_dims
-from ..sdes.base import SDE
 from ._common import batch_time, noise_like
 from .base import Problem, Solver
-from .grid import Grid, as_grid
+from .grid import as_grid
 from .native import _require_gaussian
 
 
@@ -60,82 +59,13 @@ def default_order(steps: int) -> int:
     return 2 if steps < 20 else 3
 
 
-def sample_sde_dpm_solver(
-    sde: SDE,
-    score,
-    x: torch.Tensor,
-    t0: float,
-    t1: float,
-    steps: int,
-    *,
-    grid: Grid,
-    order: int,
-    eta: float,
-    final_noise: bool,
-    generator,
-    record,
-    damped: bool = False,
-) -> torch.Tensor:
-    """Carry `x` from `t0` to `t1` in `steps` steps on `grid` (a
-    `GaussianSDE` only); one score call per step."""
-    _require_gaussian(sde, "sde_dpm_solver")
-    grid = as_grid(grid)
-    ts = grid.times(sde, t0, t1, steps, x)
-    coef = ts.to(torch.float64)
-    alpha, sigma = sde.alpha(coef), sde.sigma(coef)
-    lam = alpha.log() - sigma.log()
-    hist: list = []  # (D, h) of the previous steps, newest first
-    n = ts.shape[0] - 1
-    for i in range(n):
-        t = batch_time(ts[i], x)
-        d = (x + append_dims(sigma[i].to(x.dtype) ** 2, x.ndim) * score(x, t)) / alpha[i].to(
-            x.dtype
-        )
-        h = lam[i + 1] - lam[i]
-        y = x / alpha[i].to(x.dtype)
-        decay = (sigma[i + 1] / alpha[i + 1]) / (sigma[i] / alpha[i]) * torch.exp(-eta * h)
-        gain = -torch.expm1(-(1 + eta) * h)
-        if order == 2 and hist:
-            d_prev, h_prev = hist[0]
-            y = decay.to(x.dtype) * y + gain.to(x.dtype) * (
-                d + (d - d_prev) * (0.5 * h / h_prev).to(x.dtype)
-            )
-        else:
-            y = decay.to(x.dtype) * y + gain.to(x.dtype) * d
-            if order == 3 and hist:
-                big_h = (1 + eta) * h
-                phi1 = gain / big_h
-                phi2 = (1 - phi1) / big_h
-                d1, h1 = hist[0]
-                delta0 = (d - d1) / h1.to(x.dtype)
-                if len(hist) == 1:
-                    y = y + (h * (1 - phi1)).to(x.dtype) * delta0
-                else:
-                    d2, h2 = hist[1]
-                    q = (delta0 - (d1 - d2) / h2.to(x.dtype)) / (h1 + h2).to(x.dtype)
-                    w = 1.0 if damped else 2.0  # D'' = 2q; damped halves that term
-                    y = (
-                        y
-                        + (h * (1 - phi1)).to(x.dtype) * (delta0 + h1.to(x.dtype) * q)
-                        + (w * h * h * (0.5 - phi2)).to(x.dtype) * q
-                    )
-        last = i == n - 1
-        if eta > 0 and (final_noise or not last):
-            std = (sigma[i + 1] / alpha[i + 1]) * torch.sqrt(-torch.expm1(-2 * eta * h))
-            y = y + std.to(x.dtype) * noise_like(x, generator)
-        x = alpha[i + 1].to(x.dtype) * y
-        hist = [(d, h)] + hist[:1]
-        record(ts[i + 1], x)
-    return x
-
-
 @final
 class SDEDPMSolver(Solver):
     r"""SDE-DPM-Solver++ (Lu et al. 2022b): exponential integrator of the reverse SDE.
 
     One score call per step; the linear part is integrated exactly and the noise comes from the
-    caller's generator (see `sdescore.solvers.sde_dpm_solver`). Needs a `GaussianSDE`. The last step is noise-free
-    unless `denoise="none"`.
+    caller's generator (see `sdescore.solvers.sde_dpm_solver`). Needs a `GaussianSDE`. The last
+    step is noise-free unless `denoise="none"`.
 
     Args:
         steps: the budget when `sample` gets no `steps=` (score calls for the exponential
@@ -186,9 +116,51 @@ class SDEDPMSolver(Solver):
         return default_order(steps) if self.order is None else self.order
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return sample_sde_dpm_solver(
-            p.sde, p.score, p.x, p.t0, p.t1, p.steps, grid=self.grid,
-            order=self.plan(p.steps),
-            eta=self.eta, final_noise=p.final_noise, generator=p.generator, record=p.record,
-            damped=self.damped,
-        )  # fmt: skip
+        sde, x, eta, order = p.sde, p.x, self.eta, self.plan(p.steps)
+        _require_gaussian(sde, "sde_dpm_solver")
+        ts = self.grid.times(sde, p.t0, p.t1, p.steps, x)
+        coef = ts.to(torch.float64)
+        alpha, sigma = sde.alpha(coef), sde.sigma(coef)
+        lam = alpha.log() - sigma.log()
+        hist: list = []  # (D, h) of the previous steps, newest first
+        n = ts.shape[0] - 1
+        for i in range(n):
+            t = batch_time(ts[i], x)
+            s2 = append_dims(sigma[i].to(x.dtype) ** 2, x.ndim)
+            d = (x + s2 * p.score(x, t)) / alpha[i].to(x.dtype)  # Tweedie's data prediction
+            h = lam[i + 1] - lam[i]
+            y = x / alpha[i].to(x.dtype)
+            decay = (sigma[i + 1] / alpha[i + 1]) / (sigma[i] / alpha[i]) * torch.exp(-eta * h)
+            gain = -torch.expm1(-(1 + eta) * h)
+            if order == 2 and hist:
+                d_prev, h_prev = hist[0]
+                y = decay.to(x.dtype) * y + gain.to(x.dtype) * (
+                    d + (d - d_prev) * (0.5 * h / h_prev).to(x.dtype)
+                )
+            else:
+                y = decay.to(x.dtype) * y + gain.to(x.dtype) * d
+                if order == 3 and hist:
+                    big_h = (1 + eta) * h
+                    phi1 = gain / big_h
+                    phi2 = (1 - phi1) / big_h
+                    d1, h1 = hist[0]
+                    delta0 = (d - d1) / h1.to(x.dtype)
+                    if len(hist) == 1:
+                        y = y + (h * (1 - phi1)).to(x.dtype) * delta0
+                    else:
+                        d2, h2 = hist[1]
+                        q = (delta0 - (d1 - d2) / h2.to(x.dtype)) / (h1 + h2).to(x.dtype)
+                        w = 1.0 if self.damped else 2.0  # D'' = 2q; damped halves that term
+                        y = (
+                            y
+                            + (h * (1 - phi1)).to(x.dtype) * (delta0 + h1.to(x.dtype) * q)
+                            + (w * h * h * (0.5 - phi2)).to(x.dtype) * q
+                        )
+            last = i == n - 1
+            if eta > 0 and (p.final_noise or not last):
+                std = (sigma[i + 1] / alpha[i + 1]) * torch.sqrt(-torch.expm1(-2 * eta * h))
+                y = y + std.to(x.dtype) * noise_like(x, p.generator)
+            x = alpha[i + 1].to(x.dtype) * y
+            hist = [(d, h)] + hist[:1]
+            p.record(ts[i + 1], x)
+        return x

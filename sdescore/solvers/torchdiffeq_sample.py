@@ -56,29 +56,18 @@ class _GridConstructor:
 
 
 def solve_torchdiffeq(
-    sde: SDE,
-    score,
-    x: torch.Tensor,
-    *,
-    t0: float,
-    t1: float,
-    method: str,
-    steps: int | None,
-    grid: Grid | None = None,
-    rtol: float,
-    atol: float,
-    max_steps: int,
-    record,
+    p: Problem, method: str, rtol: float, atol: float, max_steps: int, grid: Grid | None = None
 ) -> torch.Tensor:
-    """Integrate the PF ODE from `t0` to `t1`; `x: (B, *D)` at `t0`.
+    """Integrate the PF ODE of `p` from `p.t0` to `p.t1` with torchdiffeq's `method`.
 
-    Fixed-step methods (`ODE_FIXED`) take `steps` steps on `grid` (uniform in t by default);
-    adaptive ones (`ODE_ADAPTIVE`)
-    use `rtol`/`atol`. With a trajectory requested, states are saved at the fixed-step grid, or
-    at 101 evenly spaced times for adaptive methods (dense output, no extra score calls).
+    Fixed-step methods (`ODE_FIXED`) take `p.steps` steps on `grid` (uniform in t by default);
+    adaptive ones (`ODE_ADAPTIVE`) use `rtol`/`atol`. With a trajectory requested, states are
+    saved at the fixed-step grid, or at 101 evenly spaced times for adaptive methods (dense
+    output, no extra score calls).
     Adaptive methods stop after `max_steps` steps (`MaxStepsError`); a NaN/Inf raises
     `NonFiniteError` naming the first score call that returned it, if the score did.
     """
+    sde, score, x, t0, t1, steps, record = p.sde, p.score, p.x, p.t0, p.t1, p.steps, p.record
     n = steps if steps is not None else _TRAJECTORY_POINTS - 1
     options = None
     ts = torch.linspace(t0, t1, n + 1, dtype=torch.float64)
@@ -189,7 +178,7 @@ class TorchDiffEq(Solver):
         return None
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return _torchdiffeq(self.method, self.rtol, self.atol, self.max_steps, p, self.grid)
+        return solve_torchdiffeq(p, self.method, self.rtol, self.atol, self.max_steps, self.grid)
 
 
 @final
@@ -214,21 +203,4 @@ class Dopri5(Solver):
         return None
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return _torchdiffeq("dopri5", self.rtol, self.atol, self.max_steps, p)
-
-
-def _torchdiffeq(method: str, rtol: float, atol: float, max_steps: int, p: Problem, grid=None):
-    return solve_torchdiffeq(
-        p.sde,
-        p.score,
-        p.x,
-        t0=p.t0,
-        t1=p.t1,
-        method=method,
-        steps=p.steps,
-        grid=grid,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
-        record=p.record,
-    )
+        return solve_torchdiffeq(p, "dopri5", self.rtol, self.atol, self.max_steps)

@@ -31,7 +31,7 @@ from ._common import (
 )
 from .base import Problem, Solver
 
-__all__ = ["TORCHSDE_METHODS", "TorchSDE", "sample_torchsde"]
+__all__ = ["TORCHSDE_METHODS", "TorchSDE"]
 
 _ITO = ("euler", "milstein", "srk")
 _STRATONOVICH = ("midpoint", "heun", "euler_heun", "log_ode")
@@ -93,96 +93,6 @@ class _FlippedReverseSDE(torch.nn.Module):
         return self._g(self._t(u, y)) * v
 
 
-def sample_torchsde(
-    sde: SDE,
-    score,
-    x: torch.Tensor,
-    ts: torch.Tensor,
-    *,
-    method: str,
-    dt: float,
-    adaptive: bool,
-    rtol: float,
-    atol: float,
-    max_steps: int,
-    generator,
-    record,
-) -> torch.Tensor:
-    """Integrate the reverse SDE with `torchsde.sdeint` from `ts[0]` down to `ts[-1]`.
-
-    Args:
-        sde: the forward SDE.
-        score: a counted score function.
-        x: start state `(B, *D)` at `ts[0]`.
-        ts: decreasing output times `(S,)`; states at all of them go to `record`.
-        method: a torchsde method name, one of `TORCHSDE_METHODS`.
-        dt: the fixed step, or the initial step when `adaptive`; also the Brownian `dt` hint.
-        adaptive: torchsde's adaptive step-size control.
-        rtol: its relative tolerance.
-        atol: its absolute tolerance.
-        max_steps: with `adaptive`, the most steps; torchsde does not expose its step count, so
-            drift evaluations are bounded at `max_steps` times those of one adaptive step.
-        generator: seeds the Brownian motion (one integer is drawn from it).
-
-    Raises:
-        TypeError: `adaptive` with a float16/bfloat16 state.
-        NonFiniteError: torchsde's error estimate met NaN (the message names the first score
-            call that returned NaN/Inf, if one did).
-        MaxStepsError: `adaptive` stepping exceeded `max_steps`.
-    """
-    T = float(sde.T)
-    sde_type = "ito" if method in _ITO else "stratonovich"
-    max_calls = None
-    if adaptive:
-        if x.dtype in (torch.float16, torch.bfloat16):
-            raise TypeError(
-                f"adaptive=True needs a float32 or float64 state, got {x.dtype}: the error "
-                "estimate cannot resolve rtol/atol in half precision. Cast to float32, or use "
-                "fixed steps (adaptive=False)."
-            )
-        max_calls = 3 * _CALLS_PER_STEP[method] * max_steps + 1  # + torchsde's contract probe
-    problem = _FlippedReverseSDE(sde, score, T, tuple(x.shape), sde_type, max_calls)
-    y0 = x.reshape(x.shape[0], -1)
-    # Times in float64 whatever the state's dtype, and dt a hair above the nominal step: torchsde
-    # steps `while t < t_end` with `min(t + dt, t_end)`, so accumulated rounding would otherwise
-    # add a spurious tiny last step (and a score call).
-    us = T - ts.to(torch.float64)
-    dt = dt * (1 + 1e-9)
-    # One draw from the generator seeds the whole Brownian motion, so a fixed seed reproduces it.
-    entropy = int(torch.randint(0, 2**62, (1,), generator=generator, device=_gen_device(generator)))
-    # torchsde's Brownian interval draws its increments from torch's global RNG after seeding it
-    # from `entropy`; fork the global RNG so the caller's stream neither matters nor advances.
-    cuda = [y0.device] if y0.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda):
-            bm = torchsde.BrownianInterval(
-                t0=us[0],
-                t1=us[-1],
-                size=tuple(y0.shape),
-                dtype=y0.dtype,
-                device=y0.device,
-                entropy=entropy,
-                dt=dt,
-                levy_area_approximation=_LEVY_AREA.get(method, "none"),
-            )
-            ys = torchsde.sdeint(
-                problem, y0, us, bm=bm, method=method, dt=dt, adaptive=adaptive,
-                rtol=rtol, atol=atol,
-            )  # fmt: skip
-    except MaxStepsError as err:
-        raise MaxStepsError(
-            f"torchsde {method!r} (adaptive): max steps exceeded, loosen rtol/atol or raise "
-            f"max_steps (max_steps={max_steps}: {err}; rtol={rtol}, atol={atol})"
-        ) from err
-    except AssertionError as err:  # torchsde: "Found nans in the error estimate"
-        if score.watch.first_bad() is None:
-            raise
-        raise NonFiniteError(score.watch.explain(method, x.dtype)) from err
-    for t, y in zip(ts, ys, strict=True):
-        record(t, y.reshape(x.shape))
-    return ys[-1].reshape(x.shape)
-
-
 def _gen_device(generator) -> torch.device | str:
     return "cpu" if generator is None else generator.device
 
@@ -203,7 +113,15 @@ class TorchSDE(Solver):
         rtol: relative tolerance of adaptive stepping (default 1e-5).
         atol: absolute tolerance of adaptive stepping (default 1e-4).
         max_steps: with `adaptive=True`, the most steps before a `MaxStepsError` (default
-            10 000); setting it without `adaptive=True` is an error.
+            10 000); torchsde does not expose its step count, so drift evaluations are bounded
+            at `max_steps` times those of one adaptive step. Setting it without
+            `adaptive=True` is an error.
+
+    Raises:
+        TypeError: (from `sample`) `adaptive` with a float16/bfloat16 state.
+        NonFiniteError: (from `sample`) torchsde's error estimate met NaN (the message names
+            the first score call that returned NaN/Inf, if one did).
+        MaxStepsError: (from `sample`) `adaptive` stepping exceeded `max_steps`.
     """
 
     process: ClassVar[str] = "sde"
@@ -238,19 +156,63 @@ class TorchSDE(Solver):
         return None
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        ts = time_grid(p.t0, p.t1, p.steps, p.x)
+        sde, score, x, generator, record = p.sde, p.score, p.x, p.generator, p.record
+        ts = time_grid(p.t0, p.t1, p.steps, x)
+        ts = ts if record.enabled else ts[[0, -1]]  # the output times: states at all go to record
         dt = (p.t0 - p.t1) / p.steps if self.dt is None else self.dt
-        return sample_torchsde(
-            p.sde,
-            p.score,
-            p.x,
-            ts if p.record.enabled else ts[[0, -1]],
-            method=self.method,
-            dt=dt,
-            adaptive=self.adaptive,
-            rtol=self.rtol,
-            atol=self.atol,
-            max_steps=self.max_steps,
-            generator=p.generator,
-            record=p.record,
+        T = float(sde.T)
+        sde_type = "ito" if self.method in _ITO else "stratonovich"
+        max_calls = None
+        if self.adaptive:
+            if x.dtype in (torch.float16, torch.bfloat16):
+                raise TypeError(
+                    f"adaptive=True needs a float32 or float64 state, got {x.dtype}: the error "
+                    "estimate cannot resolve rtol/atol in half precision. Cast to float32, or use "
+                    "fixed steps (adaptive=False)."
+                )
+            # + 1: torchsde's contract probe
+            max_calls = 3 * _CALLS_PER_STEP[self.method] * self.max_steps + 1
+        problem = _FlippedReverseSDE(sde, score, T, tuple(x.shape), sde_type, max_calls)
+        y0 = x.reshape(x.shape[0], -1)
+        # Times in float64 whatever the state's dtype, and dt a hair above the nominal step:
+        # torchsde steps `while t < t_end` with `min(t + dt, t_end)`, so accumulated rounding
+        # would otherwise add a spurious tiny last step (and a score call).
+        us = T - ts.to(torch.float64)
+        dt = dt * (1 + 1e-9)
+        # One draw from the generator seeds the whole Brownian motion: a fixed seed reproduces it.
+        entropy = int(
+            torch.randint(0, 2**62, (1,), generator=generator, device=_gen_device(generator))
         )
+        # torchsde's Brownian interval draws its increments from torch's global RNG after seeding
+        # it from `entropy`; fork the global RNG so the caller's stream neither matters nor
+        # advances.
+        cuda = [y0.device] if y0.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                bm = torchsde.BrownianInterval(
+                    t0=us[0],
+                    t1=us[-1],
+                    size=tuple(y0.shape),
+                    dtype=y0.dtype,
+                    device=y0.device,
+                    entropy=entropy,
+                    dt=dt,
+                    levy_area_approximation=_LEVY_AREA.get(self.method, "none"),
+                )
+                ys = torchsde.sdeint(
+                    problem, y0, us, bm=bm, method=self.method, dt=dt, adaptive=self.adaptive,
+                    rtol=self.rtol, atol=self.atol,
+                )  # fmt: skip
+        except MaxStepsError as err:
+            raise MaxStepsError(
+                f"torchsde {self.method!r} (adaptive): max steps exceeded, loosen rtol/atol or "
+                f"raise max_steps (max_steps={self.max_steps}: {err}; rtol={self.rtol}, "
+                f"atol={self.atol})"
+            ) from err
+        except AssertionError as err:  # torchsde: "Found nans in the error estimate"
+            if score.watch.first_bad() is None:
+                raise
+            raise NonFiniteError(score.watch.explain(self.method, x.dtype)) from err
+        for t, y in zip(ts, ys, strict=True):
+            record(t, y.reshape(x.shape))
+        return ys[-1].reshape(x.shape)
