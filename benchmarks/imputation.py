@@ -122,11 +122,11 @@ def main():
     torch.set_num_threads(1)
     n = 2000 if args.quick else args.n
 
-    def lib(method, steps, inpaint="replace", **kw):
+    def lib(solver, steps, inpaint="replace"):
         def fn(sde, score, g):
             return sde.reverse(score).sample(
-                (n, 2), method=method, steps=steps, generator=g, dtype=F64,
-                inpaint=Inpainting(OBS, MASK, method=inpaint), **kw,
+                (n, 2), steps=steps, generator=g, dtype=F64,
+                method=Inpainting(OBS, MASK, method=inpaint, solver=solver),
             )  # fmt: skip
 
         return fn
@@ -138,8 +138,8 @@ def main():
         def fn(sde, score, g):
             wrapped = Reconstruction(score, sde)
             return sde.reverse(wrapped).sample(
-                (n, 2), method="reverse_diffusion", steps=steps, generator=g, dtype=F64,
-                inpaint=Inpainting(OBS, MASK),
+                (n, 2), steps=steps, generator=g, dtype=F64,
+                method=Inpainting(OBS, MASK, solver="reverse_diffusion"),
             )  # fmt: skip
 
         return fn
@@ -148,7 +148,7 @@ def main():
         ("replace, RD 200", lib("reverse_diffusion", 200)),
         ("replace, RD 1000", lib("reverse_diffusion", 1000)),
         ("replace, PC 200 (1 corr.)", lib("pc", 200)),
-        ("replace, PC 200 (5 corr.)", lib("pc", 200, corrector_steps=5)),
+        ("replace, PC 200 (5 corr.)", lib(sdescore.PC(corrector=sdescore.Langevin(steps=5)), 200)),
         ("repaint U=5, RD 40", rp(40, 5)),
         ("repaint U=5, RD 200", rp(200, 5)),
         ("repaint U=20, RD 100", rp(100, 20)),

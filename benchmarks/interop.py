@@ -9,7 +9,8 @@
 3. The size of the "continuous VP" mistake, with an exact model: the exact eps of a Gaussian
    mixture under the discrete linear schedule (N = 1000), wrapped (a) correctly on
    `DiscreteVPSDE` and (b) as users often do, on `VPSDE(0.1, 20)` with timestep t * (N - 1).
-   bits/dim of (a), (b) and the exact log-density; (a) also with dopri5 told the nodes (jump_t).
+   bits/dim of (a), (b) and the exact log-density; (a) also with dopri5 told the nodes
+   (`TorchDiffEq("dopri5", options={"jump_t": nodes})`).
 
 Run:  python benchmarks/interop.py        (about three minutes on a CPU)
 """
@@ -59,7 +60,7 @@ def ddim_agreement(unet, steps, float64_table):
         ref = sched.step(unet(x, k).sample, k, x).prev_sample
         ours = dpm.dpm_solver(
             model.sde, model, x, t0=ts[i].item(), t1=ts[i + 1].item(), steps=1, order=1,
-            schedule="time_uniform", prediction="noise", record=lambda t, y: None,
+            grid="time_uniform", prediction="noise", record=lambda t, y: None,
         )  # fmt: skip
         worst = max(worst, (ours - ref).abs().max().item())
         x = ref
@@ -84,17 +85,12 @@ def multistep_agreement(unet, steps, float64_table=False):
     for k in sched.timesteps:
         x = sched.step(unet(x, k).sample, k, x).prev_sample
         ref.append(x)
-    ours = []
-    original = dpm._boundaries
-    dpm._boundaries = lambda *args: ts  # our sampler takes no explicit grid: hand it this one
-    try:
-        dpm.dpm_solver_multistep(
-            model.sde, model, x0, t0=ts[0].item(), t1=ts[-1].item(), steps=steps, order=2,
-            schedule="logsnr", prediction="data", record=lambda t, y: ours.append(y),
-        )  # fmt: skip
-    finally:
-        dpm._boundaries = original
-    return max((a - b).abs().max().item() for a, b in zip(ours, ref, strict=True))
+    # the scheduler's own grid handed to our DPM-Solver++(2M), from T = ts[0] to ts[-1]
+    solver = sdescore.DPMSolver(order=2, multistep=True, grid=ts)
+    ours = model.sde.probability_flow(model).sample(
+        x_T=x0, method=solver, eps=ts[-1].item(), return_info=True, trajectory=True
+    )
+    return max((a - b).abs().max().item() for a, b in zip(ours.trajectory, ref, strict=True))
 
 
 def digits_levels(n):
@@ -118,17 +114,21 @@ def table1(unet):
 
 
 def table2(unet):
-    print("\n2. exact bits/dim of the tiny random UNet on 8 digits (bins=256, data in [-1, 1])")
+    print(
+        "\n2. exact bits/dim of the tiny random UNet on 8 digits (dequantization=256, data in [-1, 1])"
+    )
     model = from_diffusers(unet, diffusers.DDPMScheduler(**CONFIG))
     x = digits_levels(8)
     print(f"{'estimator':26s} {'eps':>7s} {'bits/dim':>9s} {'score calls':>11s} {'time s':>7s}")
     # exact trace: 64 vector-Jacobian products per evaluation, minutes on a CPU; Hutchinson here
-    for est, probes, eps in (("hutchinson", 1, 1e-3), ("hutchinson", 1, 1e-5)):
+    for est, eps in ((sdescore.Hutchinson(1), 1e-3), (sdescore.Hutchinson(1), 1e-5)):
         t0 = time.perf_counter()
-        r = sdescore.likelihood(model, x, bins=256, estimator=est, probes=probes, eps=eps,
+        r = sdescore.likelihood(model, x, dequantization=256, estimator=est, eps=eps,
                                 generator=torch.Generator().manual_seed(0))  # fmt: skip
         dt = time.perf_counter() - t0
-        print(f"{est:26s} {eps:7.0e} {r.bits_per_dim.mean().item():9.4f} {r.nfe:11d} {dt:7.1f}")
+        print(
+            f"{'hutchinson, 1 probe':26s} {eps:7.0e} {r.bits_per_dim.mean().item():9.4f} {r.nfe:11d} {dt:7.1f}"
+        )
 
 
 class ExactEps:
@@ -160,8 +160,12 @@ def table3():
     nodes = torch.arange(1, N, **F64) / N
     rows = [
         ("exact log p_eps (discrete schedule)", None, None),
-        ("DiscreteVPSDE, dopri5 1e-5", right, {}),
-        ("DiscreteVPSDE, dopri5 1e-5, jump_t=nodes", right, {"options": {"jump_t": nodes}}),
+        ("DiscreteVPSDE, default solver (ExpABM)", right, {}),
+        (
+            "DiscreteVPSDE, dopri5 1e-5, jump_t=nodes",
+            right,
+            {"solver": sdescore.TorchDiffEq("dopri5", options={"jump_t": nodes})},
+        ),
         ("VPSDE(0.1, 20), timestep t*999 (the mistake)", wrong, {}),
     ]
     print(f"{'model':46s} {'bits/dim':>9s} {'vs exact':>9s} {'score calls':>11s} {'time s':>7s}")

@@ -67,7 +67,7 @@ import torch
 import sdescore
 from sdescore.interop import Denoiser
 from sdescore.metrics import sliced_wasserstein
-from sdescore.solvers.dpm_solver import _boundaries
+from sdescore.solvers.grid import TimeQuadratic
 from sdescore.toy import eight_gaussians
 
 EPS, N_TRAIN = 1e-3, 1000
@@ -85,7 +85,7 @@ class Workload:
             self.sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s))
             for s in seeds
         ]
-        ref = sdescore.DPMSolver(order=3, multistep=False, schedule="logsnr")
+        ref = sdescore.DPMSolver(order=3, multistep=False, grid="logsnr")
         self.refs = [self.pf.sample(x_T=z, method=ref, steps=900, eps=EPS) for z in self.draws]
 
     def errors(self, solve, nfe) -> list[float]:
@@ -211,7 +211,7 @@ def k_sigmas(kd, w, steps, grid, like):
         return kd.get_sigmas_karras(steps + 1, den.sigma_min, den.sigma_max, rho=7.0)[:-1]
     if grid == "logsnr":
         return kd.get_sigmas_exponential(steps + 1, den.sigma_min, den.sigma_max)[:-1]
-    ts = _boundaries(w.sde, w.sde.T, EPS, steps, "time_quadratic", like)
+    ts = TimeQuadratic().times(w.sde, w.sde.T, EPS, steps, like)
     return (-w.sde.log_snr(ts)).exp().float()
 
 
@@ -321,8 +321,8 @@ def sde_configs(kd):
             "ancestral": sdescore_sde("ancestral"),
             "pc (2 calls/step)": sdescore_sde("pc", 2),
             "SDEDPMSolver(order=1)": sdescore_sde(sdescore.SDEDPMSolver(order=1)),
-            "SDEDPMSolver(order=2, schedule='logsnr') (old default)": sdescore_sde(
-                sdescore.SDEDPMSolver(order=2, schedule="logsnr")
+            "SDEDPMSolver(order=2, grid='logsnr') (old default)": sdescore_sde(
+                sdescore.SDEDPMSolver(order=2, grid="logsnr")
             ),
             "SDEDPMSolver(order=2)": sdescore_sde(sdescore.SDEDPMSolver(order=2)),
             "SDEDPMSolver(order=3, damped=True)": sdescore_sde(
@@ -414,7 +414,7 @@ def sde_figure(table, floor, se, calls, path):
 SDE_FIGURE_ROWS = (
     "sdescore: euler_maruyama",
     "sdescore: pc",
-    "sdescore: SDEDPMSolver(order=2, schedule='logsnr')",
+    "sdescore: SDEDPMSolver(order=2, grid='logsnr')",
     "sdescore: SDEDPMSolver() ",
     "diffusers: DPMSolverMultistep sde-dpmsolver++ 2M, karras",
     "k-diffusion: euler_ancestral, logsnr",
@@ -484,7 +484,7 @@ def main():
         return None
     n, seeds, nfes = (512, (0,), (10,)) if args.quick else (args.n, (0, 1, 2), NFES)
     w = Workload(n, seeds)
-    libraries = {"sdescore default": {"DPMSolver()": sdescore_solver(sdescore.DPMSolver())}}
+    libraries = {"sdescore default": {"Auto()": sdescore_solver(sdescore.Auto())}}
     try:
         import diffusers  # noqa: F401
 
@@ -515,7 +515,7 @@ def main():
         if lib != "sdescore default":
             print(f"  {lib} best configs: " + "; ".join(f"{k}: {row[k][1]}" for k in nfes))
     if not args.quick:
-        solve = libraries["sdescore default"]["DPMSolver()"]
+        solve = libraries["sdescore default"]["Auto()"]
         reach = next(
             (k for k in range(4, 51) if max(w.errors(lambda z, m: solve(w, z, m), k)) <= 1e-2), None
         )

@@ -5,8 +5,9 @@
 For each method and step count: score calls (nfe), wall time, the mean exact log p0 of the
 samples minus that of exact samples, and the within-mode std (exact: 0.5). "Exact samples" are
 drawn from p_eps (data diffused to t = eps = 1e-3, sigma(eps) ~ 0.0105), which is the law every
-sampler targets at its end time. A second table checks the DPM-Solver target over several seeds,
-and a third measures the overhead of each sampler beyond its score calls at batch 4096.
+sampler targets at its end time. A second table checks the default sampler's (`Auto()`) target
+over several seeds, and a third measures the overhead of each sampler beyond its score calls at
+batch 4096.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def sde_table(sde, data, n, seeds=(0, 1, 2)):
         ("euler_maruyama", "euler_maruyama", 1),
         ("pc (1 corrector step)", "pc", 2),
         ("SDE-DPM-Solver++1", sdescore.SDEDPMSolver(order=1), 1),
-        ("2M, log-SNR (old default)", sdescore.SDEDPMSolver(order=2, schedule="logsnr"), 1),
+        ("2M, log-SNR (old default)", sdescore.SDEDPMSolver(order=2, grid="logsnr"), 1),
         ("2M", sdescore.SDEDPMSolver(order=2), 1),
         ("3M damped", sdescore.SDEDPMSolver(order=3, damped=True), 1),
         ("SDEDPMSolver() (3M here)", sdescore.SDEDPMSolver(), 1),
@@ -110,46 +111,55 @@ def main():
     ref_logp = data.log_prob(exact).mean().item()
     _, ref_std = metrics(data, exact, ref_logp)
 
+    # (label, process, step counts, the method: a name or a solver object)
     configs = [
-        ("euler_maruyama", "sde", [20, 100, 1000], {}),
-        ("reverse_diffusion", "sde", [20, 100, 1000], {}),
-        ("ancestral", "sde", [1, 20, 100, 1000], {}),
-        ("pc", "sde", [20, 100, 1000], {}),
-        ("annealed_langevin", "sde", [100, 1000], {}),
-        ("gotta_go_fast", "sde", [None], {}),
-        ("gotta_go_fast", "sde", [None], {"rtol": 1e-3, "atol": 1e-3}),
-        ("euler", "sde", [100], {}),
-        ("srk", "sde", [100], {}),
-        ("dopri5", "ode", [None], {}),
-        ("rk4", "ode", [10, 25], {}),
-        ("dpm_solver", "ode", [10, 12, 15, 18, 20, 50], {}),
-        ("dpm_solver", "ode", [20], {"multistep": True}),
-        ("dpm_solver", "ode", [20], {"multistep": True, "schedule": "logsnr"}),
-        ("dpm_solver", "ode", [20], {"schedule": "logsnr"}),
-        ("dpm_solver", "ode", [20], {"prediction": "noise"}),
-        ("dpm_solver", "ode", [20], {"order": 2}),
-        ("dpm_solver", "ode", [20], {"order": 1}),
-    ]
+        ("euler_maruyama", "sde", [20, 100, 1000], "euler_maruyama"),
+        ("reverse_diffusion", "sde", [20, 100, 1000], "reverse_diffusion"),
+        ("ancestral", "sde", [1, 20, 100, 1000], "ancestral"),
+        ("pc", "sde", [20, 100, 1000], "pc"),
+        ("annealed_langevin", "sde", [100, 1000], "annealed_langevin"),
+        ("gotta_go_fast", "sde", [None], "gotta_go_fast"),
+        ("GottaGoFast(rtol=1e-3, atol=1e-3)", "sde", [None],
+         sdescore.GottaGoFast(rtol=1e-3, atol=1e-3)),
+        ("euler", "sde", [100], "euler"),
+        ("srk", "sde", [100], "srk"),
+        ("dopri5", "ode", [None], "dopri5"),
+        ("rk4", "ode", [10, 25], "rk4"),
+        ("auto", "ode", [10, 12, 15, 18, 20, 50], "auto"),
+        ("dpm_solver", "ode", [20], "dpm_solver"),
+        ("DPMSolver(multistep=True)", "ode", [20], sdescore.DPMSolver(multistep=True)),
+        ("DPMSolver(multistep=True, grid='logsnr')", "ode", [20],
+         sdescore.DPMSolver(multistep=True, grid="logsnr")),
+        ("Auto(grid='logsnr')", "ode", [20], sdescore.Auto(grid="logsnr")),
+        ("DPMSolver(prediction='noise')", "ode", [20], sdescore.DPMSolver(prediction="noise")),
+        ("DPMSolver(order=2)", "ode", [20], sdescore.DPMSolver(order=2)),
+        ("DPMSolver(order=1)", "ode", [20], sdescore.DPMSolver(order=1)),
+    ]  # fmt: skip
     if args.overhead:
         configs = []
     if args.quick:
-        configs = [c for c in configs if c[0] in ("euler_maruyama", "ancestral", "dpm_solver")]
+        # the native samplers' references and every DPM-Solver / UniPC / Auto row
+        configs = [
+            c
+            for c in configs
+            if c[0] in ("euler_maruyama", "ancestral")
+            or (c[1] == "ode" and c[0] not in ("dopri5", "rk4"))
+        ]
     print(f"eight Gaussians, VPSDE(0.1, 20), exact score, n={args.n}, eps={EPS}, float32")
     print(f"exact samples (p_eps): mean log p0 = {ref_logp:.4f}, within-mode std = {ref_std:.4f}")
-    head = f"{'method':<40}{'steps':>6}{'nfe':>7}{'wall s':>8}{'dlogp0':>9}{'w-std':>8}"
+    head = f"{'method':<42}{'steps':>6}{'nfe':>7}{'wall s':>8}{'dlogp0':>9}{'w-std':>8}"
     print(head)
     print("-" * len(head))
-    for method, kind, steps_list, kw in configs:
+    for name, kind, steps_list, method in configs:
         for steps in steps_list:
-            opts = dict(kw) if steps is None else dict(kw, steps=steps)
+            opts = {} if steps is None else {"steps": steps}
             res, wall, _ = run(sde, data, method, kind, args.n, 0, **opts)
             dlogp, within = metrics(data, res.samples, ref_logp)
-            name = method + "".join(f",{k}={v}" for k, v in kw.items())
             st = "-" if steps is None else str(steps)
-            print(f"{name:<40}{st:>6}{res.nfe:>7}{wall:>8.2f}{dlogp:>+9.4f}{within:>8.4f}")
+            print(f"{name:<42}{st:>6}{res.nfe:>7}{wall:>8.2f}{dlogp:>+9.4f}{within:>8.4f}")
 
     print(
-        "\nDPM-Solver target (default settings): |dlogp0| <= 0.02 and |w-std - exact| <= 0.01, "
+        "\nDefault sampler (Auto()) target: |dlogp0| <= 0.02 and |w-std - exact| <= 0.01, "
         "seeds 0-9.\n'solver' columns compare with a converged PF-ODE solve (900 score calls) "
         "from the same prior draw (seeds 0-2), which removes the Monte Carlo noise."
     )
@@ -166,12 +176,12 @@ def main():
     print(f"{'exact':>6}{floor_lp:>13.4f}{floor_sd:>13.4f}{'':>32}  (noise floor)")
     converged = {}
     for seed in () if args.overhead else range(3):
-        conv, _, _ = run(sde, data, "dpm_solver", "ode", args.n, seed, steps=900, schedule="logsnr")
+        conv, _, _ = run(sde, data, sdescore.Auto(grid="logsnr"), "ode", args.n, seed, steps=900)
         converged[seed] = metrics(data, conv.samples, ref_logp)
     for nfe in () if args.overhead else (10, 12, 15, 18, 20):
         worst_lp = worst_sd = solver_lp = solver_sd = 0.0
         for seed in range(10):
-            res, _, _ = run(sde, data, "dpm_solver", "ode", args.n, seed, steps=nfe)
+            res, _, _ = run(sde, data, "auto", "ode", args.n, seed, steps=nfe)
             dlogp, within = metrics(data, res.samples, ref_logp)
             worst_lp, worst_sd = max(worst_lp, abs(dlogp)), max(worst_sd, abs(within - ref_std))
             if seed in converged:
@@ -190,7 +200,7 @@ def main():
         ("pc", "sde", {"steps": 100}),
         ("euler", "sde", {"steps": 100}),
         ("srk", "sde", {"steps": 100}),
-        ("dpm_solver", "ode", {"steps": 20}),
+        ("auto", "ode", {"steps": 20}),
     ]:
         best = None
         for rep in range(3):
@@ -202,21 +212,22 @@ def main():
 
 NFES = (6, 8, 10, 12, 15, 20, 30, 50)
 VARIANTS = {
-    "default DPMSolver()": sdescore.DPMSolver(),
+    "default Auto()": sdescore.Auto(),
+    "DPMSolver() (2M, 3M from 13)": sdescore.DPMSolver(),
     "3S equal (old default)": sdescore.DPMSolver(order=3, multistep=False),
     "3S allocation=order": sdescore.DPMSolver(order=3, multistep=False, allocation="order"),
     "2M": sdescore.DPMSolver(order=2, multistep=True),
     "3M exact": sdescore.DPMSolver(order=3, multistep=True, damped=False),
     "3M damped": sdescore.DPMSolver(order=3, multistep=True, damped=True),
-    "3M damped logsnr": sdescore.DPMSolver(order=3, multistep=True, damped=True, schedule="logsnr"),
-    "3M damped karras": sdescore.DPMSolver(order=3, multistep=True, damped=True, schedule="karras"),
+    "3M damped logsnr": sdescore.DPMSolver(order=3, multistep=True, damped=True, grid="logsnr"),
+    "3M damped karras": sdescore.DPMSolver(order=3, multistep=True, damped=True, grid="karras"),
     "UniPC-2 bh2": sdescore.UniPC(order=2),
     "UniPC-2 bh1": sdescore.UniPC(order=2, variant="bh1"),
     "UniPC-3 bh2": sdescore.UniPC(order=3),
     "UniPC-3 bh2 no low final": sdescore.UniPC(order=3, lower_order_final=False),
-    "UniPC-2 bh2 logsnr": sdescore.UniPC(order=2, schedule="logsnr"),
-    "UniPC-2 bh2 karras": sdescore.UniPC(order=2, schedule="karras"),
-    "UniPC-3 bh2 karras": sdescore.UniPC(order=3, schedule="karras"),
+    "UniPC-2 bh2 logsnr": sdescore.UniPC(order=2, grid="logsnr"),
+    "UniPC-2 bh2 karras": sdescore.UniPC(order=2, grid="karras"),
+    "UniPC-3 bh2 karras": sdescore.UniPC(order=3, grid="karras"),
 }
 
 
@@ -228,10 +239,10 @@ def nfe_table(sde, data, n):
     draws = [
         sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s)) for s in range(3)
     ]
-    ref = sdescore.DPMSolver(order=3, multistep=False, schedule="logsnr")
+    ref = sdescore.DPMSolver(order=3, multistep=False, grid="logsnr")
     refs = [pf.sample(x_T=z, method=ref, steps=900, eps=EPS) for z in draws]
     print(f"solver error vs converged PF ODE, n={n}, max over 3 seeds")
-    print(f"{'variant':<27}" + "".join(f"{k:>9}" for k in NFES))
+    print(f"{'variant':<29}" + "".join(f"{k:>9}" for k in NFES))
     for name, solver in VARIANTS.items():
         errs = []
         for nfe in NFES:
@@ -240,7 +251,7 @@ def nfe_table(sde, data, n):
                 for z, r in zip(draws, refs, strict=True)
             ]
             errs.append(max(e))
-        print(f"{name:<27}" + "".join(f"{v:9.1e}" for v in errs), flush=True)
+        print(f"{name:<29}" + "".join(f"{v:9.1e}" for v in errs), flush=True)
 
 
 if __name__ == "__main__":

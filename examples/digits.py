@@ -172,10 +172,9 @@ def run_example(args, job) -> dict:
         sdescore.likelihood,
         ema,
         test.to(dev),
-        bins=BINS,
-        data_range=RANGE,
-        dequantization_samples=args.S,
-        probes=2,  # >= 2 Hutchinson probes per draw let the IW bound remove their noise's bias
+        dequantization=sdescore.Dequantization(BINS, data_range=RANGE, samples=args.S),
+        # >= 2 Hutchinson probes per draw let the IW bound remove their noise's bias
+        estimator=sdescore.Hutchinson(probes=2),
         generator=gen,
     )
     stages["pf_ode_likelihood_iw"] = {"nfe": iw.nfe, "seconds": time.perf_counter() - t0}
@@ -208,7 +207,7 @@ def run_example(args, job) -> dict:
         res = job.sample(
             sde.probability_flow(ema),
             (args.n_samples, 1, 8, 8),
-            method="dpm_solver",
+            method="auto",
             steps=20,
             generator=g,
             return_info=True,
@@ -290,8 +289,8 @@ def inpainting(ema, sde, test, args, dev, out) -> dict:
     steps = 50 if args.quick else 200
     with torch.no_grad():
         fill = sde.reverse(ema).sample(
-            x_T=None, shape=(n, 1, 8, 8), method="pc", steps=steps, generator=g, device=dev,
-            inpaint=sdescore.Inpainting(observed.to(dev), mask.to(dev)),
+            x_T=None, shape=(n, 1, 8, 8), steps=steps, generator=g, device=dev,
+            method=sdescore.Inpainting(observed.to(dev), mask.to(dev), solver="pc"),
         ).cpu()  # fmt: skip
         free = (
             sde.reverse(ema)
@@ -364,10 +363,10 @@ def sample_quality_table(ema, sde, gmm, test, train, args, job) -> list[dict]:
     with torch.no_grad():
         for calls in (10, 20, 50):
             res = job.sample(
-                sde.probability_flow(ema), (n, 1, 8, 8), method="dpm_solver", steps=calls,
+                sde.probability_flow(ema), (n, 1, 8, 8), method="auto", steps=calls,
                 generator=g, return_info=True, device=dev,
             )  # fmt: skip
-            candidates[f"PF ODE, dpm_solver, {calls} calls"] = (
+            candidates[f"PF ODE, auto, {calls} calls"] = (
                 to_pixels(res.samples.cpu()),
                 res.nfe,
             )
@@ -430,7 +429,7 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> N
     for ax, (title, imgs) in zip(
         axes,
         [
-            (f"PF-ODE samples (dpm_solver, {res.nfe} score calls)", samples),
+            (f"PF-ODE samples (auto, {res.nfe} score calls)", samples),
             ("real test digits", real),
         ],
         strict=True,

@@ -188,10 +188,10 @@ def run_example(args, job) -> dict:
     # Four samplers on the same model; a fresh generator each so they are comparable.
     n = args.samples
     samplers = {
-        "PF ODE, dpm_solver": lambda g: job.sample(
+        "PF ODE, auto": lambda g: job.sample(
             sde.probability_flow(ema),
             (n, 2),
-            method="dpm_solver",
+            method="auto",
             steps=20,
             generator=g,
             return_info=True,
@@ -218,9 +218,8 @@ def run_example(args, job) -> dict:
         "annealed Langevin": lambda g: job.sample(
             sde.reverse(ema),
             (n, 2),
-            method="annealed_langevin",
+            method=sdescore.AnnealedLangevin(corrector_steps=5),
             steps=args.levels,
-            corrector_steps=5,
             generator=g,
             return_info=True,
             device=dev,

@@ -6,8 +6,8 @@ source line: sdescore's own count must not grow with the number of steps (a sync
 would add one per step; the one final finiteness check after a solve is allowed). The third-party
 loops sync on their own, and that is documented rather than hidden: torchdiffeq's fixed-grid and
 adaptive loops compare times on the host once per step, and torchsde's solvers and Brownian
-interval several times per step. For sync-free GPU sampling use `dpm_solver` or the native
-samplers.
+interval several times per step. For sync-free GPU sampling use `auto`, `dpm_solver`, `unipc`
+or the native samplers.
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ pytestmark = [
 F64 = torch.float64
 SDE = sdescore.VPSDE(0.1, 20.0)
 DATA = sdescore.toy.eight_gaussians()
-FIXED_ODE = [m for m in ODE_METHODS if m in ("dpm_solver", "euler", "midpoint", "heun2", "rk4")]
+FIXED_ODE = [
+    m
+    for m in ODE_METHODS
+    if m in ("auto", "dpm_solver", "unipc", "euler", "midpoint", "heun2", "rk4")
+]
 FIXED_SDE = [m for m in SDE_METHODS if m != "gotta_go_fast"]
 
 
@@ -120,9 +124,10 @@ def test_likelihood_on_cuda_matches_cpu():
 def test_likelihood_fixed_grid_does_not_sync_per_step():
     x = DATA.sample(64, dtype=F64, device="cuda")
     score = DATA.score_fn(SDE)
-    kw = dict(sde=SDE, estimator="exact", method="rk4")
-    few = _count_syncs(lambda: sdescore.likelihood(score, x, steps=10, **kw))
-    many = _count_syncs(lambda: sdescore.likelihood(score, x, steps=40, **kw))
+    kw = dict(sde=SDE, estimator="exact")
+    rk4 = sdescore.TorchDiffEq
+    few = _count_syncs(lambda: sdescore.likelihood(score, x, solver=rk4("rk4", steps=10), **kw))
+    many = _count_syncs(lambda: sdescore.likelihood(score, x, solver=rk4("rk4", steps=40), **kw))
     # The exact divergence and the augmented drift add no sync per evaluation (the basis was
     # once built by index assignment: one sync per evaluation); torchdiffeq's loop syncs.
     assert many.ours() == few.ours(), (few, many)

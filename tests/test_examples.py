@@ -49,9 +49,9 @@ def test_toy_2d_quick(tmp_path):
         assert (tmp_path / f"{fig}.png").stat().st_size > 10_000, fig
     for key in ("test_nll", "test_nll_se", "exact_nll", "stages", "config", "version", "seed"):
         assert key in m, key
-    for stage in ("train", "likelihood", "PF ODE, dpm_solver", "annealed Langevin"):
+    for stage in ("train", "likelihood", "PF ODE, auto", "annealed Langevin"):
         assert {"nfe", "seconds"} <= set(m["stages"][stage]), stage
-    assert m["stages"]["PF ODE, dpm_solver"]["nfe"] == 20
+    assert m["stages"]["PF ODE, auto"]["nfe"] == 20
     assert all(math.isfinite(v) for v in finite_numbers(m))
     # 300 quick steps from the fitted Gaussian baseline: within a few nats of the exact NLL
     assert abs(m["test_nll"] - m["exact_nll"]) < 8.0
@@ -148,7 +148,7 @@ def test_toy_2d_under_torchrun(tmp_path):
     assert proc.stdout.count("wrote ") == 1 and proc.stdout.count("test NLL") == 1
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["stages"]["PF ODE, dpm_solver"]["nfe"] == 20
+    assert m["world_size"] == 2 and m["stages"]["PF ODE, auto"]["nfe"] == 20
     assert all(math.isfinite(v) for v in finite_numbers(m))
     # A quick run (300 steps; the noise streams differ from one process's): sane, not tuned.
     assert abs(m["test_nll"] - m["exact_nll"]) < 20.0 and m["final_loss"] < 0.6

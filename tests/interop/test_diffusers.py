@@ -114,14 +114,14 @@ def test_ddim_steps_equal_ddim_scheduler():
         ref = sched.step(unet(x, step_k).sample, step_k, x).prev_sample
         ours = dpm.dpm_solver(
             sde, model, x, t0=ts[i].item(), t1=ts[i + 1].item(), steps=1, order=1,
-            schedule="time_uniform", prediction="noise", record=lambda t, y: None,
+            grid="time_uniform", prediction="noise", record=lambda t, y: None,
         )  # fmt: skip
         assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-10), i
         x = ref
 
 
 @torch.no_grad()
-def test_dpm_solver_2m_equals_dpm_solver_multistep_scheduler(monkeypatch):
+def test_dpm_solver_2m_on_diffusers_grid_equals_dpm_solver_multistep_scheduler():
     # Settings under which diffusers' DPM-Solver++(2M) is our multistep solver: data prediction
     # (dpmsolver++), solver_type="heun" (our divided-difference correction; "midpoint" is
     # diffusers' default and differs at second order), lower_order_final with < 15 steps (ours
@@ -140,14 +140,14 @@ def test_dpm_solver_2m_equals_dpm_solver_multistep_scheduler(monkeypatch):
     x = x0.clone()
     for k in sched.timesteps:
         x = sched.step(unet(x, k).sample, k, x).prev_sample
-    # our sampler takes no explicit grid (yet): hand it this one.
-    monkeypatch.setattr(dpm, "_boundaries", lambda *args: ts)
-    ours = dpm.dpm_solver_multistep(
-        sde, model, x0, t0=ts[0].item(), t1=ts[-1].item(), steps=len(ts) - 1, order=2,
-        schedule="logsnr", prediction="data", record=lambda t, y: None,
-    )  # fmt: skip
+    # the public way: the scheduler's grid handed to the solver object, from T = ts[0]
+    solver = sdescore.DPMSolver(order=2, multistep=True, grid=ts)
+    assert ts[0].item() == sde.T  # diffusers' first timestep N - 1 is t = T
+    flow = sde.probability_flow(model)
+    info = flow.sample(x_T=x0, method=solver, eps=ts[-1].item(), return_info=True)
+    assert info.nfe == 8 and "DPM-Solver++(2M)" in info.solver
     # diffusers computes sigma, alpha, lambda from the float32 table in float32
-    assert torch.allclose(ours, x, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(info.samples, x, rtol=1e-4, atol=1e-4)
 
 
 def test_likelihood_of_a_tiny_unet_runs():
@@ -155,7 +155,7 @@ def test_likelihood_of_a_tiny_unet_runs():
     model = from_diffusers(unet, diffusers.DDPMScheduler(**CONFIG))
     levels = torch.randint(0, 256, (2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     res = sdescore.likelihood(
-        model, levels.double(), bins=256, rtol=1e-3, atol=1e-3, eps=1e-3,
+        model, levels.double(), dequantization=256, rtol=1e-3, atol=1e-3, eps=1e-3,
         generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
     assert res.bits_per_dim.shape == (2,) and torch.isfinite(res.bits_per_dim).all()

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import sdescore
-
 from sdescore import VPSDE
 from sdescore.metrics import evaluate, format_table
 from sdescore.toy import GaussianMixture

@@ -30,11 +30,10 @@ def _impute(rho, method, steps=200, seed=0, inpaint="replace", **kw):
     g = torch.Generator().manual_seed(seed)
     return sde.reverse(_gauss(rho).score_fn(sde)).sample(
         (N, 2),
-        method=method,
+        method=Inpainting(OBS, MASK, method=inpaint, solver=method),
         steps=steps,
         generator=g,
         dtype=F64,
-        inpaint=Inpainting(OBS, MASK, method=inpaint),
         **kw,
     )
 
@@ -114,7 +113,7 @@ def test_tweedie_options_and_errors():
     mask[..., :2] = True
     std_normal = sde.reverse(lambda x, t: -x)  # N(0, I) data: a differentiable score
     kw = dict(steps=5, generator=torch.Generator().manual_seed(0))
-    out = std_normal.sample((3, 1, 4, 4), inpaint=Inpainting(img, mask, method="tweedie"), **kw)
+    out = std_normal.sample((3, 1, 4, 4), method=Inpainting(img, mask, method="tweedie"), **kw)
     assert out.dtype == torch.float32 and torch.equal(out[mask], img[mask])
     with pytest.raises(ValueError, match=r"method must be one of \['replace', 'tweedie'\]"):
         Inpainting(OBS, MASK, method="repaint")
@@ -124,16 +123,16 @@ def test_tweedie_options_and_errors():
         Inpainting(OBS, MASK, method="tweedie", cg_iterations=0)
     detached = sde.reverse(lambda x, t: -x.detach())
     with pytest.raises(TypeError, match="without an autograd graph"):
-        detached.sample((3, 1, 4, 4), inpaint=Inpainting(img, mask, method="tweedie"), **kw)
+        detached.sample((3, 1, 4, 4), method=Inpainting(img, mask, method="tweedie"), **kw)
 
 
 def test_pf_ode_with_the_projection_is_worse():
-    # The PF ODE takes no inpaint= (an unexpected keyword); with the same projection applied by
+    # The PF ODE takes no Inpainting (a reverse-SDE solver); with the same projection applied by
     # hand after Euler steps it is further from the exact N(-0.2, 0.36) than the SDE.
     sde, data = sdescore.VPSDE(), _gauss(0.8)
     ode = sde.probability_flow(data.score_fn(sde))
-    with pytest.raises(TypeError, match="inpaint"):
-        ode.sample((4, 2), inpaint=Inpainting(OBS, MASK))
+    with pytest.raises(ValueError, match=r"integrates the reverse SDE.*sde\.reverse"):
+        ode.sample((4, 2), method=Inpainting(OBS, MASK))
     g = torch.Generator().manual_seed(0)
     x = sde.prior_sampling((N, 2), generator=g, dtype=F64)
     proj = Inpainting(OBS, MASK).bind(sde, x, g)
@@ -148,7 +147,7 @@ def test_pf_ode_with_the_projection_is_worse():
 def test_options_are_kept_and_bad_masks_refused():
     sde = sdescore.VPSDE()
     rev = sde.reverse(_gauss(0.5).score_fn(sde))
-    kw = dict(method="pc", steps=20, dtype=F64, inpaint=Inpainting(OBS, MASK))
+    kw = dict(method=Inpainting(OBS, MASK, solver="pc"), steps=20, dtype=F64)
     a = rev.sample((8, 2), generator=torch.Generator().manual_seed(1), return_info=True, **kw)
     b = rev.sample((8, 2), generator=torch.Generator().manual_seed(1), **kw)
     assert torch.equal(a.samples, b) and a.nfe == 40 and b.dtype == F64
@@ -157,10 +156,13 @@ def test_options_are_kept_and_bad_masks_refused():
     mask = torch.zeros(3, 1, 4, 4, dtype=torch.bool)
     mask[..., :2] = True
     zero = sde.reverse(lambda x, t: torch.zeros_like(x))
-    out = zero.sample((3, 1, 4, 4), steps=5, dtype=F64, inpaint=Inpainting(img, mask))
+    out = zero.sample((3, 1, 4, 4), steps=5, dtype=F64, method=Inpainting(img, mask))
     assert torch.equal(out[mask], img[mask])
     out = zero.sample(
-        (3, 1, 4, 4), method="annealed_langevin", steps=5, dtype=F64, inpaint=Inpainting(img, mask)
+        (3, 1, 4, 4),
+        method=Inpainting(img, mask, solver="annealed_langevin"),
+        steps=5,
+        dtype=F64,
     )
     assert torch.equal(out[mask], img[mask])
     with pytest.raises(TypeError, match="mask must be a boolean tensor"):
@@ -171,9 +173,11 @@ def test_options_are_kept_and_bad_masks_refused():
         Inpainting(OBS, torch.tensor([False, False]))
     with pytest.raises(ValueError, match=r"observed must have shape \(8, 2\) or \(2,\)"):
         rev.sample(
-            (8, 2), steps=5, inpaint=Inpainting(torch.zeros(3), torch.tensor([True, False, False]))
+            (8, 2), steps=5, method=Inpainting(torch.zeros(3), torch.tensor([True, False, False]))
         )
-    with pytest.raises(ValueError, match=r"\['inpaint'\] do not apply to method 'euler'"):
-        rev.sample((8, 2), method="euler", steps=5, inpaint=Inpainting(OBS, MASK))
-    with pytest.raises(TypeError, match="inpaint must be"):
-        rev.sample((8, 2), steps=5, inpaint=(OBS, MASK))
+    with pytest.raises(ValueError, match=r"solver TorchSDE\(.*'euler'.*cannot inpaint"):
+        Inpainting(OBS, MASK, solver="euler")
+    with pytest.raises(TypeError, match="solver must be a method name or an sdescore.Solver"):
+        Inpainting(OBS, MASK, solver=("pc",))
+    with pytest.raises(TypeError, match="method must be a method name or an sdescore.Solver"):
+        rev.sample((8, 2), steps=5, method=(OBS, MASK))

@@ -13,30 +13,33 @@ VP = SDES["vp"]
 DATA_1D = gaussian_1d()
 
 # Small step counts keep the whole module fast; the laws are checked in test_sampling_laws.py.
+# name -> (the method: a name or a solver object, the options shared by every solver)
 SDE_CASES = {
-    "euler_maruyama": {"steps": 8},
-    "reverse_diffusion": {"steps": 8},
-    "ancestral": {"steps": 8},
-    "pc": {"steps": 4, "corrector_steps": 2},
-    "annealed_langevin": {"steps": 4, "corrector_steps": 2},
-    "sde_dpm_solver": {"steps": 8},
-    "gotta_go_fast": {"rtol": 0.05, "atol": 0.05},
-    "euler": {"steps": 8},
-    "milstein": {"steps": 8},
-    "srk": {"steps": 8},
-    "midpoint": {"steps": 8},
-    "heun": {"steps": 8},
-    "euler_heun": {"steps": 8},
-    "log_ode": {"steps": 8},
+    "euler_maruyama": ("euler_maruyama", {"steps": 8}),
+    "reverse_diffusion": ("reverse_diffusion", {"steps": 8}),
+    "ancestral": ("ancestral", {"steps": 8}),
+    "pc": (sdescore.PC(corrector=sdescore.Langevin(steps=2)), {"steps": 4}),
+    "annealed_langevin": (sdescore.AnnealedLangevin(corrector_steps=2), {"steps": 4}),
+    "sde_dpm_solver": ("sde_dpm_solver", {"steps": 8}),
+    "gotta_go_fast": (sdescore.GottaGoFast(rtol=0.05, atol=0.05), {}),
+    "euler": ("euler", {"steps": 8}),
+    "milstein": ("milstein", {"steps": 8}),
+    "srk": ("srk", {"steps": 8}),
+    "midpoint": ("midpoint", {"steps": 8}),
+    "heun": ("heun", {"steps": 8}),
+    "euler_heun": ("euler_heun", {"steps": 8}),
+    "log_ode": ("log_ode", {"steps": 8}),
 }
 ODE_CASES = {
-    "dpm_solver": {"steps": 9},
-    "dpm_solver-multi": {"steps": 9, "multistep": True},
-    "dpm_solver-noise": {"steps": 9, "multistep": False, "prediction": "noise"},
-    "dopri5": {"rtol": 1e-3, "atol": 1e-3},
-    "bosh3": {"rtol": 1e-3, "atol": 1e-3},
-    "rk4": {"steps": 5},
-    "euler-ode": {"steps": 10},
+    "auto": ("auto", {"steps": 9}),
+    "dpm_solver": ("dpm_solver", {"steps": 9}),
+    "dpm_solver-multi": (sdescore.DPMSolver(multistep=True), {"steps": 9}),
+    "dpm_solver-noise": (sdescore.DPMSolver(multistep=False, prediction="noise"), {"steps": 9}),
+    "unipc": ("unipc", {"steps": 9}),
+    "dopri5": (sdescore.TorchDiffEq("dopri5", rtol=1e-3, atol=1e-3), {}),
+    "bosh3": (sdescore.TorchDiffEq("bosh3", rtol=1e-3, atol=1e-3), {}),
+    "rk4": ("rk4", {"steps": 5}),
+    "euler-ode": ("euler", {"steps": 10}),
 }
 
 
@@ -49,16 +52,17 @@ def test_method_tables_cover_the_cases():
     assert {_ode(m) for m in ODE_CASES} <= set(ODE_METHODS)
 
 
-@pytest.mark.parametrize("method", sorted(SDE_CASES))
-def test_sde_same_seed_bit_identical_and_finite(method):
+@pytest.mark.parametrize("case", sorted(SDE_CASES))
+def test_sde_same_seed_bit_identical_and_finite(case):
     rs = VP.reverse(DATA_1D.score_fn(VP))
+    method, opts = SDE_CASES[case]
     runs = [
         rs.sample(
             (64, 1),
             method=method,
             generator=torch.Generator().manual_seed(3),
             dtype=torch.float64,
-            **SDE_CASES[method],
+            **opts,
         )
         for _ in range(2)
     ]
@@ -68,22 +72,23 @@ def test_sde_same_seed_bit_identical_and_finite(method):
         method=method,
         generator=torch.Generator().manual_seed(4),
         dtype=torch.float64,
-        **SDE_CASES[method],
+        **opts,
     )
     assert not torch.equal(runs[0], other)
     assert runs[0].dtype == torch.float64 and torch.isfinite(runs[0]).all()
 
 
-@pytest.mark.parametrize("method", sorted(ODE_CASES))
-def test_ode_same_seed_bit_identical(method):
+@pytest.mark.parametrize("case", sorted(ODE_CASES))
+def test_ode_same_seed_bit_identical(case):
     pf = VP.probability_flow(DATA_1D.score_fn(VP))
+    method, opts = ODE_CASES[case]
     runs = [
         pf.sample(
             (64, 1),
-            method=_ode(method),
+            method=method,
             generator=torch.Generator().manual_seed(3),
             dtype=torch.float64,
-            **ODE_CASES[method],
+            **opts,
         )
         for _ in range(2)
     ]
@@ -116,39 +121,45 @@ def test_wrong_shape_score_names_both_shapes():
     [
         ({"method": "euler_maruyama", "snr": 0.1}, "snr"),
         ({"method": "ancestral", "rtol": 1e-3}, "rtol"),
-        ({"method": "pc", "predictor": "heun"}, "predictor must be one of"),
+        (lambda: {"method": sdescore.PC(predictor="heun")}, "predictor must be one of"),
         ({"steps": 0}, "steps must be an int >= 1"),
         ({"eps": 1.5}, "eps must lie in"),
         ({"eps": 0.0}, "eps must be > 0"),
         ({"trajectory": True}, "trajectory=True needs return_info=True"),
-        ({"method": "pc", "snr": -1.0}, "snr must be > 0"),
-        ({"method": "srk", "adaptive": 1}, "adaptive must be a bool"),
+        (lambda: {"method": sdescore.PC(corrector=sdescore.Langevin(snr=-1.0))}, "snr must be > 0"),
+        (lambda: {"method": sdescore.TorchSDE("srk", adaptive=1)}, "adaptive must be a bool"),
+        # a solver option given to sample: the error names the object and option to use
+        ({"method": "pc", "snr": 0.1}, r"method=sdescore.PC\(corrector=sdescore.Langevin"),
     ],
 )
 def test_bad_sde_options(kwargs, match):
+    # a bad option of a solver object is refused where the object is built (a callable here)
     rs = VP.reverse(DATA_1D.score_fn(VP))
     with pytest.raises((ValueError, TypeError), match=match):
-        rs.sample((4, 1), **kwargs)
+        rs.sample((4, 1), **(kwargs() if callable(kwargs) else kwargs))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"order": 4}, "order must be 1, 2 or 3"),
-        ({"schedule": "cosine"}, "schedule must be one of"),
-        ({"method": "dopri5", "steps": 10}, "steps"),
+        (lambda: {"method": sdescore.DPMSolver(order=4)}, "order must be 1, 2 or 3"),
+        (lambda: {"method": sdescore.DPMSolver(grid="cosine")}, "grid must be one of"),
+        (lambda: {"method": sdescore.Auto(grid="cosine")}, "grid must be one of"),
+        ({"method": "dopri5", "steps": 10}, "steps does not apply to method"),
         ({"method": "rk4", "order": 2}, "order"),
+        ({"order": 3}, r"order= is not an option of sample\(\) nor of method 'auto'"),
         (
-            {"prediction": "noise", "multistep": True},
+            lambda: {"method": sdescore.DPMSolver(prediction="noise", multistep=True)},
             "multistep=True supports prediction=.data. only",
         ),
         ({"steps": 2.5}, "steps must be an int"),
     ],
 )
 def test_bad_ode_options(kwargs, match):
+    # a bad option of a solver object is refused where the object is built (a callable here)
     pf = VP.probability_flow(DATA_1D.score_fn(VP))
     with pytest.raises((ValueError, TypeError), match=match):
-        pf.sample((4, 1), **kwargs)
+        pf.sample((4, 1), **(kwargs() if callable(kwargs) else kwargs))
 
 
 def test_shape_and_start_state_validation():
@@ -189,8 +200,8 @@ def test_non_gaussian_sde_gets_a_clear_error_for_kernel_methods():
     [
         ("euler_maruyama", {"steps": 7}, 7),
         ("ancestral", {"steps": 7, "denoise": True}, 8),
-        ("pc", {"steps": 7, "corrector_steps": 2}, 21),
-        ("annealed_langevin", {"steps": 5, "corrector_steps": 3}, 15),
+        (sdescore.PC(corrector=sdescore.Langevin(steps=2)), {"steps": 7}, 21),
+        (sdescore.AnnealedLangevin(corrector_steps=3), {"steps": 5}, 15),
         # torchsde probes the drift once in its contract check; SRK with additive noise needs
         # 3 drift evaluations per step (it would need 10 were the noise declared diagonal).
         ("euler", {"steps": 7}, 8),
@@ -215,8 +226,9 @@ def test_sde_nfe_counts_every_score_call(method, opts, nfe):
     ("opts", "nfe"),
     [
         ({"steps": 10}, 10),
-        ({"steps": 10, "multistep": False}, 10),
-        ({"steps": 11, "multistep": False, "order": 2}, 11),
+        ({"steps": 10, "method": "dpm_solver"}, 10),
+        ({"steps": 10, "method": sdescore.DPMSolver(multistep=False)}, 10),
+        ({"steps": 11, "method": sdescore.DPMSolver(multistep=False, order=2)}, 11),
         ({"method": "rk4", "steps": 6}, 24),
         ({"method": "euler", "steps": 6, "denoise": True}, 7),
     ],
@@ -247,7 +259,10 @@ def test_any_state_shape_and_dtype(shape, dtype):
         opts = {} if method == "gotta_go_fast" else {"steps": 4}
         x = VP.reverse(score).sample(shape, method=method, generator=g, dtype=dtype, **opts)
         assert x.shape == shape and x.dtype == dtype and torch.isfinite(x).all()
-    for method, opts in (("dpm_solver", {"steps": 6}), ("dopri5", {"rtol": 1e-3, "atol": 1e-3})):
+    for method, opts in (
+        ("dpm_solver", {"steps": 6}),
+        (sdescore.TorchDiffEq("dopri5", rtol=1e-3, atol=1e-3), {}),
+    ):
         x = VP.probability_flow(score).sample(
             shape, method=method, generator=g, dtype=dtype, **opts
         )
@@ -263,9 +278,11 @@ def test_trajectories_have_one_state_per_step():
     res = rs.sample((8, 1), method="srk", steps=6, return_info=True, trajectory=True)
     assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)
     pf = VP.probability_flow(DATA_1D.score_fn(VP))
-    res = pf.sample((8, 1), steps=6, order=3, return_info=True, trajectory=True)  # 2 steps
+    three = sdescore.DPMSolver(order=3)  # singlestep: 3 calls a step, 2 steps
+    res = pf.sample((8, 1), steps=6, method=three, return_info=True, trajectory=True)
     assert res.trajectory.shape == (3, 8, 1) and bool((res.times.diff() < 0).all())
-    res = pf.sample((8, 1), steps=6, multistep=True, return_info=True, trajectory=True)
+    multi = sdescore.DPMSolver(multistep=True)
+    res = pf.sample((8, 1), steps=6, method=multi, return_info=True, trajectory=True)
     assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)
     res = pf.sample((8, 1), method="dopri5", return_info=True, trajectory=True)
     assert res.trajectory.shape == (101, 8, 1)

@@ -35,10 +35,11 @@ def _off_data(x):
         ("euler_maruyama", {}),
         ("reverse_diffusion", {}),
         ("ancestral", {}),
-        ("annealed_langevin", {"corrector_steps": 1}),
+        (sdescore.AnnealedLangevin(corrector_steps=1), {}),
         # PC's corrector still adds noise; with a vanishing snr only the last predictor step counts.
-        ("pc", {"snr": 1e-12}),
+        (sdescore.PC(corrector=sdescore.Langevin(snr=1e-12)), {}),
     ],
+    ids=["euler_maruyama", "reverse_diffusion", "ancestral", "annealed_langevin", "pc"],
 )
 def test_one_step_sample_is_noise_free_by_default(method, opts):
     # One step from a fixed x_T: by default it is the step's mean, so the generator cannot matter
@@ -126,7 +127,10 @@ def test_encode_decode_round_trip_at_defaults():
 @pytest.mark.parametrize("method", ["dpm_solver", "dopri5", "rk4", "heun2"])
 def test_pf_ode_method_on_the_reverse_sde_says_where_it_belongs(method):
     rs = SDE.reverse(DATA.score_fn(SDE))
-    with pytest.raises(ValueError, match=r"probability-flow ODE method.*probability_flow"):
+    with pytest.raises(
+        ValueError,
+        match=rf"'{method}' is a method of the probability-flow ODE; use .*probability_flow",
+    ):
         rs.sample((4, 2), method=method)
 
 
@@ -134,5 +138,7 @@ def test_pf_ode_method_on_the_reverse_sde_says_where_it_belongs(method):
 def test_sde_method_on_the_pf_ode_says_where_it_belongs(method):
     pf = SDE.probability_flow(DATA.score_fn(SDE))
     for call in (pf.sample, pf.decode, pf.encode):
-        with pytest.raises(ValueError, match=r"reverse-SDE method.*sde.reverse"):
+        with pytest.raises(
+            ValueError, match=rf"'{method}' is a method of the reverse SDE; use sde\.reverse"
+        ):
             call((4, 2) if call == pf.sample else torch.zeros(4, 2), method=method)

@@ -27,7 +27,7 @@ def nan_below_half(x, t):
 
 # Cheap options per method; adaptive ones with loose tolerances so the test stays fast.
 _SDE_KW = {"gotta_go_fast": {}, "annealed_langevin": {"steps": 10}}
-_SDE_KW.update({m: {"steps": 10, "adaptive": True, "rtol": 1e-2, "atol": 1e-2} for m in ["euler"]})
+_SDE_SOLVER = {"euler": sdescore.TorchSDE("euler", adaptive=True, rtol=1e-2, atol=1e-2)}
 
 
 @pytest.mark.parametrize("method", SDE_METHODS)
@@ -35,7 +35,10 @@ def test_sde_sampler_nan_score_raises_naming_method_and_time(method):
     kw = _SDE_KW.get(method, {"steps": 10})
     with pytest.raises(NonFiniteError) as err:
         VP.reverse(nan_below_half).sample(
-            (8, 2), method=method, generator=torch.Generator().manual_seed(0), **kw
+            (8, 2),
+            method=_SDE_SOLVER.get(method, method),
+            generator=torch.Generator().manual_seed(0),
+            **kw,
         )
     msg = str(err.value)
     # Before: all-NaN samples returned silently, or "t must lie in [0, T], got nan".
@@ -88,13 +91,16 @@ def stiff(x, t):
     "call",
     [
         lambda: VP.probability_flow(stiff).sample(
-            (8, 2), method="dopri5", rtol=1e-12, atol=1e-12, max_steps=30
+            (8, 2),
+            method=sdescore.TorchDiffEq("dopri5", rtol=1e-12, atol=1e-12, max_steps=30),
         ),
         lambda: VP.reverse(stiff).sample(
-            (8, 2), method="gotta_go_fast", rtol=1e-12, atol=1e-12, max_steps=30
+            (8, 2),
+            method=sdescore.GottaGoFast(rtol=1e-12, atol=1e-12, max_steps=30),
         ),
         lambda: VP.reverse(stiff).sample(
-            (8, 2), method="euler", adaptive=True, rtol=1e-12, atol=1e-12, max_steps=30
+            (8, 2),
+            method=sdescore.TorchSDE("euler", adaptive=True, rtol=1e-12, atol=1e-12, max_steps=30),
         ),
         lambda: odeint_drift(
             VP.drift, torch.ones(8, 2), 1.0, 1e-3, rtol=1e-12, atol=1e-12, max_steps=30
@@ -113,9 +119,9 @@ def test_adaptive_paths_stop_at_max_steps(call):
 
 def test_max_steps_only_for_adaptive_methods():
     with pytest.raises(ValueError, match="max_steps"):
-        VP.probability_flow(stiff).sample((4, 2), method="rk4", max_steps=10)
+        VP.probability_flow(stiff).sample((4, 2), method=sdescore.TorchDiffEq("rk4", max_steps=10))
     with pytest.raises(ValueError, match="adaptive=True"):
-        VP.reverse(stiff).sample((4, 2), method="euler", max_steps=10)
+        VP.reverse(stiff).sample((4, 2), method=sdescore.TorchSDE("euler", max_steps=10))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -20,20 +20,22 @@ EPS = 1e-3
 N = 4000
 MU, S0 = 0.7, 0.4
 
+# name -> the options of sample (with "method" where it is a configured solver object)
 SDE_RUNS = {
     "euler_maruyama": {"steps": 400},
     "reverse_diffusion": {"steps": 400},
     "ancestral": {"steps": 400},
     "pc": {"steps": 200},
-    "annealed_langevin": {"steps": 50, "corrector_steps": 40},
-    "gotta_go_fast": {"rtol": 1e-3, "atol": 1e-3},
+    "annealed_langevin": {"steps": 50, "method": sdescore.AnnealedLangevin(corrector_steps=40)},
+    "gotta_go_fast": {"method": sdescore.GottaGoFast(rtol=1e-3, atol=1e-3)},
     "euler": {"steps": 400},
     "srk": {"steps": 60},
     "heun": {"steps": 100},
 }
 ODE_RUNS = {
+    "auto": {},
     "dpm_solver": {},
-    "dpm_solver-multi": {"multistep": True, "schedule": "logsnr"},
+    "dpm_solver-multi": {"method": sdescore.DPMSolver(multistep=True, grid="logsnr")},
     "dopri5": {},
     "rk4": {"steps": 40},
 }
@@ -60,7 +62,8 @@ def test_reverse_sde_samplers_reach_the_gaussian_law(method, kind):
     sde = sdescore.VPSDE(0.1, 20.0) if kind == "vp" else sdescore.VESDE(0.01, 50.0)
     rs = sde.reverse(gaussian_1d(MU, S0).score_fn(sde))
     g = torch.Generator().manual_seed(1)
-    x = rs.sample((N, 1), method=method, generator=g, dtype=torch.float64, **SDE_RUNS[method])
+    opts = {"method": method, **SDE_RUNS[method]}
+    x = rs.sample((N, 1), generator=g, dtype=torch.float64, **opts)
     # First-order methods at 400 steps carry an O(1/steps) bias; allow 0.01 (2.5% of S0).
     _check_gaussian_law(x, *_target(sde), bias=0.01)
 
@@ -70,9 +73,8 @@ def test_probability_flow_samplers_reach_the_gaussian_law(method):
     sde = sdescore.VPSDE(0.1, 20.0)
     pf = sde.probability_flow(gaussian_1d(MU, S0).score_fn(sde))
     g = torch.Generator().manual_seed(1)
-    x = pf.sample(
-        (N, 1), method=method.split("-")[0], generator=g, dtype=torch.float64, **ODE_RUNS[method]
-    )
+    opts = {"method": method.split("-")[0], **ODE_RUNS[method]}
+    x = pf.sample((N, 1), generator=g, dtype=torch.float64, **opts)
     _check_gaussian_law(x, *_target(sde))
 
 
@@ -112,9 +114,7 @@ def test_gotta_go_fast_tolerance_knob():
     for tol in (1e-1, 1e-3):
         res = rs.sample(
             (N, 1),
-            method="gotta_go_fast",
-            rtol=tol,
-            atol=tol,
+            method=sdescore.GottaGoFast(rtol=tol, atol=tol),
             return_info=True,
             generator=torch.Generator().manual_seed(1),
             dtype=torch.float64,
@@ -139,9 +139,20 @@ def _component_fraction(data, x):
         ("sde", "ancestral", {"steps": 200}),
         ("sde", "pc", {"steps": 150}),
         ("sde", "srk", {"steps": 60}),
-        ("sde", "gotta_go_fast", {"rtol": 1e-3, "atol": 1e-3}),
+        ("sde", sdescore.GottaGoFast(rtol=1e-3, atol=1e-3), {}),
+        ("ode", "auto", {}),
         ("ode", "dpm_solver", {}),
-        ("ode", "dopri5", {"rtol": 1e-4, "atol": 1e-4}),
+        ("ode", sdescore.TorchDiffEq("dopri5", rtol=1e-4, atol=1e-4), {}),
+    ],
+    ids=[
+        "euler_maruyama",
+        "ancestral",
+        "pc",
+        "srk",
+        "gotta_go_fast",
+        "auto",
+        "dpm_solver",
+        "dopri5",
     ],
 )
 def test_mixture_mode_weights(kind, method, opts):

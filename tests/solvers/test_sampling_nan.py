@@ -8,6 +8,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import sdescore
+
 from problems import make_sdes, mixture_2d
 
 SDES = make_sdes()
@@ -38,8 +40,7 @@ def test_dpm_solver_no_nan_at_any_step_count(kind, steps, order, multistep):
     res = pf.sample(
         (32, 2),
         steps=steps,
-        order=order,
-        multistep=multistep,
+        method=sdescore.DPMSolver(order=order, multistep=multistep),
         return_info=True,
         generator=torch.Generator().manual_seed(0),
     )

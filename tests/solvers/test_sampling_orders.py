@@ -57,14 +57,10 @@ def test_dpm_solver_order(order, prediction, multistep, schedule):
     ns = [32, 64, 128]  # steps; the asymptotic range for all variants (errors 1e-2 .. 1e-8)
     errs = []
     for n in ns:
-        x = pf.sample(
-            x_T=z,
-            steps=n if multistep else n * order,
-            order=order,
-            prediction=prediction,
-            multistep=multistep,
-            schedule=schedule,
+        method = sdescore.DPMSolver(
+            order=order, prediction=prediction, multistep=multistep, grid=schedule
         )
+        x = pf.sample(x_T=z, steps=n if multistep else n * order, method=method)
         errs.append((x - exact).abs().max().item())
     assert abs(_slope(ns, errs) - order) <= 0.3, (errs, _slope(ns, errs))
 
@@ -72,7 +68,7 @@ def test_dpm_solver_order(order, prediction, multistep, schedule):
 def test_dpm_solver_encode_is_the_exact_flow_and_decode_inverts_it():
     pf = VP.probability_flow(gaussian_1d(MU, S0).score_fn(VP))
     x = torch.linspace(-1, 2.5, 41, dtype=torch.float64)[:, None]
-    opts = dict(method="dpm_solver", steps=300, multistep=False, schedule="logsnr")
+    opts = dict(method=sdescore.DPMSolver(multistep=False, grid="logsnr"), steps=300)
     z = pf.encode(x, **opts)
     # 100 order-3 steps: truncation error ~1e-6 relative (measured 5e-6 absolute at |z| ~ 4).
     torch.testing.assert_close(z, _exact_flow(x, EPS, VP.T), rtol=0, atol=2e-5)
@@ -80,14 +76,14 @@ def test_dpm_solver_encode_is_the_exact_flow_and_decode_inverts_it():
 
 
 def test_dopri5_encode_decode_roundtrip_to_small_eps():
-    method = "dopri5"
+    method = sdescore.TorchDiffEq("dopri5", rtol=1e-8, atol=1e-8)
     # dopri5 on the VP PF ODE down to a small eps is the classic "underflow in dt" trap.
     eps = 1e-5
     pf = VP.probability_flow(gaussian_1d(MU, S0).score_fn(VP))
     x = torch.linspace(-1, 2.5, 41, dtype=torch.float64)[:, None]
-    res = pf.encode(x, method=method, eps=eps, rtol=1e-8, atol=1e-8, return_info=True)
+    res = pf.encode(x, method=method, eps=eps, return_info=True)
     torch.testing.assert_close(res.samples, _exact_flow(x, eps, VP.T), rtol=0, atol=1e-5)
-    back = pf.decode(res.samples, method=method, eps=eps, rtol=1e-8, atol=1e-8)
+    back = pf.decode(res.samples, method=method, eps=eps)
     torch.testing.assert_close(back, x, rtol=0, atol=1e-5)
     assert res.nfe > 0
 
@@ -133,11 +129,11 @@ def test_recorder_is_inert_when_disabled():
         # The damped 3M (the peers' "3M") is order 2 in practice: its second-derivative term
         # is half the exact one, which leaves an O(h^3) local error (the exact 3M is checked
         # in test_dpm_solver_order).
-        (sdescore.DPMSolver(order=3, multistep=True, damped=True, schedule="logsnr"), 1, 2),
+        (sdescore.DPMSolver(order=3, multistep=True, damped=True, grid="logsnr"), 1, 2),
         # Lu et al.'s allocation (steps proportional to order, ending in orders 2, 1) keeps the
         # order of the singlestep solver.
-        (sdescore.DPMSolver(order=3, multistep=False, allocation="order", schedule="logsnr"), 3, 3),
-        (sdescore.DPMSolver(order=2, multistep=False, allocation="order", schedule="logsnr"), 2, 2),
+        (sdescore.DPMSolver(order=3, multistep=False, allocation="order", grid="logsnr"), 3, 3),
+        (sdescore.DPMSolver(order=2, multistep=False, allocation="order", grid="logsnr"), 2, 2),
     ],
     ids=["3M-damped", "3S-order-allocation", "2S-order-allocation"],
 )

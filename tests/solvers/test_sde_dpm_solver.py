@@ -23,11 +23,11 @@ def test_eta_zero_first_order_is_dpm_solver_pp1():
     score = DATA.score_fn(SDE)
     z = _prior(256)
     ours = SDE.reverse(score).sample(
-        x_T=z, method=sdescore.SDEDPMSolver(order=1, eta=0.0, schedule="logsnr"), steps=12
+        x_T=z, method=sdescore.SDEDPMSolver(order=1, eta=0.0, grid="logsnr"), steps=12
     )
     ref = SDE.probability_flow(score).sample(
         x_T=z,
-        method=sdescore.DPMSolver(order=1, multistep=False, schedule="logsnr", prediction="data"),
+        method=sdescore.DPMSolver(order=1, multistep=False, grid="logsnr", prediction="data"),
         steps=12,
     )
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
@@ -38,7 +38,7 @@ def test_eta_zero_second_order_converges_at_order_two():
     score = DATA.score_fn(SDE)
     z = _prior(512, seed=1)
     flow = SDE.probability_flow(score)
-    ref = flow.sample(x_T=z, method="dopri5", rtol=1e-10, atol=1e-10)
+    ref = flow.sample(x_T=z, method=sdescore.TorchDiffEq("dopri5", rtol=1e-10, atol=1e-10))
     steps = [40, 80, 160]
     errs = [
         (
@@ -105,7 +105,7 @@ def test_options_and_bad_inputs():
         ({"order": True}, "order must be 1, 2 or 3"),
         ({"eta": 1.5}, "eta must be a number in"),
         ({"eta": "one"}, "eta must be a number in"),
-        ({"schedule": "edm"}, "schedule must be one of"),
+        ({"grid": "edm"}, "grid must be one of"),
         ({"damped": True}, "damped applies to order=3 only, got damped=True with order=None"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -138,8 +138,10 @@ def test_eta_zero_third_order_multistep_converges_at_its_order(damped, order):
     (halved) one of k-diffusion and diffusers (measured 2.05, 1.99)."""
     score = DATA.score_fn(SDE)
     z = _prior(512, seed=1)
-    ref = SDE.probability_flow(score).sample(x_T=z, method="dopri5", rtol=1e-10, atol=1e-10)
-    method = sdescore.SDEDPMSolver(order=3, damped=damped, eta=0.0, schedule="logsnr")
+    ref = SDE.probability_flow(score).sample(
+        x_T=z, method=sdescore.TorchDiffEq("dopri5", rtol=1e-10, atol=1e-10)
+    )
+    method = sdescore.SDEDPMSolver(order=3, damped=damped, eta=0.0, grid="logsnr")
     steps = [40, 80, 160]
     errs = [
         (SDE.reverse(score).sample(x_T=z, method=method, steps=n) - ref).abs().mean().item()
@@ -164,7 +166,7 @@ def test_third_order_reverse_sde_converges_in_law():
         g = torch.Generator().manual_seed(8)
         x = rev.sample(
             (16384, 2),
-            method=sdescore.SDEDPMSolver(order=3, schedule="logsnr"),
+            method=sdescore.SDEDPMSolver(order=3, grid="logsnr"),
             steps=calls,
             generator=g,
             dtype=F64,
@@ -182,9 +184,7 @@ def test_every_option_is_finite_and_keeps_dtype(steps):
     for order, damped in ((1, False), (2, False), (3, False), (3, True)):
         for eta in (0.0, 0.5, 1.0):
             for schedule in ("logsnr", "time_quadratic", "time_uniform", "karras"):
-                method = sdescore.SDEDPMSolver(
-                    order=order, damped=damped, eta=eta, schedule=schedule
-                )
+                method = sdescore.SDEDPMSolver(order=order, damped=damped, eta=eta, grid=schedule)
                 for dtype in (torch.float32, F64):
                     g = torch.Generator().manual_seed(0)
                     x = rev.sample((16, 2), method=method, steps=steps, generator=g, dtype=dtype)
@@ -213,7 +213,7 @@ def test_default_picks_the_order_by_budget():
             rev.sample((32, 2), method=m, steps=steps, generator=torch.Generator().manual_seed(2))
             for m in (
                 sdescore.SDEDPMSolver(),
-                sdescore.SDEDPMSolver(order=order, schedule="time_quadratic"),
+                sdescore.SDEDPMSolver(order=order, grid="time_quadratic"),
             )
         )
         assert torch.equal(a, b)

@@ -1,6 +1,7 @@
-"""Method-name shorthands and their solver objects: every option of every shorthand either works
-as a keyword of `sample` or raises the library's error naming the object to pass; `"unipc"` is a
-shorthand; `Inpainting` checks `observed` where it is known and ignores it elsewhere."""
+"""The one solver model: every method name is a shorthand for a default-configured solver object
+(bit for bit); a solver option given to `sample` raises a `TypeError` naming the object and option
+to use; a name of the other process says where it belongs; `Inpainting` wraps a native sampler and
+checks `observed` where it is known and ignores it elsewhere."""
 
 import inspect
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 import sdescore
-from sdescore.solvers import ODE_METHODS, SDE_METHODS, Inpainting, sample_ode, sample_sde
+from sdescore.solvers import METHODS, ODE_METHODS, SDE_METHODS, Inpainting
 
 from problems import gaussian_1d, make_sdes
 
@@ -16,6 +17,7 @@ VP = make_sdes()["vp"]
 DATA = gaussian_1d()
 RS = VP.reverse(DATA.score_fn(VP))
 PF = VP.probability_flow(DATA.score_fn(VP))
+PROCESS = {"sde": RS, "ode": PF}
 
 
 def _options(cls):
@@ -28,95 +30,85 @@ def _options(cls):
 
 
 def _cases():
-    for process, names, build in (
-        (RS, SDE_METHODS, sample_sde._build),
-        (PF, ODE_METHODS, sample_ode._build),
-    ):
-        for name in names:
-            solver = build(name, {})
-            steps = {} if solver.default_steps is None else {"steps": 2}
-            for opt, default in _options(type(solver)).items():
-                yield pytest.param(
-                    process, name, type(solver), steps, opt, default, id=f"{name}-{opt}"
-                )
+    for process, table in METHODS.items():
+        shared = inspect.signature(PROCESS[process].sample).parameters  # `steps`: both
+        for name, build in table.items():
+            cls = type(build())
+            for opt, default in _options(cls).items():
+                if opt not in shared:
+                    yield pytest.param(process, name, cls, opt, default, id=f"{name}-{opt}")
 
 
-@pytest.mark.parametrize(("process", "name", "cls", "steps", "opt", "default"), list(_cases()))
-def test_every_solver_option_works_as_keyword_or_names_the_object(
-    process, name, cls, steps, opt, default
-):
-    # The default value passed explicitly: accepted (same samples as without it), or refused
-    # with the library's error naming the method and how to pass the option; never Python's
-    # bare "unexpected keyword argument" (which sde_dpm_solver's `order` gave).
-    try:
-        out = process.sample((3, 1), method=name, generator=torch.Generator().manual_seed(0),
-                             **steps, **{opt: default})  # fmt: skip
-    except (TypeError, ValueError) as err:
-        msg = str(err)
-        assert repr(name) in msg, msg
-        if "do not apply" not in msg:
-            assert f"method=sdescore.{cls.__name__}(" in msg and repr(opt) in msg, msg
-    else:
-        ref = process.sample(
-            (3, 1), method=name, generator=torch.Generator().manual_seed(0), **steps
-        )
-        assert torch.equal(out, ref)
-
-
-def test_sde_dpm_solver_order_names_the_object_and_its_options():
+@pytest.mark.parametrize(("process", "name", "cls", "opt", "default"), list(_cases()))
+def test_every_solver_option_given_to_sample_names_the_object(process, name, cls, opt, default):
+    # What a solver needs lives on the object only: sample() refuses the option with a TypeError
+    # that says how to set it (never Python's bare "unexpected keyword argument").
     with pytest.raises(TypeError) as info:
-        RS.sample((4, 1), method="sde_dpm_solver", order=3, steps=5)
+        PROCESS[process].sample((3, 1), method=name, **{opt: default})
     msg = str(info.value)
-    assert "method=sdescore.SDEDPMSolver(order=3)" in msg
-    assert "['damped', 'eta', 'order', 'schedule']" in msg
-    # what the message says to do works, and is what it says
+    assert f"method=sdescore.{cls.__name__}(" in msg and f"{opt}=" in msg, msg
+
+
+@pytest.mark.parametrize(("process", "name"), [(p, n) for p, t in METHODS.items() for n in t])
+def test_every_shorthand_is_its_default_object_bit_for_bit(process, name):
+    proc = PROCESS[process]
+    solver = METHODS[process][name]()
+    steps = {} if solver.default_steps is None else {"steps": 3}
+    kw = dict(return_info=True, dtype=torch.float64)
+    a = proc.sample((5, 1), method=name, generator=torch.Generator().manual_seed(0), **steps, **kw)
+    b = proc.sample(
+        (5, 1), method=solver, generator=torch.Generator().manual_seed(0), **steps, **kw
+    )
+    assert torch.equal(a.samples, b.samples) and a.nfe == b.nfe and a.solver == b.solver
+
+
+def test_a_name_of_the_other_process_says_where_it_belongs():
+    for proc, name, where in ((PF, "pc", "sde.reverse"), (RS, "unipc", "sde.probability_flow")):
+        with pytest.raises(ValueError, match=rf"'{name}' is a method of .*{where}"):
+            proc.sample((4, 1), method=name)
+    with pytest.raises(ValueError, match=r"integrates the reverse SDE.*sde.reverse"):
+        PF.sample((4, 1), method=sdescore.PC())
+    with pytest.raises(ValueError, match=r"method must be one of .*did you mean 'unipc'"):
+        PF.sample((4, 1), method="unipcc")
+    with pytest.raises(TypeError, match="method must be a method name or an sdescore.Solver"):
+        PF.sample((4, 1), method=3)
+
+
+def test_old_keywords_name_the_object_and_option():
+    with pytest.raises(TypeError, match=r"method=sdescore.SDEDPMSolver\(order=3\)"):
+        RS.sample((4, 1), method="sde_dpm_solver", order=3, steps=5)
+    # what the message says to do works
     a = RS.sample((4, 1), method=sdescore.SDEDPMSolver(order=3), steps=5, return_info=True)
     assert a.samples.shape == (4, 1) and a.nfe == 5
-
-
-def test_dpm_solver_options_that_sample_lacks_name_the_object():
     with pytest.raises(TypeError, match=r"method=sdescore.DPMSolver\(damped=True\)"):
-        PF.sample((4, 1), method="dpm_solver", multistep=True, damped=True)
+        PF.sample((4, 1), method="dpm_solver", damped=True)
     with pytest.raises(TypeError, match=r"method=sdescore.UniPC\(variant='bh1'\)"):
         PF.encode(torch.zeros(4, 1), method="unipc", variant="bh1")
-    with pytest.raises(TypeError, match=r"method=sdescore.PC\(corrector=Langevin"):
-        RS.sample((4, 1), method="pc", corrector=sdescore.Langevin(snr=0.1))
-    # a solver object with an option set on sample: set it on the object
-    with pytest.raises(ValueError, match=r"\['order'\] are set on the solver object"):
-        RS.sample((4, 1), method=sdescore.SDEDPMSolver(), order=3)
+    with pytest.raises(TypeError, match=r"method=sdescore.PC\(corrector=sdescore.Langevin\(snr"):
+        RS.sample((4, 1), method="pc", snr=0.1)
+    with pytest.raises(TypeError, match=r"method=sdescore.TorchDiffEq\('dopri5', rtol=0.001\)"):
+        PF.decode(torch.zeros(4, 1), rtol=1e-3)
+    with pytest.raises(
+        TypeError, match=r"schedule= is now the solver's grid: .*DPMSolver\(grid='logsnr'\)"
+    ):
+        PF.sample((4, 1), method="dpm_solver", schedule="logsnr")
+    with pytest.raises(TypeError, match=r"method=sdescore.Inpainting\(observed, mask"):
+        RS.sample((4, 1), inpaint=None)
+    # an option of another solver: named with its owner
+    with pytest.raises(TypeError, match=r"order= is not an option .*sdescore.SDEDPMSolver"):
+        RS.sample((4, 1), method="euler_maruyama", order=2)
 
 
 def test_a_misspelt_keyword_is_named_with_a_suggestion():
-    with pytest.raises(TypeError, match=r"argument\(s\) \['stpes'\].*did you mean 'steps'\?$"):
+    with pytest.raises(TypeError, match=r"'stpes'; did you mean 'steps'\?"):
         RS.sample((4, 1), method="euler_maruyama", stpes=10)
-    with pytest.raises(TypeError, match=r"\['genrator'\].*did you mean 'generator'\?$"):
+    with pytest.raises(TypeError, match=r"'genrator'; did you mean 'generator'\?"):
         PF.sample((4, 1), genrator=torch.Generator())
-    # the PF ODE has no inpaint=: the error says where it is
-    with pytest.raises(TypeError, match=r"inpaint.*reverse SDE"):
-        PF.sample((4, 1), inpaint=Inpainting(torch.zeros(1, 2), torch.tensor([True, False])))
 
 
-@pytest.mark.parametrize(
-    ("legacy", "obj"),
-    [
-        ({}, sdescore.UniPC()),
-        ({"order": 3, "schedule": "logsnr"}, sdescore.UniPC(order=3, schedule="logsnr")),
-    ],
-)
-def test_unipc_shorthand_is_the_default_object_bit_for_bit(legacy, obj):
-    for steps in ({}, {"steps": 7}):
-        a = PF.sample((16, 1), method="unipc", generator=torch.Generator().manual_seed(2),
-                      return_info=True, **legacy, **steps)  # fmt: skip
-        b = PF.sample((16, 1), method=obj, generator=torch.Generator().manual_seed(2),
-                      return_info=True, **steps)  # fmt: skip
-        assert torch.equal(a.samples, b.samples) and a.nfe == b.nfe == steps.get("steps", 20)
-    z = torch.randn(16, 1, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    assert torch.equal(PF.encode(z, method="unipc", **legacy), PF.encode(z, method=obj))
-    assert "unipc" in ODE_METHODS
-    with pytest.raises(ValueError, match="'unipc' is a probability-flow ODE method"):
-        RS.sample((4, 1), method="unipc")
-    with pytest.raises(ValueError, match=r"\['prediction'\] do not apply to method 'unipc'"):
-        PF.sample((4, 1), method="unipc", prediction="data")
+def test_steps_apply_to_fixed_step_solvers_only():
+    with pytest.raises(ValueError, match="steps does not apply to method .*chooses its own"):
+        PF.sample((4, 1), method="dopri5", steps=10)
 
 
 def test_inpainting_refuses_nan_or_inf_observed_where_known():
@@ -141,12 +133,13 @@ def test_nan_observed_where_unknown_is_ignored(method):
     out = [
         rs.sample(
             (64, 2),
-            method=m,
+            method=Inpainting(
+                torch.tensor([1.5, fill], dtype=torch.float64), mask, method=method, solver=m
+            ),
             steps=10,
             dtype=torch.float64,
             generator=torch.Generator().manual_seed(1),
-            inpaint=Inpainting(torch.tensor([1.5, fill], dtype=torch.float64), mask, method=method),
-        )  # fmt: skip
+        )
         for fill in (float("nan"), 0.0)
         for m in ("reverse_diffusion", "pc")
     ]
@@ -154,16 +147,20 @@ def test_nan_observed_where_unknown_is_ignored(method):
         assert torch.equal(a, b) and bool(a.isfinite().all()) and bool((a[:, 0] == 1.5).all())
 
 
-def test_exactly_the_documented_methods_take_inpaint():
-    # docs/guidance.md names these five; every other reverse-SDE method refuses inpaint=.
-    inpaint = Inpainting(torch.tensor([1.0, 0.0]), torch.tensor([True, False]))
+def test_exactly_the_documented_methods_take_inpainting():
+    # docs/guidance.md names these five; every other reverse-SDE method refuses to be wrapped.
+    obs, mask = torch.tensor([1.0, 0.0]), torch.tensor([True, False])
     rs, taking = VP.reverse(lambda x, t: -x), []  # the score of N(0, I) under the VP SDE
     for name in SDE_METHODS:
         try:
-            steps = {} if name == "gotta_go_fast" else {"steps": 2}
-            rs.sample((2, 2), method=name, inpaint=inpaint, **steps)
+            inpaint = Inpainting(obs, mask, solver=name)
         except ValueError as err:
-            assert f"['inpaint'] do not apply to method {name!r}" in str(err), err
+            assert "cannot inpaint" in str(err), err
         else:
+            out = rs.sample((2, 2), method=inpaint, steps=2)
+            assert bool((out[:, 0] == 1.0).all())
             taking.append(name)
     assert taking == ["euler_maruyama", "reverse_diffusion", "ancestral", "pc", "annealed_langevin"]
+    with pytest.raises(ValueError, match="integrates the reverse SDE"):
+        PF.sample((2, 2), method=Inpainting(obs, mask))
+    assert "auto" in ODE_METHODS

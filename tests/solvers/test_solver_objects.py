@@ -1,18 +1,21 @@
-"""Solver objects (`method=` an `sdescore.Solver`): same samples as the string shorthands, options
-validated at construction, and a user-defined solver run end to end."""
+"""Solver objects (`method=` an `sdescore.Solver`): a name gives the same samples as its default
+object, an old keyword option names the object that takes it, a configured object gives the same
+samples when rebuilt from its description, options are validated at construction, and a
+user-defined solver runs end to end."""
 
 import pytest
 import torch
 
 import sdescore
-from sdescore.solvers import Problem, Solver
+from sdescore.solvers import Problem, Solver, solver_from_dict
 
 from problems import gaussian_1d, make_sdes
 
 VP = make_sdes()["vp"]
 DATA = gaussian_1d()
 
-# (method name, legacy keyword options, the equivalent object, sample options shared by both)
+# (method name, the old keyword options of sample(), the equivalent object, sample options shared
+# by both)
 SDE_PAIRS = [
     ("euler_maruyama", {}, sdescore.EulerMaruyama(), {"steps": 8}),
     ("reverse_diffusion", {}, sdescore.ReverseDiffusion(), {"steps": 8}),
@@ -36,11 +39,10 @@ ODE_PAIRS = [
     ("dpm_solver", {}, sdescore.DPMSolver(), {"steps": 9}),
     (
         "dpm_solver",
-        {"order": 2, "multistep": True, "schedule": "logsnr"},
-        sdescore.DPMSolver(order=2, multistep=True, schedule="logsnr"),
+        {"order": 2, "multistep": True, "grid": "logsnr"},
+        sdescore.DPMSolver(order=2, multistep=True, grid="logsnr"),
         {"steps": 9},
     ),
-    ("dopri5", {"rtol": 1e-3, "atol": 1e-3}, sdescore.Dopri5(rtol=1e-3, atol=1e-3), {}),
     (
         "dopri5",
         {"rtol": 1e-3, "atol": 1e-3},
@@ -51,38 +53,59 @@ ODE_PAIRS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "legacy", "obj", "shared"), SDE_PAIRS, ids=lambda v: str(v)[:30])
-def test_sde_object_and_string_give_identical_samples(name, legacy, obj, shared):
-    rs = VP.reverse(DATA.score_fn(VP))
-    a, b = (
-        rs.sample(
+def _check_pair(proc, name, legacy, obj, shared):
+    def run(method):
+        return proc.sample(
             (16, 1),
-            method=m,
+            method=method,
             generator=torch.Generator().manual_seed(3),
             return_info=True,
-            **kw,
             **shared,
         )
-        for m, kw in ((name, legacy), (obj, {}))
-    )
-    assert torch.equal(a.samples, b.samples) and a.nfe == b.nfe
+
+    if legacy:
+        # the old keywords of sample() now raise, naming the object and each option
+        with pytest.raises(TypeError) as info:
+            proc.sample((16, 1), method=name, **legacy, **shared)
+        msg = str(info.value)
+        assert f"method=sdescore.{type(obj).__name__}(" in msg, msg
+        assert all(f"{k}=" in msg for k in legacy), msg
+        other = solver_from_dict(obj.to_dict())  # the object rebuilt from its description
+        assert other == obj and other is not obj
+    else:
+        other = name  # the name is the default-configured object
+    a, b = run(other), run(obj)
+    assert torch.equal(a.samples, b.samples) and a.nfe == b.nfe and a.solver == b.solver
+
+
+@pytest.mark.parametrize(("name", "legacy", "obj", "shared"), SDE_PAIRS, ids=lambda v: str(v)[:30])
+def test_sde_object_and_string_give_identical_samples(name, legacy, obj, shared):
+    _check_pair(VP.reverse(DATA.score_fn(VP)), name, legacy, obj, shared)
 
 
 @pytest.mark.parametrize(("name", "legacy", "obj", "shared"), ODE_PAIRS, ids=lambda v: str(v)[:30])
 def test_ode_object_and_string_give_identical_samples(name, legacy, obj, shared):
+    _check_pair(VP.probability_flow(DATA.score_fn(VP)), name, legacy, obj, shared)
+
+
+def test_dopri5_is_torchdiffeq_dopri5():
     pf = VP.probability_flow(DATA.score_fn(VP))
     a, b = (
-        pf.sample((16, 1), method=m, generator=torch.Generator().manual_seed(3), **kw, **shared)
-        for m, kw in ((name, legacy), (obj, {}))
+        pf.sample((16, 1), method=m, generator=torch.Generator().manual_seed(3), return_info=True)
+        for m in (
+            sdescore.Dopri5(rtol=1e-3, atol=1e-3),
+            sdescore.TorchDiffEq("dopri5", rtol=1e-3, atol=1e-3),
+        )
     )
-    assert torch.equal(a, b)
+    assert torch.equal(a.samples, b.samples) and a.nfe == b.nfe
 
 
 @pytest.mark.parametrize(
     ("build", "match"),
     [
         (lambda: sdescore.DPMSolver(order=4), "order must be 1, 2 or 3"),
-        (lambda: sdescore.DPMSolver(schedule="cosine"), "schedule must be one of"),
+        (lambda: sdescore.DPMSolver(grid="cosine"), "grid must be one of"),
+        (lambda: sdescore.Auto(grid="cosine"), "grid must be one of"),
         (lambda: sdescore.DPMSolver(multistep=1), "multistep must be a bool"),
         (lambda: sdescore.DPMSolver(multistep=True, prediction="noise"), "prediction='noise'"),
         (lambda: sdescore.Dopri5(rtol=-1.0), "rtol must be > 0"),
@@ -108,9 +131,9 @@ def test_objects_are_checked_against_the_process_and_the_options():
         rs.sample((4, 1), method=sdescore.DPMSolver())
     with pytest.raises(ValueError, match=r"integrates the reverse SDE.*sde.reverse"):
         pf.sample((4, 1), method=sdescore.PC())
-    with pytest.raises(ValueError, match=r"\['snr'\] are set on the solver object"):
+    with pytest.raises(TypeError, match=r"snr= is an option of PC's corrector: .*Langevin\(snr"):
         rs.sample((4, 1), method=sdescore.PC(), snr=0.2)
-    with pytest.raises(ValueError, match=r"\['steps'\] do not apply"):
+    with pytest.raises(ValueError, match=r"steps does not apply to method Dopri5\("):
         pf.sample((4, 1), method=sdescore.Dopri5(), steps=10)
     with pytest.raises(TypeError, match="method must be a method name or an sdescore.Solver"):
         pf.sample((4, 1), method=len)
@@ -150,21 +173,37 @@ def test_user_defined_solver_runs_end_to_end():
         Solver()
 
 
-def test_dpm_solver_default_is_chosen_by_budget():
+def test_auto_is_chosen_by_budget():
     # Measured on eight Gaussians (docs/sampling.md, "choosing a sampler"): 2M below 6 calls,
-    # UniPC-2 (2M + UniC corrector) from 6 to 15, UniPC-3 from 16; explicit options keep the
-    # old meaning.
-    auto = sdescore.DPMSolver()
+    # UniPC-2 (2M + UniC corrector) from 6 to 15, UniPC-3 from 16.
+    auto = sdescore.Auto()
     assert [auto.plan(n) for n in (5, 6, 15, 16, 50)] == [
-        (2, True, False, False),
-        (2, True, False, True),
-        (2, True, False, True),
-        (3, True, False, True),
-        (3, True, False, True),
+        sdescore.DPMSolver(order=2, multistep=True),
+        sdescore.UniPC(order=2),
+        sdescore.UniPC(order=2),
+        sdescore.UniPC(order=3),
+        sdescore.UniPC(order=3),
     ]
-    assert sdescore.DPMSolver(damped=True).plan(13) == (3, True, True, False)
-    assert sdescore.DPMSolver(order=3).plan(10) == (3, False, False, False)
-    assert sdescore.DPMSolver(multistep=True).plan(10) == (3, True, False, False)
+    assert "UniPC (UniP-2 + UniC" in auto.describe(10) and "(2M)" in auto.describe(5)
+    karras = sdescore.Auto(grid="karras")
+    assert karras.plan(20) == sdescore.UniPC(order=3, grid=sdescore.Karras())
+
+
+def test_dpm_solver_runs_dpm_solver_and_explicit_options_keep_their_meaning():
+    # With order and multistep unset: multistep DPM-Solver++, 2M below 13 calls, damped 3M from
+    # 13; explicit options keep the old meaning.
+    default = sdescore.DPMSolver()
+    assert [default.plan(n) for n in (5, 6, 12, 13, 50)] == [
+        (2, True, False),
+        (2, True, False),
+        (2, True, False),
+        (3, True, True),
+        (3, True, True),
+    ]
+    assert sdescore.DPMSolver(damped=False).plan(13) == (3, True, False)
+    assert sdescore.DPMSolver(damped=True).plan(13) == (3, True, True)
+    assert sdescore.DPMSolver(order=3).plan(10) == (3, False, False)
+    assert sdescore.DPMSolver(multistep=True).plan(10) == (3, True, False)
     with pytest.raises(ValueError, match="damped applies to multistep=True only"):
         sdescore.DPMSolver(multistep=False, damped=True)
     with pytest.raises(ValueError, match="allocation must be one of"):

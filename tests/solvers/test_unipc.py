@@ -13,7 +13,7 @@ import torch
 
 import sdescore
 from sdescore.solvers._common import Recorder
-from sdescore.solvers.dpm_solver import KARRAS_RHO, _boundaries
+from sdescore.solvers.grid import Karras
 from sdescore.solvers.unipc import _phi, _weights, unipc
 from sdescore.toy import eight_gaussians
 
@@ -60,7 +60,7 @@ def test_unipc_order(order, variant, corrector, expected):
     errs = []
     for n in ns:
         x = unipc(
-            VP, score, z, t0=VP.T, t1=EPS, steps=n, order=order, schedule="time_quadratic",
+            VP, score, z, t0=VP.T, t1=EPS, steps=n, order=order, grid="time_quadratic",
             variant=variant, corrector=corrector, record=Recorder(False), lower_order_final=False,
         )  # fmt: skip
         errs.append((x - exact).abs().max().item())
@@ -105,26 +105,27 @@ def test_weights_solve_the_order_conditions():
 
 def test_karras_grid_is_eq5_in_sigma_over_alpha():
     like = torch.zeros(1, dtype=torch.float64)
-    ts = _boundaries(VP, VP.T, EPS, 10, "karras", like)
+    ts = Karras().times(VP, VP.T, EPS, 10, like)
     assert ts.dtype == torch.float64 and ts[0] == VP.T and ts[-1] == EPS
     sig = (-VP.log_snr(ts)).exp()  # sigma / alpha
     s_max, s_min = sig[0], sig[-1]
     ramp = torch.linspace(0, 1, 11, dtype=torch.float64)
-    inv = 1 / KARRAS_RHO
-    eq5 = (s_max**inv + ramp * (s_min**inv - s_max**inv)) ** KARRAS_RHO
+    inv = 1 / Karras().rho
+    eq5 = (s_max**inv + ramp * (s_min**inv - s_max**inv)) ** Karras().rho
     # t_from_log_snr bisects to float64 resolution in t; sigma/alpha follows to ~1e-12 relative
     torch.testing.assert_close(sig, eq5, rtol=1e-10, atol=0)
-    assert KARRAS_RHO == 7.0
+    assert Karras().rho == 7.0
 
 
 def test_default_uses_unipc_by_budget_and_counts_its_calls():
     pf = VP.probability_flow(gaussian_1d(MU, S0).score_fn(VP))
     z = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for steps, order in ((6, 2), (15, 2), (16, 3), (40, 3)):
-        res = pf.sample(x_T=z, method=sdescore.DPMSolver(), steps=steps, return_info=True)
+        res = pf.sample(x_T=z, method=sdescore.Auto(), steps=steps, return_info=True)
         ref = pf.sample(x_T=z, method=sdescore.UniPC(order=order), steps=steps)
         assert res.nfe == steps and res.samples.dtype == torch.float64
-        assert torch.equal(res.samples, ref)
+        assert torch.equal(res.samples, ref) and f"UniP-{order} + UniC" in res.solver
+        assert torch.equal(pf.sample(x_T=z, steps=steps), ref)  # Auto() is the default
     # below 6 calls: the 2M without corrector, as before
     two_m = sdescore.DPMSolver(order=2, multistep=True)
     assert torch.equal(pf.sample(x_T=z, steps=5), pf.sample(x_T=z, method=two_m, steps=5))
@@ -137,7 +138,7 @@ def test_default_is_more_accurate_at_10_calls_on_eight_gaussians():
     pf = sde.probability_flow(data.score_fn(sde))
     z = sde.prior_sampling((2048, 2), generator=torch.Generator().manual_seed(0))
     ref = pf.sample(
-        x_T=z, method=sdescore.DPMSolver(order=3, multistep=False, schedule="logsnr"), steps=600
+        x_T=z, method=sdescore.DPMSolver(order=3, multistep=False, grid="logsnr"), steps=600
     )
     err = (pf.sample(x_T=z, steps=10) - ref).abs().mean().item()
     old = pf.sample(x_T=z, method=sdescore.DPMSolver(order=2, multistep=True), steps=10) - ref
@@ -151,7 +152,7 @@ def test_unipc_is_finite_at_every_step_count_and_keeps_dtype(schedule):
     for order in (1, 2, 3):
         for steps in range(1, 41):
             res = pf.sample(
-                x_T=z, method=sdescore.UniPC(order=order, schedule=schedule), steps=steps,
+                x_T=z, method=sdescore.UniPC(order=order, grid=schedule), steps=steps,
                 return_info=True, trajectory=True,
             )  # fmt: skip
             assert res.nfe == steps and res.samples.dtype == torch.float32
@@ -159,15 +160,18 @@ def test_unipc_is_finite_at_every_step_count_and_keeps_dtype(schedule):
             # the trajectory holds the corrected states; its last one is the result
             assert res.trajectory.shape == (steps + 1, 32, 2)
             assert torch.equal(res.trajectory[-1], res.samples)
-    x64 = pf.sample(x_T=z.double(), method=sdescore.UniPC(schedule=schedule), steps=7)
+    x64 = pf.sample(x_T=z.double(), method=sdescore.UniPC(grid=schedule), steps=7)
     assert x64.dtype == torch.float64
 
 
-def test_karras_schedule_is_a_dpm_solver_option():
+def test_karras_grid_is_an_option_of_auto_and_dpm_solver():
     pf = VP.probability_flow(gaussian_1d(MU, S0).score_fn(VP))
     z = torch.linspace(-3, 3, 61, dtype=torch.float64)[:, None]
-    x = pf.sample(x_T=z, method=sdescore.DPMSolver(schedule="karras"), steps=50)
+    x = pf.sample(x_T=z, method=sdescore.Auto(grid="karras"), steps=50)  # UniPC-3: 6.5e-4
     assert (x - _exact_flow(z)).abs().max() < 1e-3
+    # DPM-Solver++(3M, damped) on the same grid: measured 1.3e-3
+    x = pf.sample(x_T=z, method=sdescore.DPMSolver(grid="karras"), steps=50)
+    assert (x - _exact_flow(z)).abs().max() < 2e-3
 
 
 @pytest.mark.parametrize(
@@ -177,7 +181,7 @@ def test_karras_schedule_is_a_dpm_solver_option():
         (lambda: sdescore.UniPC(order=2.0), TypeError, "order must be an int"),
         (lambda: sdescore.UniPC(order=True), TypeError, "order must be an int"),
         (lambda: sdescore.UniPC(variant="bh3"), ValueError, "variant must be one of"),
-        (lambda: sdescore.UniPC(schedule="edm"), ValueError, "schedule must be one of"),
+        (lambda: sdescore.UniPC(grid="edm"), ValueError, "grid must be one of"),
         (lambda: sdescore.UniPC(2), TypeError, "positional"),
         (lambda: sdescore.UniPC(lower_order_final=1), TypeError, "lower_order_final must be"),
     ],
