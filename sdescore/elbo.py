@@ -41,7 +41,7 @@ from ._shapes import append_dims, batch_sum, flat_dim
 from .dequantization import bits_per_dim, check_bins, check_continuous_data, dequantize
 from .divergence import NOISES, draw_probes, value_and_divergence
 from .likelihood import ESTIMATORS, check_finite_per_example, resolve_sde
-from .models.mode import check_data_scale, evaluation_mode
+from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype
 from .sdes.gaussian import GaussianSDE
 
 __all__ = ["ELBOResult", "elbo"]
@@ -190,11 +190,14 @@ def elbo(
         )
     if bins is None:
         check_continuous_data(x)
+        x = to_model_dtype(model, x)  # the library's dtype rule (models.mode)
         check_data_scale(model, x)
         log_volume = 0.0
     else:
         check_bins(bins, data_range)
-        x, log_w = dequantize(x, bins, data_range, generator=generator)
+        x, log_w = dequantize(
+            x, bins, data_range, generator=generator, dtype=full_model_dtype(model)
+        )
         log_volume = flat_dim(x) * log_w
     check_choice("estimator", estimator, ESTIMATORS)
     check_choice("noise", noise, NOISES)

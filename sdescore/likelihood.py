@@ -19,6 +19,8 @@ so steps sized for $x$ under-resolve it (bits/dim 0.05-0.08 too low under `VPSDE
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from ._checks import (
     check_choice,
     check_end_time,
     check_int,
+    check_output_shape,
 )
 from ._likelihood_solver import (
     EXP_ABM,
@@ -46,10 +49,11 @@ from .dequantization import (
     to_levels,
 )
 from .divergence import NOISES, check_graph, draw_probes, value_and_divergence
-from .models.mode import check_data_scale, evaluation_mode
+from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype
 from .sdes.base import SDE
 from .solvers._common import NonFiniteError
 from .solvers.exp_abm import exp_abm_likelihood
+from .solvers.torchdiffeq import _SOLVERS as TORCHDIFFEQ_SOLVERS
 from .solvers.torchdiffeq import (
     DEFAULT_MAX_STEPS,
     STEP_CONTROLS,
@@ -120,6 +124,26 @@ def resolve_sde(model, sde) -> SDE:
     return sde
 
 
+def check_solver_options(method: str, options: dict) -> None:
+    """Refuse an `options` key the chosen torchdiffeq method does not read (torchdiffeq would
+    only warn, and the solve would run without it); exp_abm's are checked by `choose_solver`."""
+    if method == EXP_ABM:
+        return
+    cls = TORCHDIFFEQ_SOLVERS[method]
+    known = {"norm"}
+    for klass in cls.__mro__:  # each solver's keywords are spread over its base classes
+        if "__init__" in vars(klass):
+            with contextlib.suppress(TypeError, ValueError):
+                known |= set(inspect.signature(vars(klass)["__init__"]).parameters)
+    known -= {"self", "func", "y0", "rtol", "atol", "args", "kwargs", "unused_kwargs"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"options {unknown} are not read by method={method!r}; its options are "
+            f"{sorted(known)} (rtol, atol and max_steps are arguments of likelihood itself)"
+        )
+
+
 class _NeedsGraph:
     """The score function, refusing an answer without an autograd graph to `x` while the
     divergence is being taken: the drift's linear part keeps a graph of its own, so the
@@ -130,7 +154,7 @@ class _NeedsGraph:
         self.score = score
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        s = self.score(x, t)
+        s = check_output_shape(self.score(x, t), x, "score_fn(x, t)")
         check_graph(s, x, "the score function (likelihood needs its divergence)")
         return s
 
@@ -330,8 +354,14 @@ def likelihood(
     check_int("batch_size", batch_size, allow_none=True)
     check_int("steps", steps, allow_none=True)
     eps = check_end_time(eps, sde.T)
+    if estimator != "exact" and exact_chunk is not None:
+        raise ValueError(
+            f"exact_chunk applies to estimator='exact' (basis vectors per backward call), got "
+            f"exact_chunk={exact_chunk} with estimator={estimator!r}; leave it out"
+        )
     if bins is None:
         check_continuous_data(x)
+        x = to_model_dtype(model, x)  # the library's dtype rule (models.mode)
         if x.dtype in (torch.float16, torch.bfloat16):
             raise TypeError(
                 f"x must be float32 or float64 for likelihood, got {x.dtype}: the ODE state and "
@@ -344,7 +374,7 @@ def likelihood(
         check_data_scale(model, x)
     else:
         bins, _ = check_bins(bins, data_range)
-        levels = to_levels(x, bins, None)
+        levels = to_levels(x, bins, full_model_dtype(model))  # the dtype rule, as above
     pf = sde.probability_flow(_NeedsGraph(model))
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
@@ -354,6 +384,7 @@ def likelihood(
         options=options, rtol=rtol, atol=atol, max_steps=max_steps,
         resample_probes=resample_probes,
     )  # fmt: skip
+    check_solver_options(method, options)
     src = x.detach() if levels is None else levels
     check_combination(estimator, probes, dequantization_samples, flat_dim(src))
     if steps is not None:
