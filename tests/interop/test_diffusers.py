@@ -189,3 +189,16 @@ def test_times_below_the_first_training_step_are_refused_not_extrapolated():
     # t = 1/N with a rounding error lies within the band: timestep 0, not refused
     seen.clear()
     assert torch.isfinite(model(x, (1.0 - 1e-7) / N)).all() and seen == [0.0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the accelerator path needs CUDA")
+def test_times_below_the_first_training_step_give_nan_on_an_accelerator():
+    # no host sync on a GPU: NaN where t < 1/N, which the solvers then report
+    model = from_diffusers(_unet().cuda(), diffusers.DDPMScheduler(**CONFIG))
+    x = torch.randn(2, 1, 8, 8, **F64, device="cuda")
+    t = torch.tensor([0.5 / N, 0.5], **F64, device="cuda")
+    out = model(x, t)
+    assert out[0].isnan().all() and out[1].isfinite().all()
+    levels = torch.randint(0, 256, (2, 1, 8, 8), device="cuda")
+    with pytest.raises(sdescore.solvers.NonFiniteError, match="non-finite"):
+        sdescore.likelihood(model, levels, bins=256)  # default eps = 1e-5 < 1/N
