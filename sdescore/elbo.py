@@ -161,7 +161,8 @@ def elbo(
 
     Args:
         model: a `ScoreModel`, or any score callable `(x, t) -> (B, *D)` with `sde=`.
-        x: data `(B, *D)`, floating point; not modified.
+        x: data `(B, *D)`, floating point; not modified. Converted to the dtype of the model's
+            network when it has one (as in `likelihood`).
         sde: a `GaussianSDE` (VP, sub-VP, VE, LinearSDE), required when `model` carries none.
         samples: Monte Carlo draws per example (>= 2, for the standard error).
         eps: start time $\varepsilon \in (0, T)$, as in `likelihood`.

@@ -273,8 +273,11 @@ def likelihood(
     Args:
         model: a `ScoreModel` (its `.sde` is used), or any score callable `(x, t) -> (B, *D)`
             together with `sde=`.
-        x: data `(B, *D)`, B >= 1, float32 or float64 (float64 stays float64); with `bins`,
-            integer levels. Never modified.
+        x: data `(B, *D)`, B >= 1, float32 or float64; with `bins`, integer levels. Never
+            modified. With a model that has parameters, data are converted to its network's
+            dtype first (the library's dtype rule, `models.mode.to_model_dtype`) and the results
+            come in it; a plain score function keeps the data's dtype (float64 stays float64).
+            Floating whole numbers up to 15 or more (0..255 levels without `bins`) warn.
         sde: the forward SDE, required when `model` carries none.
         estimator: `"hutchinson"` or `"exact"`.
         noise: Hutchinson probe distribution, `"rademacher"` or `"gaussian"`.
@@ -316,7 +319,8 @@ def likelihood(
             or tolerances too tight for the dtype).
         options: extra torchdiffeq options; for adaptive Runge-Kutta methods `ifactor`
             (the largest step growth) defaults to 4 here instead of torchdiffeq's 10.
-        exact_chunk: basis vectors per batched backward call for `estimator="exact"`.
+        exact_chunk: basis vectors per batched backward call for `estimator="exact"` (refused
+            with Hutchinson).
         resample_probes: `None` (default: on exactly when the method is `"exp_abm"` and the
             estimator Hutchinson), or a bool. With `method="exp_abm"` and Hutchinson, draw `probes` new probes at
             every evaluation instead of holding them fixed through the solve: the estimate
@@ -334,10 +338,12 @@ def likelihood(
     Raises:
         ValueError: NaN/Inf in `x`, an empty batch, an unknown `estimator`/`noise`/`method`
             (the message lists the valid ones), a fixed-grid method without `steps`, a bad
-            option value, a score of the wrong shape, or `"exp_abm"` with an SDE that is not
+            option value, an `options` key the method does not read, `exact_chunk` with
+            Hutchinson, a score of the wrong shape, or `"exp_abm"` with an SDE that is not
             a `GaussianSDE`, with `steps` or with `step_control` other than `"all"`.
         TypeError: a wrong argument type, a `model` without an SDE and no `sde=`, a score
-            without an autograd graph to `x` (detached or under `no_grad`), or data in
+            answering with a non-floating tensor or without an autograd graph to `x`
+            (detached or under `no_grad`), or data in
             half precision (float16/bfloat16: the ODE state and the log-density accumulator
             need float32 at least; run the network under `torch.autocast` instead).
         NonFiniteError: (a `FloatingPointError`) the solve produced a non-finite log-density (a score returning

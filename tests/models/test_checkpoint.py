@@ -390,3 +390,20 @@ def test_a_float64_baseline_leaves_a_float32_network_float32(tmp_path):
     assert loaded.baseline_mean.dtype == torch.float64
     x = torch.randn(4, 2)
     assert torch.equal(loaded(x, 0.3), model(x, 0.3))
+
+
+def test_a_float64_baseline_does_not_block_resuming_a_float32_run(tmp_path):
+    # the same kind in training checkpoints: the saved dtype was the baseline's (float64), so
+    # resuming the float32 run was refused as "checkpoint dtype float64 differs"
+    def fresh():
+        torch.manual_seed(0)
+        net = MLPScoreNet(2, hidden=16, depth=2)
+        return ScoreModel(net, sdescore.VPSDE()).fit_baseline(
+            torch.randn(64, 2, dtype=torch.float64)
+        )
+
+    data = torch.randn(256, 2, generator=torch.Generator().manual_seed(1))
+    opts = dict(batch_size=32, progress=False, checkpoint_path=tmp_path / "ck.pt")
+    sdescore.Trainer(fresh(), data, **opts).run(3)
+    resumed = sdescore.train(fresh(), data, steps=5, resume=True, **opts)
+    assert resumed.steps == 5 and resumed.model.baseline_mean.dtype == torch.float64
