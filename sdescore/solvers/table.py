@@ -93,9 +93,7 @@ def get_solver(method, process: str, *, what: str = "method") -> Solver:
 # Every solver class, for `solver_from_dict`: those of the table, and the two that have no name
 # of their own there (`Dopri5` is TorchDiffEq("dopri5"); `ExpABM` integrates likelihoods only).
 _CLASSES = {
-    type(build()).__name__: type(build())
-    for table in METHODS.values()
-    for build in table.values()
+    type(build()).__name__: type(build()) for table in METHODS.values() for build in table.values()
 } | {c.__name__: c for c in (Dopri5, ExpABM)}
 
 
