@@ -45,7 +45,7 @@ from .mlp import MLPScoreNet
 from .score_model import PARAMETERIZATIONS, ScoreModel
 from .unet import UNet
 
-__all__ = ["load_model", "model_from_state", "model_state", "save_model"]
+__all__ = ["load_model", "load_solver", "model_from_state", "model_state", "save_model"]
 _BASELINE = ("baseline_mean", "baseline_std")
 WEIGHTS = ("ema", "raw")
 
@@ -370,18 +370,43 @@ def model_from_state(
     return model
 
 
-def save_model(model: ScoreModel, path) -> None:
-    """Write `model` (weights, SDE parameters, parameterization, baseline) to `path`.
+def save_model(model: ScoreModel, path, *, solver=None) -> None:
+    """Write `model` (weights, SDE parameters, parameterization, baseline) to `path`, and with
+    `solver` the sampler to use with it (a solver object, its time grid included, e.g. one
+    fitted to this model; `load_solver` reads it back).
 
     Raises:
-        TypeError: `model` is not a `ScoreModel`.
+        TypeError: `model` is not a `ScoreModel`, or `solver` is not a solver object with a
+            plain description (`Solver.to_dict`).
         ValueError: a weight or baseline holds NaN or Inf (nothing is written; a file already
             at `path` is kept).
         OSError: the file could not be written (the previous file is kept).
     """
+    from ..solvers.base import Solver
+
     state = model_state(model)
+    if solver is not None:
+        if not isinstance(solver, Solver):
+            raise TypeError(f"solver must be an sdescore.Solver, got {type(solver).__name__}")
+        state["solver"] = solver.to_dict()
     _check_weights_finite(state["state_dict"], "refusing to save a model with")
     atomic_save(state, path)
+
+
+def load_solver(path, *, map_location=None):
+    """The solver object saved beside a model by `save_model(..., solver=...)`, or `None` when
+    the file holds none. The file is verified as by `load_model`.
+
+    Raises:
+        ValueError: a corrupt or altered file, or a solver description that is not one.
+    """
+    from ..solvers.table import solver_from_dict
+
+    state = safe_load(path, map_location)
+    if isinstance(state, dict) and state.get("format") == TRAINER_FORMAT:
+        state = state.get("model")
+    saved = state.get("solver") if isinstance(state, dict) else None
+    return None if saved is None else solver_from_dict(saved)
 
 
 def _digest(obj) -> str:

@@ -409,3 +409,25 @@ def test_a_float64_baseline_does_not_block_resuming_a_float32_run(tmp_path):
         fresh(), data, steps=5, resume=True, batch_size=32, progress=False, checkpoint=ck
     )
     assert resumed.steps == 5 and resumed.model.baseline_mean.dtype == torch.float64
+
+
+def test_a_solver_with_its_grid_is_saved_beside_the_model(tmp_path):
+    """Issue 21 item 4: a grid (here explicit times, as a fitted one would be) serialises with
+    the model and comes back equal, giving bit-identical samples."""
+    model = ScoreModel(MLPScoreNet(2, hidden=8, depth=1), sdescore.VPSDE())
+    times = sdescore.TimeQuadratic().times(model.sde, 1.0, 1e-3, 7, torch.empty(0))
+    solver = sdescore.UniPC(order=3, grid=times)
+    path = tmp_path / "m.pt"
+    sdescore.save_model(model, path, solver=solver)
+    back = sdescore.load_solver(path)
+    assert back == solver
+    pf = model.sde.probability_flow(sdescore.load_model(path))
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with torch.no_grad():
+        a = pf.sample((4, 2), method=solver, generator=gen())
+        b = pf.sample((4, 2), method=back, generator=gen())
+    assert torch.equal(a, b)
+    sdescore.save_model(model, path)
+    assert sdescore.load_solver(path) is None
+    with pytest.raises(TypeError, match="solver must be an sdescore.Solver"):
+        sdescore.save_model(model, path, solver="unipc")
