@@ -181,7 +181,7 @@ def main(argv=None) -> dict:
         fig.savefig(out / "samples.png", dpi=90)
         plt.close(fig)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}/metrics.json")
+    print(f"wrote {out}/metrics.json" + ("" if args.no_plots else f" and {out}/samples.png"))
     return report
 
 

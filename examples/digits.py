@@ -37,6 +37,7 @@ from sdescore.dequantization import dequantize
 
 BINS, RANGE, D = 17, (-1.0, 1.0), 64
 LOG_W = math.log((RANGE[1] - RANGE[0]) / BINS)  # log bin width
+TEST_SPLIT = 450  # the fixed stratified test split
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.steps = args.steps or (150 if q else 6000)
     args.S = args.dequantization_samples or (2 if q else 4)
     args.batch, args.n_test, args.n_samples, args.elbo_samples = (
-        (64, 48, 64, 8) if q else (128, 450, 256, 64)
+        (64, 48, 64, 8) if q else (128, TEST_SPLIT, 256, 64)
     )
     args.channels, args.attention = (16, False) if q else (32, True)
     args.max_seconds = 40 if q else 600  # a budget, so that a slow machine still finishes
@@ -76,7 +77,7 @@ def load_levels(seed: int):
         data = load_digits()
         pix = torch.as_tensor(data.data, dtype=torch.float32).reshape(-1, 1, 8, 8)
         tr, te = train_test_split(
-            np.arange(len(pix)), test_size=450, stratify=data.target, random_state=0
+            np.arange(len(pix)), test_size=TEST_SPLIT, stratify=data.target, random_state=0
         )
         x_train, x_test = pix[tr], pix[te]
     x_train, x_test = x_train.round(), x_test.round()
@@ -248,9 +249,10 @@ def run_example(args, job) -> dict:
     if quality:
         report["sample_quality"] = quality
 
-    print(f"\n{'test bits/dim (450 = full test split)':<34}{'mean':>8}{'± se':>8}")
+    split = f"all {TEST_SPLIT}" if len(test) == TEST_SPLIT else f"first {len(test)} of {TEST_SPLIT}"
+    print(f"\n{'test bits/dim (' + split + ' test images)':<38}{'mean':>8}{'± se':>8}")
     for name, (m, s) in table.items():
-        print(f"{name:<34}{m:>8.3f}{s:>8.3f}")
+        print(f"{name:<38}{m:>8.3f}{s:>8.3f}")
     print(
         f"score model (PF ODE) beats {best_base} by {-diff[0]:.3f} ± {diff[1]:.3f} bits/dim "
         f"(paired over {len(test)} test images)"
@@ -267,9 +269,11 @@ def run_example(args, job) -> dict:
         )
     if job.is_main:
         (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    written = ["metrics.json"]
     if job.is_main and not args.no_plots:
-        figures(out, samples, res, test, all_train, idx_s, d_s, d_t, result, table)
-    print(f"wrote {out}/metrics.json" + ("" if args.no_plots else " and four figures"))
+        written += figures(out, samples, res, test, all_train, idx_s, d_s, d_t, result, table)
+        written += ["inpainting.png"] * ("class_agreement" in report["inpainting"])
+    print(f"wrote to {out}: " + ", ".join(written))
     return report
 
 
@@ -355,9 +359,7 @@ def sample_quality_table(ema, sde, gmm, test, train, args, job) -> list[dict]:
         return []
     n = args.n_samples
     real = test / 8.0 - 1.0
-    ref = (train / 8.0 - 1.0)[
-        torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
-    ]
+    ref = floor_reference(train, n)
     candidates = {"real train digits (floor)": (ref, 0)}
     g = torch.Generator(dev).manual_seed(args.seed + 2)
     with torch.no_grad():
@@ -393,6 +395,13 @@ def sample_quality_table(ema, sde, gmm, test, train, args, job) -> list[dict]:
     return rows
 
 
+def floor_reference(train: torch.Tensor, n: int) -> torch.Tensor:
+    """The n real training digits (as pixels in [-1, 1]) that every FID floor here uses, so the
+    summary line and the sample-quality table print the same floor."""
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
+    return (train / 8.0 - 1.0)[pick]
+
+
 def sample_metrics(samples, as_pix, test, train) -> dict:
     """FID-digits against its floor, when `sdescore.metrics` (and torchmetrics) are available."""
     try:
@@ -400,7 +409,7 @@ def sample_metrics(samples, as_pix, test, train) -> dict:
     except ImportError:
         return {}
     real = test / 8.0 - 1.0
-    ref = (train / 8.0 - 1.0)[: len(samples)]
+    ref = floor_reference(train, len(samples))
     try:
         m = fid_digits(as_pix, real, reference=ref)
     except ImportError as err:  # torchmetrics (the `metrics` extra) missing
@@ -409,7 +418,8 @@ def sample_metrics(samples, as_pix, test, train) -> dict:
     return {"fid_digits": {"value": m.value, "floor": m.floor, "n": m.n}}
 
 
-def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> None:
+def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> list[str]:
+    """Write the four summary figures; return their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -495,6 +505,7 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> N
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)
     plt.close(fig)
+    return ["samples.png", "trajectories.png", "nearest_train.png", "loss.png"]
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from .models import (
     ScoreModel,
     UNet,
     load_model,
+    load_solver,
     save_model,
 )
 from .reverse import ProbabilityFlowODE, ReverseSDE
@@ -161,6 +162,7 @@ __all__ = [
     "flow_matching_loss",
     "ism_loss",
     "load_model",
+    "load_solver",
     "losses",
     "models",
     "ncsn_loss",

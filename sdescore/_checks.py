@@ -210,14 +210,22 @@ def check_sigma_positive(sigma: torch.Tensor, t: torch.Tensor, sde, what: str) -
             raise ValueError(
                 f"t must be > 0 where sigma(t) = 0: {what} is undefined at "
                 f"t = {t.reshape(-1)[bad.reshape(-1)][0].item()} for {sde!r}; "
-                "use times t >= eps > 0 (the samplers and losses default to eps = 1e-5)"
+                "use times t >= eps > 0 (the defaults: eps = 1e-3 for the samplers, 1e-5 for "
+                "the losses, likelihood and elbo)"
             )
 
 
 def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:
-    """Check that a user callable returned a tensor shaped like the state `x`."""
+    """Check that a user callable returned a floating-point tensor shaped like the state `x`
+    (metadata only: no device synchronisation). An integer answer would be truncated where it
+    is combined with the state, so it is refused rather than used."""
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{what} must return a torch.Tensor, got {type(out).__name__}")
+    if not out.is_floating_point():
+        raise TypeError(
+            f"{what} must return a floating-point tensor, got dtype {out.dtype} (an integer "
+            "answer would be truncated and used as if it were the value)"
+        )
     if out.shape != x.shape:
         raise ValueError(
             f"{what} returned shape {tuple(out.shape)}, expected the state's shape {tuple(x.shape)}"

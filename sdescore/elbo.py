@@ -41,7 +41,7 @@ from .dequantization import as_dequantization, bits_per_dim, check_continuous_da
 from .divergence import draw_probes, value_and_divergence
 from .estimators import Hutchinson, as_estimator
 from .likelihood import check_finite_per_example, moved_options, resolve_sde
-from .models.mode import check_data_scale, evaluation_mode
+from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype
 from .sdes.gaussian import GaussianSDE
 
 __all__ = ["ELBOResult", "elbo"]
@@ -160,7 +160,8 @@ def elbo(
 
     Args:
         model: a `ScoreModel`, or any score callable `(x, t) -> (B, *D)` with `sde=`.
-        x: data `(B, *D)`, floating point; not modified.
+        x: data `(B, *D)`, floating point; not modified. Converted to the dtype of the model's
+            network when it has one (as in `likelihood`).
         sde: a `GaussianSDE` (VP, sub-VP, VE, LinearSDE), required when `model` carries none.
         samples: Monte Carlo draws per example (>= 2, for the standard error).
         eps: start time $\varepsilon \in (0, T)$, as in `likelihood`.
@@ -196,12 +197,15 @@ def elbo(
     deq = as_dequantization(dequantization)
     if deq is None:
         check_continuous_data(x)
+        x = to_model_dtype(model, x)  # the library's dtype rule (models.mode)
         check_data_scale(model, x)
         log_volume = 0.0
     else:
         if deq.samples != 1:
             raise ValueError(f"elbo dequantizes once per example (samples=1), got {deq!r}")
-        x, log_w = dequantize(x, deq.bins, deq.data_range, generator=generator)
+        x, log_w = dequantize(
+            x, deq.bins, deq.data_range, generator=generator, dtype=full_model_dtype(model)
+        )
         log_volume = flat_dim(x) * log_w
     check_int("samples", samples, minimum=2)
     check_int("batch_size", batch_size, allow_none=True)

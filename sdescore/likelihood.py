@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_callable, check_end_time, check_int, moved_keywords
+from ._checks import (
+    check_callable,
+    check_end_time,
+    check_int,
+    check_output_shape,
+    moved_keywords,
+)
 from ._likelihood_solver import LIKELIHOOD_METHODS, likelihood_solver, torchdiffeq_options
 from ._shapes import flat_dim
 from .dequantization import (
@@ -38,7 +44,7 @@ from .dequantization import (
 )
 from .divergence import check_graph, draw_probes, value_and_divergence
 from .estimators import ExactTrace, Hutchinson, as_estimator
-from .models.mode import check_data_scale, evaluation_mode
+from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype
 from .sdes.base import SDE
 from .solvers._common import NonFiniteError
 from .solvers.exp_abm import ExpABM, exp_abm_likelihood
@@ -110,7 +116,7 @@ class _NeedsGraph:
         self.score = score
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        s = self.score(x, t)
+        s = check_output_shape(self.score(x, t), x, "score_fn(x, t)")
         check_graph(s, x, "the score function (likelihood needs its divergence)")
         return s
 
@@ -232,8 +238,12 @@ def likelihood(
     Args:
         model: a `ScoreModel` (its `.sde` is used), or any score callable `(x, t) -> (B, *D)`
             together with `sde=`.
-        x: data `(B, *D)`, B >= 1, float32 or float64 (float64 stays float64); with
-            `dequantization`, integer levels. Never modified.
+        x: data `(B, *D)`, B >= 1, float32 or float64; with `dequantization`, integer levels.
+            Never modified. With a model that has parameters, data are converted to its
+            network's dtype first (the library's dtype rule, `models.mode.to_model_dtype`) and
+            the results come in it; a plain score function keeps the data's dtype (float64
+            stays float64). Floating whole numbers up to 15 or more (0..255 levels without
+            `dequantization`) warn.
         sde: the forward SDE, required when `model` carries none.
         solver: the ODE solver: `ExpABM(...)`, `TorchDiffEq(method, ...)` (adaptive, or
             fixed-step with `steps`), `Dopri5(...)`, or a name in `LIKELIHOOD_METHODS`
@@ -287,6 +297,7 @@ def likelihood(
         )
     if deq is None:
         check_continuous_data(x)
+        x = to_model_dtype(model, x)  # the library's dtype rule (models.mode)
         if x.dtype in (torch.float16, torch.bfloat16):
             raise TypeError(
                 f"x must be float32 or float64 for likelihood, got {x.dtype}: the ODE state and "
@@ -296,7 +307,7 @@ def likelihood(
         levels = None
         check_data_scale(model, x)
     else:
-        levels = to_levels(x, deq.bins, None)
+        levels = to_levels(x, deq.bins, full_model_dtype(model))  # the dtype rule, as above
     pf = sde.probability_flow(_NeedsGraph(model))
     src = x.detach() if levels is None else levels
     check_combination(estimator, 1 if deq is None else deq.samples, flat_dim(src))

@@ -22,6 +22,7 @@ def run_example(name: str, out: Path, *args: str) -> dict:
     cmd = [sys.executable, str(EXAMPLES / name), "--quick", "--out", str(out), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out / "stdout.txt").write_text(proc.stdout)  # for the tests of what the example says
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -107,6 +108,10 @@ def test_toy_2d_rings_defaults(monkeypatch):
 def test_custom_sde_quick(tmp_path):
     m = run_example("custom_sde.py", tmp_path)
     assert (tmp_path / "samples.png").stat().st_size > 10_000
+    assert (
+        f"wrote {tmp_path}/metrics.json and {tmp_path}/samples.png"
+        in (tmp_path / "stdout.txt").read_text()
+    )  # issue 25 item 17: the figure it wrote is named
     assert m["alpha_sigma_max_abs_error"] < 1e-8  # derived kernel vs the cosine closed form
     # the exact score through the derived kernel gives the exact NLL (exact trace, float64)
     assert abs(m["exact_score_nll"] - m["exact_nll"]) < 1e-2
@@ -132,6 +137,15 @@ def test_digits_quick(tmp_path):
     # The sample-quality table of issue 10: floor, PF ODE at 10/20/50 calls, PC, the GMM.
     rows = {r["samples"]: r for r in m["sample_quality"]}
     assert len(rows) == 6 and any(name.startswith("PF ODE") for name in rows)
+    # issue 25 item 17: what it says is what it did
+    said = (tmp_path / "stdout.txt").read_text()
+    files = (
+        "metrics.json, samples.png, trajectories.png, nearest_train.png, loss.png, inpainting.png"
+    )
+    assert f"wrote to {tmp_path}: {files}" in said
+    assert "first 48 of 450 test images" in said and "450 = full test split" not in said
+    floor = rows["real train digits (floor)"]["fid_digits"]  # one floor, printed twice
+    assert m["fid_digits"]["floor"] == pytest.approx(floor, rel=1e-9)
 
 
 def test_toy_2d_under_torchrun(tmp_path):

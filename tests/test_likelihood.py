@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -231,3 +232,91 @@ def test_bad_inputs():
     xr = x.clone().requires_grad_(True)
     sdescore.likelihood(score, xr, sde=sde)
     assert xr.requires_grad and xr.grad is None and torch.equal(x, keep)
+
+
+# --- issue 25: one dtype rule, levels without bins, ignored options, sde required ---------
+def _mlp_model(dtype):
+    torch.manual_seed(0)
+    net = sdescore.MLPScoreNet(2, hidden=16, depth=2)
+    torch.nn.init.normal_(net.out.weight, std=0.3)
+    return sdescore.ScoreModel(net, sdescore.VPSDE()).to(dtype)
+
+
+@pytest.mark.parametrize("model_dtype, data_dtype", [(torch.float32, F64), (F64, torch.float32)])
+def test_data_follow_the_models_dtype_at_every_evaluation_entry_point(model_dtype, data_dtype):
+    # issue 25 item 12: train converted data to the model's dtype, likelihood refused them
+    from sdescore.metrics import evaluate
+
+    model = _mlp_model(model_dtype)
+    x = torch.randn(6, 2, dtype=data_dtype, generator=torch.Generator().manual_seed(0))
+    ref = sdescore.likelihood(model, x.to(model_dtype), generator=torch.Generator().manual_seed(1))
+    res = sdescore.likelihood(model, x, generator=torch.Generator().manual_seed(1))
+    assert res.log_prob.dtype == model_dtype and torch.equal(res.log_prob, ref.log_prob)
+    assert sdescore.elbo(model, x, samples=4).nll_bound.dtype == model_dtype
+    levels = torch.randint(0, 4, (6, 2), generator=torch.Generator().manual_seed(2))
+    assert sdescore.likelihood(model, levels, dequantization=4).log_prob.dtype == model_dtype
+    assert sdescore.elbo(model, levels, samples=4, dequantization=4).nll_bound.dtype == model_dtype
+    out = evaluate(model, x, num_samples=4, sampler=sdescore.TorchDiffEq("euler", steps=4),
+                   likelihood={"solver": sdescore.TorchDiffEq("rk4", steps=4)},
+                   elbo={"samples": 2}, metrics=())  # fmt: skip
+    assert math.isfinite(out["nll"]["value"]) and math.isfinite(out["elbo_nll"]["value"])
+
+
+def test_levels_without_bins_warn_for_any_model():
+    # issue 25 item 13: 0..255 as continuous data gave ~14,675 bits/dim without a word
+    sde = sdescore.VPSDE()
+    x = torch.randint(0, 256, (4, 3), generator=torch.Generator().manual_seed(0)).to(F64)
+    x[0, 0] = 255.0
+    for fn in (sdescore.likelihood, sdescore.elbo):
+        with pytest.warns(UserWarning, match=r"whole numbers from .* to 255.*Pass dequantization="):
+            fn(lambda y, t: -y, x, sde=sde)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # continuous data and small integer points stay quiet
+        sdescore.likelihood(
+            lambda y, t: -y, torch.tensor([[2.0, 0.0], [0.0, -2.0]], dtype=F64), sde=sde
+        )
+
+
+def test_options_the_method_does_not_read_are_refused():
+    # issue 25 item 16: torchdiffeq only warned, and the solve ran without them
+    sde = sdescore.VPSDE()
+    x = torch.randn(3, 2, dtype=F64)
+    with pytest.raises(
+        ValueError, match=r"options \['junk'\] are not read by torchdiffeq's 'dopri5'"
+    ):
+        sdescore.TorchDiffEq("dopri5", options={"junk": 1})
+    with pytest.raises(
+        ValueError, match=r"options \['ifactor'\] are not read by torchdiffeq's 'rk4'"
+    ):
+        sdescore.TorchDiffEq("rk4", steps=4, options={"ifactor": 2.0})
+    # the old keyword names the object that checks them
+    with pytest.raises(TypeError, match=r"options= is now solver=sdescore.TorchDiffEq"):
+        sdescore.likelihood(lambda y, t: -y, x, sde=sde, options={"junk": 1})
+    # the chunk is an option of the exact trace only: Hutchinson has no such option
+    with pytest.raises(TypeError, match="unexpected keyword argument 'chunk'"):
+        sdescore.Hutchinson(chunk=1)
+    res = sdescore.likelihood(
+        lambda y, t: -y,
+        x,
+        sde=sde,
+        solver=sdescore.TorchDiffEq("dopri5", options={"first_step": 0.01}),
+    )
+    assert torch.isfinite(res.log_prob).all()
+
+
+def test_a_plain_function_needs_its_sde_everywhere():
+    # issue 25 item 16: no silent default SDE for a score function that carries none
+    from sdescore.metrics import evaluate
+
+    x = torch.randn(4, 2, dtype=F64)
+    for call in (sdescore.likelihood, sdescore.elbo, evaluate):
+        with pytest.raises(TypeError, match=r"pass the SDE as sde=\.\.\."):
+            call(lambda y, t: -y, x)
+
+
+def test_a_score_answering_integers_is_refused():
+    # issue 25 item 14: an integer answer was truncated and used
+    with pytest.raises(
+        TypeError, match="must return a floating-point tensor, got dtype torch.int64"
+    ):
+        sdescore.likelihood(lambda y, t: (-y).long(), torch.randn(3, 2), sde=sdescore.VPSDE())

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .._checks import check_callable, check_choice, check_int, check_real
+from .._shapes import append_dims
 from ..models.score_model import ScoreModel
 from ..sdes.discrete import DiscreteVPSDE
 from ..sdes.flow import RectifiedFlowSDE
@@ -50,6 +51,8 @@ __all__ = [
     "sde_from_scheduler",
 ]
 
+# Timesteps this far below 0 (a fraction of one step) are rounding of t = 1/N, clamped to 0.
+_ROUNDING = 1e-4
 # diffusers' prediction_type -> ScoreModel parameterization
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 
@@ -105,6 +108,14 @@ class TimestepNet(nn.Module):
     fractional between them (diffusers' sinusoidal embeddings accept any real timestep). The
     output may be a tensor, a diffusers output with `.sample`, or a tuple (`return_dict=False`).
 
+    Times below the first training time $1/N$ (`min_time`; timestep $k < 0$) are refused: the
+    network never saw less noise than at $k = 0$, and evaluating it at a negative timestep (or
+    clamping to 0, which divides an $\varepsilon$ meant for $\sigma(1/N)$ by a smaller
+    $\sigma(t)$) is an extrapolation with no error bound. On the CPU they raise `ValueError`; on
+    an accelerator (no host sync) the output is NaN there, which the solvers report as a
+    `NonFiniteError` naming the time. So solve from `eps = model.net.min_time` (docs/interop.md
+    measures what that costs in bits/dim).
+
     Args:
         net: callable `net(x: (B, *D), timestep: (B,)) -> (B, *D)` (or `.sample`/tuple of it).
         sde: the `DiscreteVPSDE` of the net's training schedule.
@@ -117,11 +128,35 @@ class TimestepNet(nn.Module):
             raise TypeError(f"sde must be a DiscreteVPSDE, got {type(sde).__name__}")
         self.net, self.sde = net, sde
 
+    @property
+    def min_time(self) -> float:
+        """The first training time $t = 1/N$ (timestep 0): the network is refused below it."""
+        return 1.0 / self.sde.num_timesteps
+
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.net(x, t * self.sde.num_timesteps - 1)
+        k = t * self.sde.num_timesteps - 1
+        # Below timestep 0 the network was never trained (t = 0 would reach it as -1): refuse
+        # rather than extrapolate. A 1e-4-step band absorbs the rounding of t = 1/N.
+        below = k < -_ROUNDING
+        if k.device.type == "cpu":
+            if bool(below.any()):
+                raise ValueError(
+                    f"t = {t[below].min().item():.6g} lies below the first training time of this "
+                    f"diffusers model, t = 1/N = {self.min_time:.6g} (timestep 0 of N = "
+                    f"{self.sde.num_timesteps}): the network never saw less noise. Start or end "
+                    f"the solve there: eps={self.min_time:.6g} (likelihood, elbo, samplers; "
+                    "model.net.min_time)"
+                )
+            below = None
+        out = self.net(x, k.clamp_min(0))
         if isinstance(out, tuple):
             out = out[0]
-        return getattr(out, "sample", out)
+        out = getattr(out, "sample", out)
+        if below is not None and isinstance(out, torch.Tensor):
+            # On an accelerator, without a host sync: NaN where t is out of range, which every
+            # solver reports (NonFiniteError naming the time) instead of using the value.
+            out = torch.where(append_dims(below, out.ndim), torch.nan, out)
+        return out
 
 
 def from_diffusers(unet, scheduler, *, prediction_type: str | None = None) -> ScoreModel:

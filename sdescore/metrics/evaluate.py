@@ -31,6 +31,7 @@ from ..distributed import gather, is_distributed, rank_seed, shard
 from ..elbo import elbo as _elbo
 from ..likelihood import likelihood as _likelihood
 from ..likelihood import resolve_sde
+from ..models.mode import to_model_dtype
 from ..reverse import ProbabilityFlowODE, ReverseSDE
 from ..sdes.gaussian import GaussianSDE
 from ..toy.mixture import GaussianMixture
@@ -173,6 +174,9 @@ def evaluate(
             reference = mixture.sample(data.shape[0], generator=shared_gen, dtype=torch.float64)
     check_state(data, "data")
     check_finite_tensor(data, "data")
+    data = to_model_dtype(model, data)  # the library's dtype rule (models.mode)
+    if isinstance(reference, torch.Tensor):
+        reference = to_model_dtype(model, reference)
     if data.ndim < 2 or data.shape[0] < 2:
         raise ValueError(f"data must have shape (N, *D) with N >= 2, got {tuple(data.shape)}")
     if metrics is None:

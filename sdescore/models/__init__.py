@@ -1,6 +1,6 @@
 """Score models: `ScoreModel` (network + SDE + parameterization), time embeddings, networks."""
 
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, load_solver, save_model
 from .conditional import ConditionalMLPScoreNet, ConditionalScoreModel, LabeledScore
 from .embeddings import GaussianFourierFeatures
 from .mlp import MLPScoreNet
@@ -17,5 +17,6 @@ __all__ = [
     "ScoreModel",
     "UNet",
     "load_model",
+    "load_solver",
     "save_model",
 ]

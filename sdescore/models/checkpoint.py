@@ -42,10 +42,10 @@ from torch import nn
 from ..sdes import SDE, VESDE, VPSDE, RectifiedFlowSDE, SubVPSDE
 from .conditional import ConditionalMLPScoreNet, ConditionalScoreModel
 from .mlp import MLPScoreNet
-from .score_model import ScoreModel
+from .score_model import PARAMETERIZATIONS, ScoreModel
 from .unet import UNet
 
-__all__ = ["load_model", "model_from_state", "model_state", "save_model"]
+__all__ = ["load_model", "load_solver", "model_from_state", "model_state", "save_model"]
 _BASELINE = ("baseline_mean", "baseline_std")
 WEIGHTS = ("ema", "raw")
 
@@ -115,13 +115,21 @@ def _check_net_classes(net, classes: int | None) -> None:
         )
 
 
+def _net_dtype(net) -> str | None:
+    """The floating dtype of the network's parameters (the baseline's buffers keep their own:
+    a baseline fitted to float64 data must not turn a float32 network into a float64 one)."""
+    if not isinstance(net, nn.Module):
+        return None
+    floats = [p for p in net.state_dict().values() if p.is_floating_point()]
+    return str(floats[0].dtype).removeprefix("torch.") if floats else None
+
+
 def model_state(model: ScoreModel) -> dict:
     """Everything needed to rebuild `model`, as tensors and plain Python data."""
     if not isinstance(model, ScoreModel):
         raise TypeError(f"model must be a ScoreModel, got {type(model).__name__}")
     net = model.net
     known = type(net).__name__ in _NETS and type(net) is _NETS[type(net).__name__]
-    floats = [p for p in model.state_dict().values() if p.is_floating_point()]
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -134,7 +142,7 @@ def model_state(model: ScoreModel) -> dict:
             "config": net.config if known else None,
         },
         "baseline_shape": list(model.baseline_mean.shape) if model.has_baseline else None,
-        "dtype": str(floats[0].dtype).removeprefix("torch.") if floats else None,
+        "dtype": _net_dtype(net),
         "state_dict": model.state_dict(),
     }
 
@@ -163,6 +171,76 @@ def _check_header(state) -> None:
     if state.get("version") not in (1, VERSION):
         raise ValueError(
             f"unsupported checkpoint version {state.get('version')!r}, expected {VERSION}"
+        )
+    _check_entries(state)
+
+
+def _invalid(key: str, expected: str, got) -> ValueError:
+    got = "nothing (the entry is missing)" if got is _MISSING else repr(got)[:200]
+    return ValueError(f"the checkpoint's {key!r} entry is invalid: expected {expected}, got {got}")
+
+
+_MISSING = object()
+_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _check_entries(state: dict) -> None:
+    """Every entry `model_from_state` reads, with its type, before anything is built: a crafted
+    or damaged file raises a `ValueError` naming the entry instead of a `KeyError` deep inside."""
+    sde = state.get("sde", _MISSING)
+    names = sorted(_SDES)
+    if not isinstance(sde, dict) or not isinstance(sde.get("class"), str):
+        raise _invalid("sde", "{'class': name, 'params': dict or None}", sde)
+    params = sde.get("params", _MISSING)
+    if params is not None:
+        keys = _SDES[sde["class"]][1] if sde["class"] in _SDES else None
+        if keys is None or not isinstance(params, dict) or set(params) != set(keys):
+            raise _invalid(
+                "sde", f"one of {names} with its parameters, or params None for another SDE", sde
+            )
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in params.values()):
+            raise _invalid("sde", f"numbers for {list(keys)}", sde)
+    if state.get("parameterization", _MISSING) not in PARAMETERIZATIONS:
+        got = state.get("parameterization", _MISSING)
+        raise _invalid("parameterization", f"one of {PARAMETERIZATIONS}", got)
+    if not isinstance(state.get("scale_by_sigma"), bool):
+        raise _invalid("scale_by_sigma", "a bool", state.get("scale_by_sigma", _MISSING))
+    net = state.get("net", _MISSING)
+    if (
+        not isinstance(net, dict)
+        or not (net.get("class") is None or net.get("class") in _NETS)
+        or not (net.get("class") is None or isinstance(net.get("config"), dict))
+    ):
+        raise _invalid(
+            "net", f"{{'class': one of {sorted(_NETS)} or None, 'config': dict or None}}", net
+        )
+    sd = state.get("state_dict", _MISSING)
+    if not isinstance(sd, dict) or not all(
+        isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()
+    ):
+        raise _invalid("state_dict", "a dict of names to tensors", type(sd).__name__)
+    shape = state.get("baseline_shape", _MISSING)
+    if shape is not None and (
+        not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape)
+    ):
+        raise _invalid("baseline_shape", "None or a list of sizes", shape)
+    if state.get("dtype", _MISSING) is not None and state.get("dtype") not in _DTYPES:
+        raise _invalid("dtype", f"None or one of {_DTYPES}", state.get("dtype", _MISSING))
+
+
+def _check_weights_finite(state_dict: dict, what: str) -> None:
+    """Refuse NaN/Inf weights: a model holding them answers NaN everywhere (one host sync each)."""
+    bad = [
+        k
+        for k, v in state_dict.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{what} non-finite values (NaN or Inf) in {len(bad)} tensor(s): {bad[:5]}"
+            + (" ..." if len(bad) > 5 else "")
+            + "; such a model returns NaN for every input (training diverged: resume from an "
+            "earlier checkpoint, lower the learning rate or clip gradients)"
         )
 
 
@@ -207,6 +285,7 @@ def check_model_state(state: dict, model: ScoreModel) -> None:
         )
     _rebuild_sde(state["sde"], model.sde)
     check_fits(state["state_dict"], model, "the network", ignore=_BASELINE)
+    _check_weights_finite(state["state_dict"], "the checkpoint holds")
     shape = state["baseline_shape"]
     sd = state["state_dict"]
     if shape is not None and any(
@@ -224,6 +303,26 @@ def load_model_state(model: ScoreModel, state_dict: dict) -> None:
     model.load_state_dict(state_dict)
 
 
+def _build_net(state: dict, state_dict: dict | None) -> nn.Module:
+    """The saved library network, built only once its configuration is known to fit the saved
+    weights: a crafted configuration (`hidden=10**7`) is first built on the meta device, which
+    allocates nothing, and compared key by key and shape by shape."""
+    name, config = state["net"]["class"], state["net"]["config"]
+    if name is None:
+        raise ValueError("the checkpoint's network is not a library network; pass it: net=...")
+    try:
+        with torch.device("meta"):
+            probe = _NETS[name](**config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"the checkpoint's {name} configuration {config!r} is invalid: {err}"
+        ) from err
+    saved = state["state_dict"] if state_dict is None else state_dict
+    net_part = {k[4:]: v for k, v in saved.items() if k.startswith("net.")}
+    check_fits(net_part, probe, "the network")
+    return _NETS[name](**config)
+
+
 def model_from_state(
     state: dict, *, net=None, sde=None, map_location=None, state_dict=None
 ) -> ScoreModel:
@@ -237,10 +336,7 @@ def model_from_state(
     sde = _rebuild_sde(state["sde"], sde)
     fresh = net is None
     if fresh:
-        name = state["net"]["class"]
-        if name is None:
-            raise ValueError("the checkpoint's network is not a library network; pass it: net=...")
-        net = _NETS[name](**state["net"]["config"])
+        net = _build_net(state, state_dict)
     _check_net_classes(net, classes)
     options = dict(scale_by_sigma=state["scale_by_sigma"])
     if classes is None:
@@ -254,7 +350,7 @@ def model_from_state(
     check_model_state(state, model)
     saved_dtype = state["dtype"]
     if fresh and saved_dtype is not None:
-        model.to(getattr(torch, saved_dtype))
+        net.to(getattr(torch, saved_dtype))  # the baseline keeps its own saved dtype
     elif saved_dtype is not None:
         floats = (
             [p for p in net.state_dict().values() if p.is_floating_point()]
@@ -274,9 +370,43 @@ def model_from_state(
     return model
 
 
-def save_model(model: ScoreModel, path) -> None:
-    """Write `model` (weights, SDE parameters, parameterization, baseline) to `path`."""
-    atomic_save(model_state(model), path)
+def save_model(model: ScoreModel, path, *, solver=None) -> None:
+    """Write `model` (weights, SDE parameters, parameterization, baseline) to `path`, and with
+    `solver` the sampler to use with it (a solver object, its time grid included, e.g. one
+    fitted to this model; `load_solver` reads it back).
+
+    Raises:
+        TypeError: `model` is not a `ScoreModel`, or `solver` is not a solver object with a
+            plain description (`Solver.to_dict`).
+        ValueError: a weight or baseline holds NaN or Inf (nothing is written; a file already
+            at `path` is kept).
+        OSError: the file could not be written (the previous file is kept).
+    """
+    from ..solvers.base import Solver
+
+    state = model_state(model)
+    if solver is not None:
+        if not isinstance(solver, Solver):
+            raise TypeError(f"solver must be an sdescore.Solver, got {type(solver).__name__}")
+        state["solver"] = solver.to_dict()
+    _check_weights_finite(state["state_dict"], "refusing to save a model with")
+    atomic_save(state, path)
+
+
+def load_solver(path, *, map_location=None):
+    """The solver object saved beside a model by `save_model(..., solver=...)`, or `None` when
+    the file holds none. The file is verified as by `load_model`.
+
+    Raises:
+        ValueError: a corrupt or altered file, or a solver description that is not one.
+    """
+    from ..solvers.table import solver_from_dict
+
+    state = safe_load(path, map_location)
+    if isinstance(state, dict) and state.get("format") == TRAINER_FORMAT:
+        state = state.get("model")
+    saved = state.get("solver") if isinstance(state, dict) else None
+    return None if saved is None else solver_from_dict(saved)
 
 
 def _digest(obj) -> str:
@@ -351,25 +481,59 @@ def _remove_stale_temporaries(path: str) -> None:
             pass
 
 
-def safe_load(path, map_location=None):
-    """`torch.load(weights_only=True)` and verify the checksum; unreadable files raise `ValueError`."""
+def _check_map_location(map_location) -> None:
+    """A device given as `map_location` must exist here: torch would otherwise fail inside the
+    unpickler, where its error reads like a corrupt file."""
+    if map_location is None or isinstance(map_location, dict) or callable(map_location):
+        return
+    if not isinstance(map_location, (str, torch.device)):
+        raise TypeError(
+            "map_location must be a device (a str or torch.device), a dict or a callable, got "
+            f"{type(map_location).__name__}"
+        )
     try:
-        state = torch.load(os.fspath(path), map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
+        torch.empty(0, device=map_location)
+    except (RuntimeError, AssertionError) as err:  # unknown name, no CUDA, index out of range
+        raise ValueError(
+            f"map_location={map_location!r} is not a device available on this machine "
+            f"(CUDA available: {torch.cuda.is_available()}); pass map_location='cpu'. ({err})"
+        ) from err
+
+
+def safe_load(path, map_location=None):
+    """`torch.load(weights_only=True)` and verify the checksum.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: an unreadable file, a `map_location` device this machine lacks, or an
+            sdescore checkpoint without a checksum or failing it.
+    """
+    _check_map_location(map_location)
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        what = "a directory" if os.path.isdir(name) else "no such file"
+        raise FileNotFoundError(f"no checkpoint at {name!r}: {what}")
+    try:
+        state = torch.load(name, map_location=map_location, weights_only=True)
     except Exception as err:  # unpickling, truncated zip, disallowed global: all "corrupt"
         raise ValueError(
-            f"{os.fspath(path)!r} is not a readable sdescore checkpoint: it is corrupt, truncated, "
+            f"{name!r} is not a readable sdescore checkpoint: it is corrupt, truncated, "
             f"or holds more than tensors and plain data ({type(err).__name__})"
         ) from err
     if isinstance(state, dict) and state.get("format") in (FORMAT, TRAINER_FORMAT):
         state = dict(state)
         saved = state.pop("checksum", None)
-        if saved is None and state.get("version", 1) >= VERSION:
-            raise ValueError(f"{os.fspath(path)!r} has lost its checksum; it was altered")
-        if saved is not None and saved != _digest(state):
+        # Whatever its version says: the version is inside the file, so a file whose checksum
+        # was removed and version lowered would otherwise load unverified.
+        if saved is None:
             raise ValueError(
-                f"{os.fspath(path)!r} fails its checksum: the file was altered or damaged after "
+                f"{name!r} has no checksum, so its content cannot be verified: it was altered, or "
+                "written by a development version of sdescore older than checksums; it is not "
+                "loaded (docs/training.md, 'Checkpoints', says how to re-admit a file you wrote)"
+            )
+        if saved != _digest(state):
+            raise ValueError(
+                f"{name!r} fails its checksum: the file was altered or damaged after "
                 "it was written; use another copy"
             )
     return state

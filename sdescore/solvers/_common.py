@@ -169,6 +169,10 @@ class CountedScore:
     With `io_dtype` (a float16/bfloat16 caller, see `working_state`) the solver works in float32
     and the score is called, and answers, in `io_dtype`.
 
+    A score that writes into its input `x` (an in-place op, seen by torch's version counter:
+    no copy, no sync) raises `ValueError`; the first call gets a copy of the state, so the
+    caller's `x_T` is never modified. An answer that is not floating point raises `TypeError`.
+
     Every answer is cast to the state's dtype before the solver uses it: a network run under
     `torch.autocast` may answer in bfloat16/float16, and the state, the time grid and the step
     arithmetic stay in the state's float32/float64 (tests/test_mixed_precision.py).
@@ -185,7 +189,16 @@ class CountedScore:
         work = x.dtype
         if self.io_dtype is not None:
             x, t = x.to(self.io_dtype), t.to(self.io_dtype)
+        elif self.nfe == 0:
+            x = x.clone()  # the first call may see the caller's x_T: never hand that out
+        version = None if x.is_inference() else x._version
         out = check_output_shape(self.score_fn(x, t), x, "score_fn(x, t)")
+        if version is not None and x._version != version:  # torch counts in-place writes
+            raise ValueError(
+                f"score_fn(x, t) modified its input x in place (call {self.nfe + 1}, "
+                f"t = {t.reshape(-1)[0].item():.6g}): the solver's state would change under it. "
+                "Compute on a copy (x = x.clone(), or out-of-place ops such as x * 2)"
+            )
         self.watch(x, t, out)
         out = out.to(work)
         self.nfe += 1

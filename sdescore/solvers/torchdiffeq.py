@@ -315,3 +315,27 @@ def odeint_drift(
         xs=xs if path else None,
         auxs=auxs if path else None,
     )
+
+
+def check_options(method: str, options: dict) -> None:
+    """Refuse an `options` key that torchdiffeq's `method` does not read (torchdiffeq would only
+    warn, and the solve would run without it).
+
+    Raises:
+        ValueError: the unknown keys, with the method's own.
+    """
+    import contextlib
+    import inspect
+
+    known = {"norm", "grid_constructor"}
+    for klass in _SOLVERS[method].__mro__:  # each solver's keywords are spread over its bases
+        if "__init__" in vars(klass):
+            with contextlib.suppress(TypeError, ValueError):
+                known |= set(inspect.signature(vars(klass)["__init__"]).parameters)
+    known -= {"self", "func", "y0", "rtol", "atol", "args", "kwargs", "unused_kwargs"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(
+            f"options {unknown} are not read by torchdiffeq's {method!r}; its options are "
+            f"{sorted(known)} (rtol, atol and max_steps are the solver object's own)"
+        )

@@ -17,7 +17,7 @@ from ..sdes.base import SDE
 from ._common import DEFAULT_MAX_STEPS, NonFiniteError, check_positive, checked_drift
 from .base import Problem, Solver
 from .grid import Grid, TimeUniform, as_grid
-from .torchdiffeq import STEP_CONTROLS, odeint_drift
+from .torchdiffeq import STEP_CONTROLS, check_options, odeint_drift
 
 __all__ = ["ODE_ADAPTIVE", "ODE_FIXED", "Dopri5", "TorchDiffEq", "solve_torchdiffeq"]
 
@@ -168,6 +168,8 @@ class TorchDiffEq(Solver):
         self.step_control = check_choice("step_control", step_control, STEP_CONTROLS)
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
+        if options is not None:
+            check_options(self.method, options)
         self.options = None if options is None else dict(options)
 
     @property

@@ -159,3 +159,48 @@ def test_likelihood_of_a_tiny_unet_runs():
         generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
     assert res.bits_per_dim.shape == (2,) and torch.isfinite(res.bits_per_dim).all()
+
+
+def test_times_below_the_first_training_step_are_refused_not_extrapolated():
+    # issue 25 item 3: t < 1/N reached the UNet as a negative timestep (t = 1e-4 as -0.9).
+    seen = []
+
+    class Spy(torch.nn.Module):  # a module, so that its float64 weights set the data's dtype
+        def __init__(self):
+            super().__init__()
+            self.unet = _unet()
+
+        def forward(self, x, timestep):
+            seen.append(timestep.min().item())
+            return self.unet(x, timestep)
+
+    model = from_diffusers(Spy(), diffusers.DDPMScheduler(**CONFIG))
+    x = torch.randn(2, 1, 8, 8, **F64, generator=torch.Generator().manual_seed(0))
+    for t in (0.0, 1e-4, 0.5 / N):
+        with pytest.raises(ValueError, match=r"below the first training time .* 1/N = 0.001"):
+            model(x, t)
+    assert seen == []  # the network never saw a negative timestep
+    levels = torch.randint(0, 256, (2, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=r"eps=0.001"):
+        sdescore.likelihood(
+            model, levels, dequantization=256
+        )  # the default eps = 1e-5 lies below 1/N
+    assert seen == []
+    res = sdescore.likelihood(model, levels, eps=model.net.min_time, dequantization=256)
+    assert torch.isfinite(res.bits_per_dim).all() and min(seen) == 0.0
+    # t = 1/N with a rounding error lies within the band: timestep 0, not refused
+    seen.clear()
+    assert torch.isfinite(model(x, (1.0 - 1e-7) / N)).all() and seen == [0.0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the accelerator path needs CUDA")
+def test_times_below_the_first_training_step_give_nan_on_an_accelerator():
+    # no host sync on a GPU: NaN where t < 1/N, which the solvers then report
+    model = from_diffusers(_unet().cuda(), diffusers.DDPMScheduler(**CONFIG))
+    x = torch.randn(2, 1, 8, 8, **F64, device="cuda")
+    t = torch.tensor([0.5 / N, 0.5], **F64, device="cuda")
+    out = model(x, t)
+    assert out[0].isnan().all() and out[1].isfinite().all()
+    levels = torch.randint(0, 256, (2, 1, 8, 8), device="cuda")
+    with pytest.raises(sdescore.solvers.NonFiniteError, match="non-finite"):
+        sdescore.likelihood(model, levels, dequantization=256)  # default eps = 1e-5 < 1/N

@@ -285,3 +285,149 @@ def test_conditional_mismatches_are_refused_before_anything_is_loaded(tmp_path):
         atomic_save({**state, "conditional": bad}, tmp_path / "bad.pt")
         with pytest.raises(ValueError, match="conditional entry is invalid"):
             load_model(tmp_path / "bad.pt")
+
+
+# --- issue 25: tampering, crafted files, dtypes, devices -----------------------------------
+def _resave_raw(state, path):
+    """Write `state` as torch.save would, with no checksum of ours (a tamperer's file)."""
+    torch.save(state, path)
+
+
+def test_a_checkpoint_without_its_checksum_is_refused_whatever_its_version(tmp_path):
+    from sdescore.models.checkpoint import safe_load
+
+    save_model(_mlp_model(sdescore.VPSDE()), tmp_path / "m.pt")
+    state = safe_load(tmp_path / "m.pt")  # verified, checksum removed
+    state["state_dict"]["net.out.bias"] = state["state_dict"]["net.out.bias"] + 1.0  # tampered
+    for version in (1, 2):
+        _resave_raw({**state, "version": version}, tmp_path / "t.pt")
+        with pytest.raises(ValueError, match="has no checksum"):
+            load_model(tmp_path / "t.pt")
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda s: s.pop("sde"), "'sde' entry is invalid: expected .* got nothing"),
+        (lambda s: s.update(sde={"class": "Nope", "params": {"a": 1.0}}), "'sde' entry"),
+        (lambda s: s.update(net={"class": "Transformer", "config": {}}), "'net' entry .*got"),
+        (lambda s: s.pop("state_dict"), "'state_dict' entry is invalid"),
+        (lambda s: s.update(scale_by_sigma="no"), "'scale_by_sigma' entry"),
+        (lambda s: s.update(dtype="int8"), "'dtype' entry"),
+        (lambda s: s["net"]["config"].update(colour=3), "MLPScoreNet configuration .* invalid"),
+    ],
+)
+def test_a_crafted_checkpoint_raises_value_error_naming_the_entry(tmp_path, change, match):
+    from sdescore.models.checkpoint import atomic_save, safe_load
+
+    save_model(_mlp_model(sdescore.VPSDE()), tmp_path / "m.pt")
+    state = safe_load(tmp_path / "m.pt")
+    state["net"] = dict(state["net"], config=dict(state["net"]["config"]))
+    change(state)
+    atomic_save(state, tmp_path / "c.pt")  # a valid checksum: only the content is wrong
+    with pytest.raises(ValueError, match=match):
+        load_model(tmp_path / "c.pt")
+
+
+def test_a_crafted_network_size_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    from sdescore.models import checkpoint
+    from sdescore.models.checkpoint import atomic_save, safe_load
+
+    save_model(_mlp_model(sdescore.VPSDE()), tmp_path / "m.pt")
+    state = safe_load(tmp_path / "m.pt")
+    state["net"] = {"class": "MLPScoreNet", "config": {**state["net"]["config"], "hidden": 10**7}}
+    atomic_save(state, tmp_path / "big.pt")
+    built = []
+
+    class Spy(MLPScoreNet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self.layers[0].weight.device.type)
+
+    monkeypatch.setitem(checkpoint._NETS, "MLPScoreNet", Spy)
+    with pytest.raises(ValueError, match="does not fit the network"):
+        load_model(tmp_path / "big.pt")
+    assert built == ["meta"]  # the 10**7-wide layers were never allocated
+
+
+def test_non_finite_weights_are_neither_saved_nor_loaded(tmp_path):
+    from sdescore.models.checkpoint import atomic_save, model_state
+
+    model = _mlp_model(sdescore.VPSDE())
+    save_model(model, tmp_path / "m.pt")
+    before = (tmp_path / "m.pt").read_bytes()
+    with torch.no_grad():
+        model.net.out.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"non-finite .* \['net.out.weight'\]"):
+        save_model(model, tmp_path / "m.pt")
+    assert (tmp_path / "m.pt").read_bytes() == before  # the old file is kept
+    atomic_save(model_state(model), tmp_path / "nan.pt")  # written by other means
+    with pytest.raises(ValueError, match="checkpoint holds non-finite"):
+        load_model(tmp_path / "nan.pt")
+
+
+def test_a_missing_file_and_an_absent_device_say_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*nope.pt"):
+        load_model(tmp_path / "nope.pt")
+    save_model(_mlp_model(sdescore.VPSDE()), tmp_path / "m.pt")
+    absent = "cuda:99" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(ValueError, match="not a device available on this machine"):
+        load_model(tmp_path / "m.pt", map_location=absent)
+    with pytest.raises(ValueError, match="not a device available"):
+        load_model(tmp_path / "m.pt", map_location="gpu")
+
+
+def test_a_float64_baseline_leaves_a_float32_network_float32(tmp_path):
+    # fit_baseline on float64 (numpy-born) data stores float64 buffers next to float32 weights;
+    # the reloaded model must take the float32 inputs the saved one took, with equal outputs.
+    torch.manual_seed(0)
+    net = MLPScoreNet(2, hidden=16, depth=2)
+    torch.nn.init.normal_(net.out.weight, std=0.3)
+    model = ScoreModel(net, sdescore.VPSDE()).fit_baseline(torch.randn(50, 2, dtype=torch.float64))
+    save_model(model, tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert all(p.dtype == torch.float32 for p in loaded.net.parameters())
+    assert loaded.baseline_mean.dtype == torch.float64
+    x = torch.randn(4, 2)
+    assert torch.equal(loaded(x, 0.3), model(x, 0.3))
+
+
+def test_a_float64_baseline_does_not_block_resuming_a_float32_run(tmp_path):
+    # the same kind in training checkpoints: the saved dtype was the baseline's (float64), so
+    # resuming the float32 run was refused as "checkpoint dtype float64 differs"
+    def fresh():
+        torch.manual_seed(0)
+        net = MLPScoreNet(2, hidden=16, depth=2)
+        return ScoreModel(net, sdescore.VPSDE()).fit_baseline(
+            torch.randn(64, 2, dtype=torch.float64)
+        )
+
+    data = torch.randn(256, 2, generator=torch.Generator().manual_seed(1))
+    ck = sdescore.CheckpointConfig(path=tmp_path / "ck.pt")
+    sdescore.Trainer(fresh(), data, batch_size=32).run(3, checkpoint=ck, progress=False)
+    resumed = sdescore.train(
+        fresh(), data, steps=5, resume=True, batch_size=32, progress=False, checkpoint=ck
+    )
+    assert resumed.steps == 5 and resumed.model.baseline_mean.dtype == torch.float64
+
+
+def test_a_solver_with_its_grid_is_saved_beside_the_model(tmp_path):
+    """Issue 21 item 4: a grid (here explicit times, as a fitted one would be) serialises with
+    the model and comes back equal, giving bit-identical samples."""
+    model = ScoreModel(MLPScoreNet(2, hidden=8, depth=1), sdescore.VPSDE())
+    times = sdescore.TimeQuadratic().times(model.sde, 1.0, 1e-3, 7, torch.empty(0))
+    solver = sdescore.UniPC(order=3, grid=times)
+    path = tmp_path / "m.pt"
+    sdescore.save_model(model, path, solver=solver)
+    back = sdescore.load_solver(path)
+    assert back == solver
+    pf = model.sde.probability_flow(sdescore.load_model(path))
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with torch.no_grad():
+        a = pf.sample((4, 2), method=solver, generator=gen())
+        b = pf.sample((4, 2), method=back, generator=gen())
+    assert torch.equal(a, b)
+    sdescore.save_model(model, path)
+    assert sdescore.load_solver(path) is None
+    with pytest.raises(TypeError, match="solver must be an sdescore.Solver"):
+        sdescore.save_model(model, path, solver="unipc")

@@ -200,3 +200,16 @@ def test_a_name_where_a_callable_is_expected_says_pass_the_object():
         TypeError, match=r"net must be callable, got the string 'mlp'; pass the function"
     ):
         ScoreModel("mlp", sdescore.VPSDE())
+
+
+def test_the_t_zero_message_states_the_real_default_eps():
+    # issue 25 item 17: it said the samplers default to eps = 1e-5; they use 1e-3
+    import inspect
+
+    vp = sdescore.VPSDE()
+    for process in (vp.reverse(lambda x, t: -x), vp.probability_flow(lambda x, t: -x)):
+        assert inspect.signature(process.sample).parameters["eps"].default == 1e-3
+    assert inspect.signature(sdescore.likelihood).parameters["eps"].default == 1e-5
+    model = ScoreModel(lambda x, t: x, sdescore.VPSDE(), "eps")
+    with pytest.raises(ValueError, match=r"eps = 1e-3 for the samplers, 1e-5 for the losses"):
+        model(torch.zeros(2, 2), 0.0)

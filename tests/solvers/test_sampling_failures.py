@@ -212,3 +212,43 @@ def test_empty_batch_is_a_clear_error(call):
     score = lambda x, t: -x  # noqa: E731
     with pytest.raises(ValueError, match=r"B >= 1|positive ints"):
         call(VP.reverse(score), VP.probability_flow(score))
+
+
+def _in_place(x, t):
+    x.mul_(0.5)  # a score that writes into its input
+    return -x
+
+
+_CALLS = [
+    lambda proc, z: proc.reverse_sde.sample(z.shape, steps=5, x_T=z),
+    lambda proc, z: proc.reverse_sde.sample(method="euler", steps=5, x_T=z),
+    lambda proc, z: proc.pf.sample(z.shape, method="dpm_solver", steps=4, x_T=z),
+    lambda proc, z: proc.pf.decode(z, method="rk4", steps=5),
+    lambda proc, z: proc.pf.decode(z, method="dopri5"),
+    lambda proc, z: proc.pf.encode(z, method="rk4", steps=5),
+]
+_IDS = ["euler_maruyama", "torchsde", "dpm_solver", "rk4", "dopri5", "encode"]
+
+
+class _Procs:
+    def __init__(self, score):
+        self.reverse_sde = VP.reverse(score)
+        self.pf = VP.probability_flow(score)
+
+
+@pytest.mark.parametrize("call", _CALLS, ids=_IDS)
+def test_a_score_writing_into_its_input_is_refused_and_the_callers_tensor_kept(call):
+    # issue 25 item 14: the score's in-place write changed the caller's x_T
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    before = z.clone()
+    with pytest.raises(ValueError, match=r"modified its input x in place \(call 1"):
+        call(_Procs(_in_place), z)
+    assert torch.equal(z, before)
+
+
+@pytest.mark.parametrize("call", _CALLS, ids=_IDS)
+def test_a_score_answering_integers_is_refused(call):
+    # issue 25 item 14: an integer answer was truncated and used
+    z = torch.randn(4, 2, generator=torch.Generator().manual_seed(0)) * 3
+    with pytest.raises(TypeError, match="floating-point tensor, got dtype torch.int64"):
+        call(_Procs(lambda x, t: (-x).long()), z)
