@@ -37,9 +37,9 @@ from ._checks import (
     check_end_time,
     check_int,
 )
+from ._divergence import NOISES, draw_probes, value_and_divergence
 from ._shapes import append_dims, batch_sum, flat_dim
 from .dequantization import bits_per_dim, check_bins, check_continuous_data, dequantize
-from .divergence import NOISES, draw_probes, value_and_divergence
 from .likelihood import ESTIMATORS, check_finite_per_example, resolve_sde
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.gaussian import GaussianSDE

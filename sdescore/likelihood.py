@@ -30,6 +30,7 @@ from ._checks import (
     check_end_time,
     check_int,
 )
+from ._divergence import NOISES, check_graph, draw_probes, value_and_divergence
 from ._likelihood_solver import (
     EXP_ABM,
     FIXED_GRID_METHODS,
@@ -45,7 +46,6 @@ from .dequantization import (
     dequantize,
     to_levels,
 )
-from .divergence import NOISES, check_graph, draw_probes, value_and_divergence
 from .models.mode import check_data_scale, evaluation_mode
 from .sdes.base import SDE
 from .solvers._common import NonFiniteError

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..divergence import value_and_divergence
+from .._divergence import value_and_divergence
 from ..sdes.gaussian import GaussianSDE
 from ._common import MaxStepsError, NonFiniteError
 
