@@ -2,7 +2,8 @@
 
 Each example runs in a subprocess, as a user runs it, writing into a temporary --out; the test
 checks the files it wrote and that metrics.json holds the promised keys with finite numbers.
-Running an example puts a test in the slow tier; the argument checks stay in the fast loop.
+Running an example puts a test in the slow tier; the in-process check of the example's arguments
+(`test_toy_2d_rings_defaults`) stays in the fast loop.
 """
 
 import json
@@ -70,6 +71,7 @@ def test_toy_2d_no_plots_other_sde(tmp_path):
     assert all(math.isfinite(v) for v in finite_numbers(m))
 
 
+@pytest.mark.slow  # starts the example in a subprocess (about 2 s of start-up)
 def test_toy_2d_rejects_bad_option(tmp_path):
     cmd = [
         sys.executable,
