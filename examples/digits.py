@@ -66,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_levels(seed: int):
     """Integer levels 0..16 `(N, 1, 8, 8)` (float32) of the fixed train/validation/test split."""
     try:
-        from sdescore.metrics import digits_data  # the split the FID-digits network also uses
+        from sdescore.toy import digits_data  # the split the FID-digits network also uses
 
         x_train, x_test = digits_data("train")[0], digits_data("test")[0]
         x_train, x_test = (x_train + 1.0) * 8.0, (x_test + 1.0) * 8.0  # p/8 - 1 -> p

@@ -316,3 +316,21 @@ def check_input_dtype(module: torch.nn.Module, x: torch.Tensor, name: str = "x")
             f"convert the input with {name}.{_CAST.get(w.dtype, 'to')}() or the network with "
             f"net.{_CAST.get(x.dtype, 'to')}()"
         )
+
+
+def check_label_range(y: torch.Tensor, num_classes: int) -> None:
+    """Inside a network: labels in `[0, K]` (K the null label), checked for CPU tensors only.
+
+    On an accelerator the check would synchronise with the host on every call; there the
+    embedding's own index check reports a bad label.
+
+    Raises:
+        ValueError: a label outside `[0, K]`.
+    """
+    if isinstance(y, torch.Tensor) and y.device.type == "cpu" and y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi > num_classes:
+            raise ValueError(
+                f"y must lie in [0, {num_classes}] ({num_classes} is the null label), got labels "
+                f"from {lo} to {hi}"
+            )

@@ -36,9 +36,9 @@ from ._checks import (
     check_end_time,
     check_int,
 )
+from ._divergence import draw_probes, value_and_divergence
 from ._shapes import append_dims, batch_sum, flat_dim
 from .dequantization import as_dequantization, bits_per_dim, check_continuous_data, dequantize
-from .divergence import draw_probes, value_and_divergence
 from .estimators import Hutchinson, as_estimator
 from .likelihood import check_finite_per_example, moved_options, resolve_sde
 from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype

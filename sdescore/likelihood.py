@@ -32,6 +32,7 @@ from ._checks import (
     check_output_shape,
     moved_keywords,
 )
+from ._divergence import check_graph, draw_probes, value_and_divergence
 from ._likelihood_solver import LIKELIHOOD_METHODS, likelihood_solver, torchdiffeq_options
 from ._shapes import flat_dim
 from .dequantization import (
@@ -42,7 +43,6 @@ from .dequantization import (
     dequantize,
     to_levels,
 )
-from .divergence import check_graph, draw_probes, value_and_divergence
 from .estimators import ExactTrace, Hutchinson, as_estimator
 from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype
 from .sdes.base import SDE

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "guidance_2d.py"
 
 
+@pytest.mark.slow  # runs an example
 def test_guidance_2d_quick(tmp_path):
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, str(EXAMPLE), "--quick", "--out", str(tmp_path)]

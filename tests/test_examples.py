@@ -2,6 +2,8 @@
 
 Each example runs in a subprocess, as a user runs it, writing into a temporary --out; the test
 checks the files it wrote and that metrics.json holds the promised keys with finite numbers.
+Running an example puts a test in the slow tier; the in-process check of the example's arguments
+(`test_toy_2d_rings_defaults`) stays in the fast loop.
 """
 
 import json
@@ -38,12 +40,14 @@ def finite_numbers(obj):
         yield obj
 
 
+@pytest.mark.slow
 def test_quickstart_runs(capsys):
     runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "Euler PF ODE, 200 steps" in out
 
 
+@pytest.mark.slow
 def test_toy_2d_quick(tmp_path):
     m = run_example("toy_2d.py", tmp_path)
     for fig in ("samples", "score_field", "density", "trajectories", "loss"):
@@ -58,6 +62,7 @@ def test_toy_2d_quick(tmp_path):
     assert abs(m["test_nll"] - m["exact_nll"]) < 8.0
 
 
+@pytest.mark.slow
 def test_toy_2d_no_plots_other_sde(tmp_path):
     m = run_example(
         "toy_2d.py", tmp_path, "--dataset", "two_moons", "--sde", "cosine", "--no-plots"
@@ -67,6 +72,7 @@ def test_toy_2d_no_plots_other_sde(tmp_path):
     assert all(math.isfinite(v) for v in finite_numbers(m))
 
 
+@pytest.mark.slow  # starts the example in a subprocess (about 2 s of start-up)
 def test_toy_2d_rejects_bad_option(tmp_path):
     cmd = [
         sys.executable,
@@ -105,6 +111,7 @@ def test_toy_2d_rings_defaults(monkeypatch):
         toy.parse_args(["--x-features", "-1"])
 
 
+@pytest.mark.slow
 def test_custom_sde_quick(tmp_path):
     m = run_example("custom_sde.py", tmp_path)
     assert (tmp_path / "samples.png").stat().st_size > 10_000
@@ -119,6 +126,7 @@ def test_custom_sde_quick(tmp_path):
     assert all(math.isfinite(v) for v in finite_numbers(m))
 
 
+@pytest.mark.slow
 def test_digits_quick(tmp_path):
     pytest.importorskip("sklearn")
     m = run_example("digits.py", tmp_path)
@@ -148,6 +156,7 @@ def test_digits_quick(tmp_path):
     assert m["fid_digits"]["floor"] == pytest.approx(floor, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_toy_2d_under_torchrun(tmp_path):
     """Two CPU ranks (gloo): DDP training, sharded sampling and likelihood, rank 0 alone writes
     (about 15 s on 2 cores)."""

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -20,6 +22,7 @@ def test_ci_runs_the_readme_commands_verbatim():
     assert "pytest" in commands[1]
 
 
+@pytest.mark.slow  # runs the README's code blocks
 def test_readme_python_snippets_run():
     for code in _blocks("python"):
         exec(compile(code, "README.md", "exec"), {})

@@ -1,7 +1,8 @@
-r"""The 8x8 digits and a small classifier whose features define "FID-digits".
+r"""A small classifier of the 8x8 digits whose features define "FID-digits".
 
-scikit-learn's digits (1,797 images of 8x8 pixels with 17 grey levels, bundled with the library,
-no download) are split once, stratified and seeded, into 1,347 training and 450 held-out images.
+The digits themselves (scikit-learn's 1,797 images of 8x8 pixels with 17 grey levels and their
+fixed 1,347/450 split) are data and live in `sdescore.toy.images`; `digits_data`,
+`digits_to_images` and `DIGITS_SPLITS` are re-exported here, so both import paths work.
 `DigitsFeatureNet` is a small CNN trained on the training split by
 `python -m sdescore.metrics.train_digits_features`; its weights ship in the package
 (`digits_features.pt`, loaded with `torch.load(weights_only=True)`). Its penultimate layer plays
@@ -16,7 +17,8 @@ from importlib import resources
 import torch
 from torch import nn
 
-from .._checks import check_choice, check_state
+from .._checks import check_state
+from ..toy.images import DIGITS_SPLITS, digits_data, digits_to_images
 
 __all__ = [
     "DIGITS_SPLITS",
@@ -26,62 +28,8 @@ __all__ = [
     "digits_to_images",
 ]
 
-DIGITS_SPLITS = ("train", "test", "all")
 _WEIGHTS = "digits_features.pt"
-_TEST_SIZE, _SPLIT_SEED = 450, 0
 _cache: dict = {}
-
-
-def digits_to_images(pixels) -> torch.Tensor:
-    """Map digit pixels in the 17 grey levels $\\{0, \\dots, 16\\}$ to `(N, 1, 8, 8)` in [-1, 1].
-
-    Args:
-        pixels: `(N, 64)` or `(N, 8, 8)` array or tensor with values in [0, 16].
-
-    Returns:
-        `(N, 1, 8, 8)` float32 images, $x = 2p/16 - 1$ (the library's convention for images).
-    """
-    x = torch.as_tensor(pixels, dtype=torch.float32)
-    return x.reshape(-1, 1, 8, 8) / 8.0 - 1.0
-
-
-def digits_data(split: str = "train", *, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 8x8 digits as images in [-1, 1], with their labels.
-
-    The split is fixed: `sklearn.model_selection.train_test_split(test_size=450,
-    stratify=labels, random_state=0)`, so every user (the feature net, the digits example,
-    the metrics' floors) sees the same 1,347 training and 450 held-out images.
-
-    Args:
-        split: `"train"` (1,347 images), `"test"` (450) or `"all"` (1,797).
-        dtype: floating dtype of the images.
-
-    Returns:
-        `(images, labels)`: `(N, 1, 8, 8)` in [-1, 1] (17 levels, see `digits_to_images`) and
-        `(N,)` int64 labels 0-9.
-
-    Raises:
-        ImportError: if scikit-learn is missing (`pip install "sdescore[examples]"`).
-        ValueError: for an unknown split.
-    """
-    check_choice("split", split, DIGITS_SPLITS)
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            'the digits data need scikit-learn: pip install "sdescore[examples]"'
-        ) from err
-    data = load_digits()
-    x, y = digits_to_images(data.data), torch.as_tensor(data.target, dtype=torch.int64)
-    if split != "all":
-        idx = torch.arange(len(y)).numpy()
-        tr, te = train_test_split(
-            idx, test_size=_TEST_SIZE, stratify=data.target, random_state=_SPLIT_SEED
-        )
-        keep = torch.as_tensor(tr if split == "train" else te)
-        x, y = x[keep], y[keep]
-    return x.to(dtype), y
 
 
 class DigitsFeatureNet(nn.Module):

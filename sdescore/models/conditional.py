@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import as_time, check_int, check_state
+from .._checks import as_time, check_int, check_label_range, check_state
 from ..sdes.base import SDE
 from .mlp import MLPScoreNet
 from .score_model import ScoreModel
@@ -53,24 +53,6 @@ def check_labels(y, batch: int, num_classes: int, *, allow_null: bool, device=No
     if int(lo) < 0 or int(hi) > top:
         raise ValueError(f"y must lie in {what}, got labels from {int(lo)} to {int(hi)}")
     return y.to(device=device, dtype=torch.long)
-
-
-def check_label_range(y: torch.Tensor, num_classes: int) -> None:
-    """Inside a network: labels in `[0, K]` (K the null label), checked for CPU tensors only.
-
-    On an accelerator the check would synchronise with the host on every call; there the
-    embedding's own index check reports a bad label.
-
-    Raises:
-        ValueError: a label outside `[0, K]`.
-    """
-    if isinstance(y, torch.Tensor) and y.device.type == "cpu" and y.numel():
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi > num_classes:
-            raise ValueError(
-                f"y must lie in [0, {num_classes}] ({num_classes} is the null label), got labels "
-                f"from {lo} to {hi}"
-            )
 
 
 class ConditionalScoreModel(ScoreModel):

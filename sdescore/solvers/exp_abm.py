@@ -77,7 +77,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from ..divergence import value_and_divergence
+from .._divergence import value_and_divergence
 from ..sdes.gaussian import GaussianSDE
 from ._common import DEFAULT_MAX_STEPS, MaxStepsError, NonFiniteError, check_positive
 from .base import Solver

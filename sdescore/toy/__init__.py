@@ -1,4 +1,4 @@
-"""Data with exact scores (Gaussians and Gaussian mixtures) and 2-D toy datasets.
+"""Data with exact scores (Gaussians and Gaussian mixtures), 2-D toy datasets, the 8x8 digits.
 
 Every dataset is an object with `.sample(n, *, generator=None, device=None, dtype=None)`.
 """
@@ -18,10 +18,19 @@ from .datasets import (
     swiss_roll,
     two_moons,
 )
-from .images import DigitsData, digits, image_grid, save_image_grid
+from .images import (
+    DIGITS_SPLITS,
+    DigitsData,
+    digits,
+    digits_data,
+    digits_to_images,
+    image_grid,
+    save_image_grid,
+)
 from .mixture import ExactScore, GaussianMixture, gaussian
 
 __all__ = [
+    "DIGITS_SPLITS",
     "TOY_DATASETS",
     "Checkerboard",
     "DigitsData",
@@ -36,6 +45,8 @@ __all__ = [
     "GaussianMixture",
     "checkerboard",
     "digits",
+    "digits_data",
+    "digits_to_images",
     "image_grid",
     "save_image_grid",
     "eight_gaussians",

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_int
-from ..models.conditional import check_label_range
+from .._checks import check_int, check_label_range
 from ..sdes.gaussian import GaussianSDE
 from .mixture import GaussianMixture
 

@@ -1,8 +1,9 @@
-"""Image conveniences: the 8x8 digits as a ready discrete data set, and grids of images.
+"""The 8x8 digits (as images with labels, and as a ready discrete data set) and image grids.
 
 The digits are scikit-learn's bundled handwritten digits (1,797 images of 8x8 pixels with 17
-intensity levels, no download), with the fixed train/test split that `sdescore.metrics` (the
-FID-digits feature network) and `examples/digits.py` use.
+intensity levels, no download), with one fixed train/test split (`digits_data`) that every user
+shares: `sdescore.metrics` (the FID-digits feature network imports it from here),
+`examples/digits.py` and the tests.
 """
 
 from __future__ import annotations
@@ -12,9 +13,72 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_int, check_state
+from .._checks import check_choice, check_int, check_state
 
-__all__ = ["DigitsData", "digits", "image_grid", "save_image_grid"]
+__all__ = [
+    "DIGITS_SPLITS",
+    "DigitsData",
+    "digits",
+    "digits_data",
+    "digits_to_images",
+    "image_grid",
+    "save_image_grid",
+]
+
+DIGITS_SPLITS = ("train", "test", "all")
+_TEST_SIZE, _SPLIT_SEED = 450, 0
+
+
+def digits_to_images(pixels) -> torch.Tensor:
+    """Map digit pixels in the 17 grey levels $\\{0, \\dots, 16\\}$ to `(N, 1, 8, 8)` in [-1, 1].
+
+    Args:
+        pixels: `(N, 64)` or `(N, 8, 8)` array or tensor with values in [0, 16].
+
+    Returns:
+        `(N, 1, 8, 8)` float32 images, $x = 2p/16 - 1$ (the library's convention for images).
+    """
+    x = torch.as_tensor(pixels, dtype=torch.float32)
+    return x.reshape(-1, 1, 8, 8) / 8.0 - 1.0
+
+
+def digits_data(split: str = "train", *, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits as images in [-1, 1], with their labels.
+
+    The split is fixed: `sklearn.model_selection.train_test_split(test_size=450,
+    stratify=labels, random_state=0)`, so every user (the feature net, the digits example,
+    the metrics' floors) sees the same 1,347 training and 450 held-out images.
+
+    Args:
+        split: `"train"` (1,347 images), `"test"` (450) or `"all"` (1,797).
+        dtype: floating dtype of the images.
+
+    Returns:
+        `(images, labels)`: `(N, 1, 8, 8)` in [-1, 1] (17 levels, see `digits_to_images`) and
+        `(N,)` int64 labels 0-9.
+
+    Raises:
+        ImportError: if scikit-learn is missing (`pip install "sdescore[examples]"`).
+        ValueError: for an unknown split.
+    """
+    check_choice("split", split, DIGITS_SPLITS)
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            'the digits data need scikit-learn: pip install "sdescore[examples]"'
+        ) from err
+    data = load_digits()
+    x, y = digits_to_images(data.data), torch.as_tensor(data.target, dtype=torch.int64)
+    if split != "all":
+        idx = torch.arange(len(y)).numpy()
+        tr, te = train_test_split(
+            idx, test_size=_TEST_SIZE, stratify=data.target, random_state=_SPLIT_SEED
+        )
+        keep = torch.as_tensor(tr if split == "train" else te)
+        x, y = x[keep], y[keep]
+    return x.to(dtype), y
 
 
 @dataclass(frozen=True)
@@ -43,15 +107,13 @@ def digits(split: str = "train", *, dtype: torch.dtype = torch.float32) -> Digit
 
     Args:
         split: `"train"` (1,347 images), `"test"` (450) or `"all"` (1,797); the split of
-            `sdescore.metrics.digits_data`.
+            `digits_data`.
         dtype: floating dtype of `images`.
 
     Raises:
         ImportError: scikit-learn is missing (`pip install "sdescore[examples]"`).
         ValueError: an unknown split.
     """
-    from ..metrics.digits import digits_data  # lazy: scikit-learn is an optional extra
-
     x, labels = digits_data(split, dtype=torch.float64)
     levels = ((x + 1) * 8).round().long()  # digits_data maps level k to k / 8 - 1
     centres = -1.0 + (2 * levels.to(torch.float64) + 1) / 17

@@ -150,6 +150,7 @@ def test_dpm_solver_2m_on_diffusers_grid_equals_dpm_solver_multistep_scheduler()
     assert torch.allclose(info.samples, x, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # a whole adaptive likelihood solve through a U-Net (about 10 s)
 def test_likelihood_of_a_tiny_unet_runs():
     unet = _unet()
     model = from_diffusers(unet, diffusers.DDPMScheduler(**CONFIG))

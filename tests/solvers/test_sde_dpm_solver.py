@@ -219,6 +219,7 @@ def test_default_picks_the_order_by_budget():
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_peers_reverse_sde_table_quick_mode_runs():
     """`benchmarks/peers.py --sde --quick` (512 draws, one seed, 20 calls; about 4 s): every
     sdescore row prints finite distances."""

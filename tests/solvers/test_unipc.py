@@ -207,6 +207,7 @@ def test_unipc_refuses_a_non_gaussian_sde_and_the_reverse_sde():
         rs.sample((4, 1), method=sdescore.UniPC())
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_peers_benchmark_quick_mode_runs():
     # benchmarks/peers.py --quick: 512 draws, one seed, 10 calls (about 5 s with diffusers).
     import subprocess
