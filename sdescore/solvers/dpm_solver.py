@@ -311,7 +311,9 @@ class DPMSolver(Solver):
         allocation: str = "equal",
     ):
         self.steps = check_int("steps", steps, allow_none=True)
-        if order is not None and (isinstance(order, bool) or order not in (1, 2, 3)):
+        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
+            raise TypeError(f"order must be an int 1, 2 or 3, got {type(order).__name__}")
+        if order is not None and order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
         self.order = order
         self.multistep = None if multistep is None else check_bool("multistep", multistep)

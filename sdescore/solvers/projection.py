@@ -92,7 +92,7 @@ class Inpainting(Solver):
             `cg_iterations` not an int.
         ValueError: shapes that do not match, `observed` NaN or Inf where `mask` is True (the
             message counts the bad entries), a mask with every coordinate known (nothing to
-            sample) or none known (plain sampling: leave `inpaint` out), an unknown `method`,
+            sample) or none known (plain sampling: use the solver without `Inpainting`), an unknown `method`,
             `cg_iterations` < 1 or given with `method="replace"`, a `solver` that is not a
             native reverse-SDE sampler.
     """
@@ -128,7 +128,7 @@ class Inpainting(Solver):
         _check_known_finite(observed, mask)
         if not bool(mask.any()):
             raise ValueError(
-                "mask marks no coordinate known: sample without inpaint= (or invert the mask)"
+                "mask marks no coordinate known: sample with the solver itself, without Inpainting (or invert the mask)"
             )
         self.method = check_choice("method", method, INPAINT_METHODS)
         if cg_iterations is not None and method != "tweedie":

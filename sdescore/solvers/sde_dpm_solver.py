@@ -98,7 +98,9 @@ class SDEDPMSolver(Solver):
         damped: bool = False,
     ):
         self.steps = check_int("steps", steps, allow_none=True)
-        if order is not None and (order not in (1, 2, 3) or isinstance(order, bool)):
+        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
+            raise TypeError(f"order must be an int 1, 2 or 3, got {type(order).__name__}")
+        if order is not None and order not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
         self.order = order
         self.damped = check_bool("damped", damped)

@@ -118,9 +118,10 @@ class TorchDiffEq(Solver):
 
     Args:
         method: the torchdiffeq method name (default `"dopri5"`).
-        rtol: adaptive methods: relative tolerance (default 1e-5).
-        atol: adaptive methods: absolute tolerance (default 1e-5).
-        max_steps: adaptive methods: the most steps before a `MaxStepsError` (default 10 000).
+        rtol: adaptive methods: relative tolerance (default 1e-5; refused for fixed-step ones).
+        atol: adaptive methods: absolute tolerance (default 1e-5; likewise).
+        max_steps: adaptive methods: the most steps before a `MaxStepsError` (default 10 000;
+            likewise).
         steps: fixed-step methods: the number of steps when `sample` gets no `steps=` (default
             100; `likelihood` takes it from here).
         grid: fixed-step methods: the step boundaries, a `Grid`, its name, or explicit times
@@ -146,16 +147,15 @@ class TorchDiffEq(Solver):
         self,
         method: str = "dopri5",
         *,
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        max_steps: int = DEFAULT_MAX_STEPS,
+        rtol: float | None = None,
+        atol: float | None = None,
+        max_steps: int | None = None,
         steps: int | None = None,
         grid=None,
         step_control: str = "all",
         options: dict | None = None,
     ):
         self.method = check_choice("method", method, (*ODE_ADAPTIVE, *ODE_FIXED))
-        self.rtol, self.atol, self.max_steps = _tolerances(rtol, atol, max_steps)
         adaptive = self.method in ODE_ADAPTIVE
         for name, value in (("steps", steps), ("grid", grid)):
             if value is not None and adaptive:
@@ -163,6 +163,17 @@ class TorchDiffEq(Solver):
                     f"{name} applies to the fixed-step methods {list(ODE_FIXED)}; adaptive "
                     f"method {self.method!r} chooses its own steps (got {name}={value!r})"
                 )
+        for name, value in (("rtol", rtol), ("atol", atol), ("max_steps", max_steps)):
+            if value is not None and not adaptive:
+                raise ValueError(
+                    f"{name} applies to the adaptive methods {list(ODE_ADAPTIVE)}; fixed-step "
+                    f"method {self.method!r} takes steps and a grid (got {name}={value!r})"
+                )
+        self.rtol, self.atol, self.max_steps = _tolerances(
+            1e-5 if rtol is None else rtol,
+            1e-5 if atol is None else atol,
+            DEFAULT_MAX_STEPS if max_steps is None else max_steps,
+        )
         self.steps = check_int("steps", steps, allow_none=True)
         self.grid = None if grid is None else as_grid(grid)
         self.step_control = check_choice("step_control", step_control, STEP_CONTROLS)
@@ -175,6 +186,13 @@ class TorchDiffEq(Solver):
     @property
     def default_steps(self) -> int | None:  # type: ignore[override]
         return 100 if self.method in ODE_FIXED else None
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.method in ODE_FIXED:  # their tolerances are unused defaults, refused if given
+            for name in ("rtol", "atol", "max_steps"):
+                del d["options"][name]
+        return d
 
     def score_calls(self, steps: int | None) -> int | None:
         return None

@@ -228,3 +228,20 @@ def test_order_allocation_makes_the_last_low_order_step_short():
     fine = torch.linspace(1.0, 1e-3**0.5, 11).square()
     torch.testing.assert_close(times["order"], fine[[0, 3, 6, 9, 10]])
     assert float(times["order"][-2]) < 0.02 < 0.07 < float(times["equal"][-2])
+
+
+def test_an_order_must_be_an_int_for_every_solver():
+    # DPMSolver and SDEDPMSolver accepted order=3.0 (UniPC refused it): one rule for all
+    for cls in (sdescore.DPMSolver, sdescore.SDEDPMSolver, sdescore.UniPC):
+        with pytest.raises(TypeError, match="order must be an int"):
+            cls(order=3.0)
+
+
+def test_fixed_step_torchdiffeq_refuses_tolerances():
+    # rtol/atol/max_steps were accepted and never used by a fixed-step method
+    for name in ("rtol", "atol", "max_steps"):
+        with pytest.raises(ValueError, match=f"{name} applies to the adaptive methods"):
+            sdescore.TorchDiffEq("rk4", **{name: 10})
+    assert sdescore.solvers.solver_from_dict(sdescore.TorchDiffEq("rk4", steps=3).to_dict()) == (
+        sdescore.TorchDiffEq("rk4", steps=3)
+    )
