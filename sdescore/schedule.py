@@ -268,7 +268,8 @@ class _Fit:
 
     def start(self) -> np.ndarray:
         """The best of the solver's own grid and the built-in rules, on the fitting draws."""
-        rules = [self.base.grid] if self.base.grid.steps is None else []
+        own = self.base.grid  # None for torchdiffeq's default (uniform in t, among the rules)
+        rules = [own] if own is not None and own.steps is None else []
         rules += [g() for g in GRIDS.values() if all(type(r) is not g for r in rules)]
         for rule in rules:
             try:
