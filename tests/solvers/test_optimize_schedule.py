@@ -129,3 +129,24 @@ def test_fitted_default_beats_the_unfitted_default_on_held_out_draws():
     default = _held_out(sdescore.Auto(), 10)
     assert default > 1e-2
     assert _held_out(fitted, None) < 0.5 * default
+
+
+@pytest.mark.slow
+def test_benchmark_script_runs_and_the_fitted_rows_win():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "fit_schedule.py"), "--quick"],
+        capture_output=True, text=True, check=True, cwd=root,
+    ).stdout  # fmt: skip
+    rows = {
+        line.split("|")[1].strip(): [float(c) for c in line.split("|")[2:-1]]
+        for line in out.splitlines()
+        if line.startswith("| ") and "grid" in line
+    }
+    for name in ("Auto", "iPNDM"):
+        plain, fitted = rows[f"{name}, sqrt t grid"], rows[f"{name}, fitted grid"]
+        assert all(f < p for f, p in zip(fitted, plain, strict=True)), (name, plain, fitted)
