@@ -5,6 +5,8 @@ with exactly `nfe` score calls, saves and loads), bad inputs raise errors that s
 give, and on eight Gaussians the fitted grid beats the unfitted default on held-out draws.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -122,13 +124,13 @@ def test_x_T_gives_the_fitting_draws_and_keeps_them():
 
 
 def test_fitted_default_beats_the_unfitted_default_on_held_out_draws():
-    # Eight Gaussians, exact score, 10 calls, 256 fitting draws (seed 0), 2048 held-out draws
-    # (seed 99). Measured: unfitted Auto 1.6e-2, fitted about 3e-3 (docs/sampling.md); the
-    # assertion asks for a factor 2, well inside that.
-    fitted = sdescore.optimize_schedule(PF, 10, shape=(256, 2), generator=_gen(0))
-    default = _held_out(sdescore.Auto(), 10)
+    # Eight Gaussians, exact score, 10 calls, 128 fitting draws (seed 0), 200 fitting solves,
+    # 1024 held-out draws (seed 99). Measured: unfitted Auto 1.6e-2, fitted 4.8e-3 (2.6e-3
+    # with the default 400 solves, docs/sampling.md); the assertion asks for a factor 2.
+    fitted = sdescore.optimize_schedule(PF, 10, shape=(128, 2), generator=_gen(0), max_solves=200)
+    default = _held_out(sdescore.Auto(), 10, n=1024)
     assert default > 1e-2
-    assert _held_out(fitted, None) < 0.5 * default
+    assert _held_out(fitted, None, n=1024) < 0.5 * default
 
 
 @pytest.mark.slow
@@ -150,3 +152,35 @@ def test_benchmark_script_runs_and_the_fitted_rows_win():
     for name in ("Auto", "iPNDM"):
         plain, fitted = rows[f"{name}, sqrt t grid"], rows[f"{name}, fitted grid"]
         assert all(f < p for f, p in zip(fitted, plain, strict=True)), (name, plain, fitted)
+
+
+class _OU(sdescore.SDE):
+    """dx = -x dt + dw: not a GaussianSDE to the package (no alpha, sigma, log-SNR)."""
+
+    def drift(self, x, t):
+        return -x
+
+    def diffusion(self, t):
+        return torch.ones_like(t)
+
+
+def test_a_non_gaussian_sde_is_fitted_in_time_with_a_torchdiffeq_method():
+    # With the score -x / (t + c) the PF ODE is dx/dt = x (1/(2(t + c)) - 1), stiff near t = 0:
+    # Euler's error on 3 steps from T = 1 to eps depends on the grid, and the fit (in t, with
+    # the dopri5 teacher) lowers it below the best built-in grid's.
+    c = 0.05
+    pf = _OU().probability_flow(lambda x, t: -x / (t[:, None] + c))
+    z = torch.randn(64, 1, generator=_gen(0), dtype=torch.float64)
+    euler = sdescore.TorchDiffEq("euler")
+    fitted = sdescore.optimize_schedule(pf, 3, x_T=z, solver=euler, max_solves=60)
+    assert fitted.grid.steps == 3
+    exact = z * math.exp((1.0 - EPS) + 0.5 * math.log((EPS + c) / (1.0 + c)))
+
+    def error(method, steps=None):
+        return (pf.sample(x_T=z, method=method, steps=steps, eps=EPS) - exact).abs().mean()
+
+    # measured: uniform 0.50, uniform in sqrt t 0.35, fitted 0.32 (converged)
+    assert error(fitted) < 0.7 * error(euler, 3)
+    assert error(fitted) < 0.95 * error(sdescore.TorchDiffEq("euler", grid="time_quadratic"), 3)
+    with pytest.raises(TypeError, match="GaussianSDE"):
+        sdescore.optimize_schedule(pf, 3, x_T=z)  # Auto needs alpha, sigma
