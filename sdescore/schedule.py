@@ -7,13 +7,13 @@ by minimising the solver's own final error against a teacher: prior draws are ca
 end time once by an accurate solve (the teacher), then the step boundaries are moved so that
 the fixed-step solver, run with exactly those boundaries, lands as close as possible to the
 teacher's end points. The boundaries are parameterised monotone by construction (softmax
-increments of the half log-SNR $\lambda_t$ between the fixed ends, so every candidate is a valid
-grid), and the objective is the benchmarks' metric, the mean of $|x - x_\text{teacher}|$ over
+increments of the half log-SNR $\lambda_t$ between the fixed ends, or of $t$ for an SDE that is
+not a `GaussianSDE`, so every candidate is a valid grid), and the objective is the benchmarks' metric, the mean of $|x - x_\text{teacher}|$ over
 draws and coordinates.
 
-Why not backpropagation, as in LD3: the solvers compute their step coefficients as float64
-numbers before their loop (one host read, none inside it), so they are not differentiable in
-the grid; and the parameters are few (one per step). A quasi-Newton search (L-BFGS-B) on
+Why not backpropagation, as in LD3: UniPC and iPNDM (and so `Auto`) compute their step
+coefficients as Python floats before their loop (one host read, none inside it), so they are
+not differentiable in the grid; and the parameters are few (one per step). A quasi-Newton search (L-BFGS-B) on
 finite-difference gradients of the actual solver's error works with every fixed-step ODE solver
 unchanged, multistep and predictor-corrector ones included, with no approximation of their
 local error. GITS (Chen et al., ICML 2024: dynamic programming over a fine grid with a
@@ -61,16 +61,17 @@ def optimize_schedule(
 
     Draws `shape` from the prior (or takes `x_T`), solves them accurately with `teacher`, then
     moves the solver's `n` step boundaries (interior ones; the ends stay at T and `eps`) to
-    minimise the mean $|x - x_\text{teacher}|$ of the solver's end points (LD3, Tong et al.,
-    ICLR 2025, with their objective; a derivative-free quasi-Newton search on
-    the log-SNR increments instead of backpropagation, see the module docstring). The search
+    minimise the mean $|x - x_\text{teacher}|$ of the solver's end points (the objective of
+    LD3, Tong et al., ICLR 2025: the student's distance to the teacher at the end; searched by
+    a derivative-free quasi-Newton method on the log-SNR increments instead of
+    backpropagation, see the module docstring). The search
     starts from the best of the solver's own grid and the built-in rules, and the result is
     never worse than that start on the fitting draws. Measure the result on other draws
     (`benchmarks/fit_schedule.py` does).
 
     Cost: the teacher's solve plus at most `max_solves` solves of `nfe` score calls on the
-    fitting draws (all without gradients), e.g. about 10 s for 10 calls on one CPU core for
-    eight Gaussians with 512 draws (docs/sampling.md, "Fitting a grid to the model").
+    fitting draws, all without gradients (measured in docs/sampling.md, "Fitting a grid to the
+    model").
 
     Args:
         process: the `ProbabilityFlowODE` (`sde.probability_flow(score_fn)`) whose score the
@@ -236,8 +237,8 @@ class _Fit:
         return self.process.sde.log_snr(t) if self.gaussian else t
 
     def times(self, theta: np.ndarray) -> torch.Tensor:
-        logits = torch.cat([torch.as_tensor(theta, dtype=torch.float64), torch.zeros(1)])
-        w = torch.softmax(logits.double(), 0)
+        logits = torch.as_tensor(theta, dtype=torch.float64)
+        w = torch.softmax(torch.cat([logits, logits.new_zeros(1)]), 0)
         a, b = self.ends
         u = a + (b - a) * torch.cat([torch.zeros(1, dtype=torch.float64), w.cumsum(0)])
         t = self.process.sde.t_from_log_snr(u) if self.gaussian else u.clone()
