@@ -33,6 +33,7 @@ from .models import (
     save_model,
 )
 from .reverse import ProbabilityFlowODE, ReverseSDE
+from .schedule import optimize_schedule
 from .sdes import (
     SDE,
     VESDE,
@@ -122,6 +123,7 @@ __all__ = [
     "LogSNR",
     "Karras",
     "Times",
+    "optimize_schedule",
     "ExpABM",
     # likelihood options
     "Hutchinson",

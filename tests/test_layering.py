@@ -22,6 +22,7 @@ PACKAGE = Path(sdescore.__file__).parent
 ABOVE_SOLVERS = (
     "sdescore.likelihood",
     "sdescore._likelihood_solver",
+    "sdescore.schedule",
     "sdescore.elbo",
     "sdescore.dequantization",
     "sdescore.divergence",
