@@ -518,7 +518,7 @@ def trajectories_figure(plt, save, args, sde, ema, grid_map, mark) -> None:
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
-    ax.set_title(f"PF-ODE trajectories (RK4, 50 steps){mark}", fontsize=10)
+    ax.set_title("PF-ODE trajectories (RK4, 50 steps)" + mark.replace(" [", "\n["), fontsize=10)
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     save(fig, "trajectories")
@@ -537,7 +537,9 @@ def loss_figure(plt, save, args, result, mark) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("denoising score-matching loss")
-    ax.set_title(f"training loss, {args.dataset}, {args.sde}{mark}", fontsize=10)
+    ax.set_title(
+        f"training loss, {args.dataset}, {args.sde}" + mark.replace(" [", "\n["), fontsize=10
+    )
     ax.legend()
     save(fig, "loss")
 
