@@ -204,7 +204,8 @@ def test_toy_2d_under_torchrun(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # rank 1 printed nothing and wrote nothing: one summary, one write, one file
-    assert proc.stdout.count("wrote ") == 1 and proc.stdout.count("test NLL") == 1
+    assert proc.stdout.count("wrote ") == 1 and len(re.findall(r"test NLL \d", proc.stdout)) == 1
+    assert proc.stdout.count("likelihood: test NLL") == 1  # the phase line, once
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["world_size"] == 2 and m["stages"]["PF ODE, auto"]["score_calls"] == 20
