@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import add_run_options
+from _common import add_run_options, quick_mark
 
 import sdescore
 from sdescore.toy import eight_gaussians
@@ -166,19 +166,39 @@ def main(argv=None) -> dict:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(2, len(SAMPLERS), figsize=(2.6 * len(SAMPLERS), 6.6))
+        # Five panels a row (the data and four samplers, one of each kind), rows labelled; the
+        # other samplers' numbers are in the table and metrics.json.
+        shown = ["PF ODE auto", "PF ODE dopri5", "reverse SDE pc", "annealed Langevin"]
+        fig, axes = plt.subplots(
+            2, 1 + len(shown), figsize=(17, 7.6), sharex=True, sharey=True, layout="constrained"
+        )
+        truth = data.sample(n, generator=gen, dtype=torch.float64)
         for i, (label, rows) in enumerate([("exact score", exact_rows), ("trained", model_rows)]):
-            for j, r in enumerate(rows):
+            by_name = {r["method"]: r for r in rows}
+            panels = [(f"data ({n} points)\nE log p {floor:.2f}", truth)] + [
+                (
+                    f"{name}, {by_name[name]['nfe']} calls\n"
+                    f"E log p {by_name[name]['exact_log_prob']:.2f}",
+                    by_name[name]["samples"],
+                )
+                for name in shown
+            ]
+            for j, (title, pts) in enumerate(panels):
                 ax = axes[i, j]
-                ax.scatter(r["samples"][:, 0], r["samples"][:, 1], s=0.5, alpha=0.4)
+                ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
                 ax.set_xlim(-6, 6)
                 ax.set_ylim(-6, 6)
                 ax.set_aspect("equal")
-                ax.set_title(f"{r['method']}\n{label}, {r['nfe']} calls", fontsize=7)
-                ax.tick_params(labelsize=6)
-        fig.suptitle("cosine LinearSDE: every sampler, exact score (top) and trained (bottom)")
-        fig.tight_layout()
-        fig.savefig(out / "samples.png", dpi=90)
+                ax.set_title(title, fontsize=10)
+                if i == 1:
+                    ax.set_xlabel("$x_1$")
+            axes[i, 0].set_ylabel(f"{label}\n$x_2$", fontsize=11)
+        fig.suptitle(
+            f"cosine LinearSDE, {n} samples per panel: exact score (top), trained network, "
+            f"{steps} steps (bottom); E log p: mean exact log-density (nats)"
+            + quick_mark(args.quick)
+        )
+        fig.savefig(out / "samples.png", dpi=90, bbox_inches="tight")
         plt.close(fig)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out}/metrics.json" + ("" if args.no_plots else f" and {out}/samples.png"))

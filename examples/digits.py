@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import add_run_options, launch
+from _common import add_run_options, launch, quick_mark
 
 import sdescore
 from sdescore.dequantization import dequantize
@@ -271,7 +271,9 @@ def run_example(args, job) -> dict:
         (out / "metrics.json").write_text(json.dumps(report, indent=2))
     written = ["metrics.json"]
     if job.is_main and not args.no_plots:
-        written += figures(out, samples, res, test, all_train, idx_s, d_s, d_t, result, table)
+        written += figures(
+            out, samples, res, test, all_train, idx_s, d_s, d_t, result, table, args.quick
+        )
         written += ["inpainting.png"] * ("class_agreement" in report["inpainting"])
     print(f"wrote to {out}: " + ", ".join(written))
     return report
@@ -334,7 +336,8 @@ def inpainting(ema, sde, test, args, dev, out) -> dict:
                       vmin=-1, vmax=1)  # fmt: skip
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
-        fig.suptitle("inpainting: the top half is known", fontsize=9)
+        mark = quick_mark(args.quick).replace(" [", "\n[")
+        fig.suptitle("inpainting: the top half is known" + mark, fontsize=9)
         fig.savefig(out / "inpainting.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
     return report
@@ -418,12 +421,14 @@ def sample_metrics(samples, as_pix, test, train) -> dict:
     return {"fid_digits": {"value": m.value, "floor": m.floor, "n": m.n}}
 
 
-def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> list[str]:
+def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table, quick) -> list[str]:
     """Write the four summary figures; return their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    mark = quick_mark(quick)
 
     def grid(imgs, rows, cols):
         # a one-pixel white border around each digit keeps neighbours apart
@@ -448,7 +453,9 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> l
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.colorbar(im, ax=axes, label="pixel value (-1 white, 1 black)", shrink=0.8)
-    fig.savefig(out / "samples.png", dpi=100)
+    if mark:
+        fig.suptitle(mark.strip(), fontsize=10)
+    fig.savefig(out / "samples.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
     traj, times = res.trajectory.cpu(), res.times.cpu()
@@ -462,7 +469,10 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> l
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
         axes[0, j].set_title(f"t={times[s].item():.2f}", fontsize=8)
-    fig.suptitle("PF-ODE trajectories: prior (t = T) to data (t = ε), 4 samples", fontsize=10)
+    fig.suptitle(
+        "PF-ODE trajectories: prior (t = T) to data (t = ε), 4 samples" + mark.replace(" [", "\n["),
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(out / "trajectories.png", dpi=100)
     plt.close(fig)
@@ -489,7 +499,9 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> l
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     ax.set_title("copies would sit near 0; test images show the spread to expect", fontsize=8)
-    fig.savefig(out / "nearest_train.png", dpi=100)
+    if mark:
+        fig.suptitle(mark.strip(), fontsize=10)
+    fig.savefig(out / "nearest_train.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -500,7 +512,7 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table) -> l
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("denoising loss (eps)")
-    ax.set_title("training loss, 8x8 digits", fontsize=9)
+    ax.set_title("training loss, 8x8 digits" + mark.replace(" [", "\n["), fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "loss.png", dpi=100)

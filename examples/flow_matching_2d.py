@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 
 import torch
+from _common import quick_mark
 
 import sdescore
 from sdescore.metrics import sliced_wasserstein
@@ -139,7 +140,9 @@ def main(argv=None) -> dict:
         for ax, pts, title in ((axes[0], fresh, "data"), (axes[1], x, "flow matching, 20 calls")):
             ax.scatter(pts[:, 0], pts[:, 1], s=1)
             ax.set(title=title, xlim=(-6, 6), ylim=(-6, 6), aspect="equal")
-        fig.savefig(out / "samples.png", dpi=100)
+            ax.set(xlabel="$x_1$", ylabel="$x_2$")
+        fig.suptitle(f"{args.samples} points per panel" + quick_mark(args.quick))
+        fig.savefig(out / "samples.png", dpi=100, bbox_inches="tight")
     assert all(math.isfinite(v["model"]["sw2"]) for v in rows.values())
     return metrics
 

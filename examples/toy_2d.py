@@ -11,9 +11,12 @@ exact trace; prints a summary table. Writes into --out (default outputs/toy_2d/)
 score_field.png, density.png, trajectories.png, loss.png and metrics.json. For eight Gaussians
 the exact density and score are known and shown beside the model's.
 
-A sample-quality check compares each sampler's sliced Wasserstein-2 distance to fresh data
-against its floor (the same distance between two independent data sets of the same size) and
-warns when a run is clearly off.
+A sample-quality check compares each sampler's sliced Wasserstein-2 distance (and histogram TV)
+to fresh data with what exact data scores: the same metric between independent data sets of the
+samplers' size, its mean and sd over 8 pairs (a reference to match, not a floor: a value below
+it is chance), and warns when a run is clearly off. Every phase prints a line with its time.
+metrics.json names each field with its unit (`_nats`, `_seconds`, `_data_units`, ...) and
+holds a `units` legend.
 """
 
 from __future__ import annotations
@@ -22,12 +25,11 @@ import argparse
 import copy
 import json
 import math
-import time
 import warnings
 from pathlib import Path
 
 import torch
-from _common import add_run_options, histogram_tv, launch
+from _common import Phase, add_run_options, data_reference, histogram_tv, launch, quick_mark
 
 import sdescore
 from sdescore.metrics import sliced_wasserstein
@@ -55,6 +57,26 @@ DEFAULT_OBJECTIVE = {"rings": ("eps", "likelihood")}
 # their measured NLL gap.
 X_FEATURES = (64, 0.5)
 DEFAULT_X_FEATURES = {"eight_gaussians": (0, X_FEATURES[1])}
+# metrics.json: every number's unit (a suffix in its name, and this legend in the file).
+UNITS = {
+    "_nats": "natural-log units of (log-)density",
+    "test_bits_per_dim": "bits per dimension (test NLL / (2 ln 2))",
+    "_seconds": "wall-clock seconds",
+    "score_calls": "score-network evaluations (batched; one per solver stage)",
+    "optimizer_steps": "optimizer (Adam) steps of training",
+    "_data_units": "units of the data's coordinates (the toy data span about 8)",
+    "_probability": "probability mass, in [0, 1] (total variation of 30 x 30 histograms)",
+    "final_loss": "mean training loss of the last 100 steps (the --weighting DSM objective, "
+    "dimensionless)",
+    "data_reference": "each sampler metric for exact data: mean and sd over independent pairs of "
+    "sets of points_per_set points (what a perfect sampler scores; not a floor)",
+}
+# The summary's columns: sampler metric -> its header.
+TABLE = {
+    "sliced_w2_data_units": "SW2",
+    "hist_tv_probability": "hist TV",
+    "exact_log_prob_nats": "E log p",
+}
 LIMIT = 6.0  # plots cover [-LIMIT, LIMIT]^2; every toy dataset lies in about [-4.5, 4.5]^2
 
 
@@ -135,12 +157,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     with launch(args.device) as job:  # one process, or one rank of torchrun
@@ -183,7 +199,7 @@ def run_example(args, job) -> dict:
         progress=True,
     )
     ema = result.ema_model.eval()
-    stages = {"train": {"nfe": args.steps, "seconds": result.seconds}}
+    stages = {"train": {"optimizer_steps": args.steps, "wall_seconds": result.seconds}}
 
     # Four samplers on the same model; a fresh generator each so they are comparable.
     n = args.samples
@@ -226,48 +242,50 @@ def run_example(args, job) -> dict:
         ),
     }
     gen_dev = torch.Generator(dev).manual_seed(args.seed + 1)
-    # Sample quality: sliced W2 to fresh data; its floor is the same distance for real data.
+    # Sample quality against fresh data (n points, as many as each sampler draws); the reference
+    # is what exact data of that size scores on the same metrics (mean and sd over 8 pairs).
     reference = sample_toy(args.dataset, n, generator=gen)
-    independent = sample_toy(args.dataset, n, generator=gen)
-    floor = None
+    metrics = {
+        "sliced_w2_data_units": lambda a, b: (
+            sliced_wasserstein(a, b, generator=torch.Generator().manual_seed(0)).value
+        ),
+        "hist_tv_probability": histogram_tv,
+    }
+    if exact is not None:
+        metrics["exact_log_prob_nats"] = lambda a, b: exact.log_prob(a.double().cpu()).mean()
     samples, rows = {}, []
     with torch.no_grad():
         for name, run in samplers.items():
             gen_dev.manual_seed(args.seed + 1)
-            info, secs = timed(lambda run=run: run(gen_dev))
-            x = info.samples
-            sw_metric = sliced_wasserstein(
-                x.cpu(),
-                reference,
-                reference=independent,
-                generator=torch.Generator().manual_seed(0),
-            )
-            sw, floor = sw_metric.value, sw_metric.floor
-            tv = histogram_tv(x, reference)
-            row = {"method": name, "nfe": info.nfe, "seconds": secs, "sliced_w2": sw, "hist_tv": tv}
-            if exact is not None:
-                row["exact_log_prob"] = exact.log_prob(x.double().cpu()).mean().item()
-            samples[name], rows = x.cpu(), [*rows, row]
-            stages[name] = {"nfe": info.nfe, "seconds": secs}
+            with Phase(f"sampling: {name}, {n} points") as ph:
+                info = run(gen_dev)
+            x = info.samples.cpu()
+            row = {"method": name, "score_calls": info.nfe, "wall_seconds": ph.seconds}
+            row.update({key: float(fn(x, reference)) for key, fn in metrics.items()})
+            samples[name], rows = x, [*rows, row]
+            stages[name] = {"score_calls": info.nfe, "wall_seconds": ph.seconds}
+    with Phase("reference: the same metrics for exact data, 8 pairs of independent sets"):
+        data_ref = data_reference(
+            lambda k: sample_toy(args.dataset, k, generator=gen), n, metrics, pairs=8
+        )
 
     # Test NLL in float64 through the PF ODE with the exact divergence (d = 2: two extra passes).
     ema64 = copy.deepcopy(ema).double()
-    lik, secs = timed(
-        lambda: job.sharded(
+    with Phase(f"likelihood: test NLL of {args.test_points} points (PF ODE, exact trace)") as ph:
+        lik = job.sharded(
             sdescore.likelihood, ema64, test_data.double(), estimator="exact", batch_size=1024
         )
-    )
     nll = -lik.log_prob.mean().item()
     se = lik.log_prob.std().item() / args.test_points**0.5
-    stages["likelihood"] = {"nfe": lik.nfe, "seconds": secs}
+    stages["likelihood"] = {"score_calls": lik.nfe, "wall_seconds": ph.seconds}
     report = {
-        "test_nll": nll,
-        "test_nll_se": se,
-        "bits_per_dim": lik.bits_per_dim.mean().item(),
+        "units": UNITS,
+        "test_nll_nats": nll,
+        "test_nll_se_nats": se,
+        "test_bits_per_dim": lik.bits_per_dim.mean().item(),
         "final_loss": float(result.losses[-100:].mean()),
-        "sliced_w2_floor": floor,
-        "hist_tv_floor": histogram_tv(independent, reference),
         "samplers": rows,
+        "data_reference": data_ref,
         "stages": stages,
         "config": {k: v for k, v in vars(args).items()},
         "version": sdescore.__version__,
@@ -275,115 +293,161 @@ def run_example(args, job) -> dict:
         "world_size": job.world_size,
     }
     if exact is not None:
-        report["exact_nll"] = -exact.log_prob(test_data.double().cpu()).mean().item()
-        report["nll_gap"] = nll - report["exact_nll"]
-        report["exact_log_prob_floor"] = exact.log_prob(reference.double().cpu()).mean().item()
+        report["exact_nll_nats"] = -exact.log_prob(test_data.double().cpu()).mean().item()
+        report["nll_gap_nats"] = nll - report["exact_nll_nats"]
 
     print_summary(report, args)
     warn_if_off(report, args)
     if job.is_main and not args.no_plots:  # only rank 0 writes
-        figures(out, args, sde, ema, ema64, exact, test_data.cpu(), samples, rows, result, gen)
+        figures(out, args, sde, ema, ema64, exact, reference, samples, report, result)
     if job.is_main:
         (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}/metrics.json" + ("" if args.no_plots else " and five figures"))
+    names = "" if args.no_plots else ", " + ", ".join(f"{f}.png" for f in FIGURES)
+    print(f"wrote to {out}: metrics.json{names}")
     return report
 
 
 def print_summary(report: dict, args) -> None:
-    exact = "exact_log_prob" in report["samplers"][0]
-    head = f"{'stage':<30}{'score calls':>12}{'seconds':>9}{'SW2':>8}{'hist TV':>9}" + (
-        f"{'E log p':>9}" if exact else ""
+    keys = [k for k in TABLE if k in report["samplers"][0]]
+    head = f"{'stage':<30}{'score calls':>12}{'seconds':>9}" + "".join(
+        f"{TABLE[k]:>9}" for k in keys
     )
     print("\n" + head + "\n" + "-" * len(head))
     train = report["stages"]["train"]
-    print(f"{'train (optimizer steps)':<30}{train['nfe']:>12}{train['seconds']:>9.1f}")
+    print(f"{'train (optimizer steps)':<30}{train['optimizer_steps']:>12}", end="")
+    print(f"{train['wall_seconds']:>9.1f}")
     for r in report["samplers"]:
-        line = f"{r['method']:<30}{r['nfe']:>12}{r['seconds']:>9.1f}{r['sliced_w2']:>8.3f}"
-        line += f"{r['hist_tv']:>9.3f}"
-        print(line + (f"{r['exact_log_prob']:>9.3f}" if exact else ""))
-    floor = f"{'data vs data (floor)':<30}{'':>12}{'':>9}{report['sliced_w2_floor']:>8.3f}"
-    floor += f"{report['hist_tv_floor']:>9.3f}"
-    print(floor + (f"{report['exact_log_prob_floor']:>9.3f}" if exact else ""))
+        line = f"{r['method']:<30}{r['score_calls']:>12}{r['wall_seconds']:>9.1f}"
+        print(line + "".join(f"{r[k]:>9.3f}" for k in keys))
+    ref = report["data_reference"]
+    print(
+        f"{'exact data (mean of 8 pairs)':<30}{'':>21}"
+        + "".join(f"{ref[k]['mean']:>9.3f}" for k in keys)
+    )
+    print(
+        f"{'  its sd (chance spread)':<30}{'':>21}" + "".join(f"{ref[k]['sd']:>9.3f}" for k in keys)
+    )
     lik = report["stages"]["likelihood"]
     print(
-        f"{'likelihood (exact trace)':<30}{lik['nfe']:>12}{lik['seconds']:>9.1f}\n\n"
-        f"test NLL {report['test_nll']:.4f} ± {report['test_nll_se']:.4f} nats "
-        f"({report['bits_per_dim']:.4f} bits/dim) on {args.test_points} points"
+        f"{'likelihood (exact trace)':<30}{lik['score_calls']:>12}{lik['wall_seconds']:>9.1f}\n\n"
+        f"test NLL {report['test_nll_nats']:.4f} ± {report['test_nll_se_nats']:.4f} nats "
+        f"({report['test_bits_per_dim']:.4f} bits/dim) on {args.test_points} points"
     )
-    if "exact_nll" in report:
+    if "exact_nll_nats" in report:
         print(
-            f"exact NLL of the same points {report['exact_nll']:.4f}: gap {report['nll_gap']:+.4f}"
+            f"exact NLL of the same points {report['exact_nll_nats']:.4f} nats: "
+            f"gap {report['nll_gap_nats']:+.4f}"
         )
     print(
-        "SW2: sliced Wasserstein-2 to fresh data; hist TV: total variation between 2-D histograms "
-        "(30 x 30 bins); E log p: mean exact log-density of the samples"
+        f"each against {ref['points_per_set']} fresh data points. SW2: sliced Wasserstein-2 "
+        "(data units); hist TV: total variation between 2-D histograms (30 x 30 bins); "
+        "E log p: mean exact log-density of the samples (nats). Exact data scores the reference "
+        "row give or take its sd: a sampler below it is chance, not better than data (for "
+        "E log p, above it means samples crowd the modes)."
     )
 
 
 def warn_if_off(report: dict, args) -> None:
-    """Warn when a sampler's distance to the data is far from the floor, or the NLL gap is large."""
-    floor = report["sliced_w2_floor"]
+    """Warn when a sampler is many sds from what exact data scores, or the NLL gap is large."""
+    ref = report["data_reference"]
+    sw, tv = ref["sliced_w2_data_units"], ref["hist_tv_probability"]
     for r in report["samplers"]:
-        # 3x the floor plus 0.05 (in data units, the data span ~8): clearly visible in samples.png.
-        if r["sliced_w2"] > 3 * floor + 0.05:
+        # 3x the data's value plus 0.05 (in data units, the data span ~8): clearly visible in
+        # samples.png, and far beyond chance (the sd is ~0.01 at 4,096 points).
+        if r["sliced_w2_data_units"] > 3 * sw["mean"] + 0.05:
             warnings.warn(
-                f"{r['method']}: sliced W2 {r['sliced_w2']:.3f} is far from its floor {floor:.3f}; "
-                f"the samples do not match the data (train longer than --steps {args.steps}?)",
+                f"{r['method']}: sliced W2 {r['sliced_w2_data_units']:.3f} is far from exact "
+                f"data's {sw['mean']:.3f} ± {sw['sd']:.3f}; the samples do not match the data "
+                f"(train longer than --steps {args.steps}?)",
                 stacklevel=2,
             )
         # Sliced distances miss structure finer than the data's spread (rings vs a uniform disc:
-        # TV 0.52 against a floor of 0.17); the histogram sees it. A blurred but recognisable
-        # checkerboard stays below this line (TV 0.27, floor 0.17).
-        tv_floor = report["hist_tv_floor"]
-        if r["hist_tv"] > 2 * tv_floor + 0.05:
+        # TV 0.52 against exact data's 0.17); the histogram sees it. A blurred but recognisable
+        # checkerboard stays below this line (TV 0.27, exact data 0.17).
+        if r["hist_tv_probability"] > 2 * tv["mean"] + 0.05:
             warnings.warn(
-                f"{r['method']}: histogram TV {r['hist_tv']:.3f} is far from its floor "
-                f"{tv_floor:.3f}; the samples miss the data's structure (look at samples.png; "
-                f"train longer than --steps {args.steps}?)",
+                f"{r['method']}: histogram TV {r['hist_tv_probability']:.3f} is far from exact "
+                f"data's {tv['mean']:.3f} ± {tv['sd']:.3f}; the samples miss the data's structure "
+                f"(look at samples.png; train longer than --steps {args.steps}?)",
                 stacklevel=2,
             )
-    if "nll_gap" in report and report["nll_gap"] > 0.1 and not args.quick:
+    if "nll_gap_nats" in report and report["nll_gap_nats"] > 0.1 and not args.quick:
         warnings.warn(
-            f"test NLL is {report['nll_gap']:.3f} nats above the exact NLL (expected < 0.05)",
+            f"test NLL is {report['nll_gap_nats']:.3f} nats above the exact NLL (expected < 0.05)",
             stacklevel=2,
         )
 
 
-def figures(out, args, sde, ema, ema64, exact, test_data, samples, rows, result, gen) -> None:
+FIGURES = ("samples", "score_field", "density", "trajectories", "loss")
+
+
+def figures(out, args, sde, ema, ema64, exact, data, samples, report, result) -> None:
+    """The five figures, each a phase with its time; `data` has as many points as each sampler."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    mark = quick_mark(args.quick)
+
     def square(ax, title):
         ax.set_xlim(-LIMIT, LIMIT)
         ax.set_ylim(-LIMIT, LIMIT)
         ax.set_aspect("equal")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
 
-    # samples.png: data beside each sampler, same axes.
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.3))
-    panels = [("data (test split)", test_data)] + [
-        (f"{r['method']}\n{r['nfe']} score calls, SW2 {r['sliced_w2']:.3f}", samples[r["method"]])
+    def save(fig, name):
+        # bbox "tight": axis labels of equal-aspect panels are never cut at the edge
+        fig.savefig(out / f"{name}.png", dpi=90, bbox_inches="tight", pad_inches=0.1)
+        plt.close(fig)
+
+    with Phase("figure samples.png"):
+        samples_figure(plt, square, save, args, data, samples, report, mark)
+    with Phase("figure score_field.png"):
+        score_figure(plt, square, save, sde, ema, exact, mark)
+    # the model's log-density on a grid: a likelihood solve per point, the longest figure
+    with Phase(f"figure density.png (likelihood on a {args.grid} x {args.grid} grid)"):
+        grid_map = density_figure(plt, square, save, args, ema64, exact, mark)
+    with Phase("figure trajectories.png"):
+        trajectories_figure(plt, save, args, sde, ema, grid_map, mark)
+    with Phase("figure loss.png"):
+        loss_figure(plt, save, args, result, mark)
+
+
+def samples_figure(plt, square, save, args, data, samples, report, mark) -> None:
+    """samples.png: fresh data beside each sampler, as many points each, same axes."""
+    rows, ref = report["samplers"], report["data_reference"]["sliced_w2_data_units"]
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4.8), layout="constrained")
+    data_title = f"fresh data\nanother data set: SW2 {ref['mean']:.3f} ± {ref['sd']:.3f}"
+    panels = [(data_title, data)] + [
+        (
+            f"{r['method']}\n{r['score_calls']} score calls, SW2 {r['sliced_w2_data_units']:.3f}",
+            samples[r["method"]],
+        )
         for r in rows
     ]
     for ax, (title, pts) in zip(axes, panels, strict=True):
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.4)
         square(ax, title)
-    fig.suptitle(f"{args.dataset}, {args.sde} SDE, {args.steps} training steps")
-    fig.tight_layout()
-    fig.savefig(out / "samples.png", dpi=90)
-    plt.close(fig)
+    fig.suptitle(
+        f"{args.dataset}, {args.sde} SDE, {args.steps} training steps; {len(data)} points per "
+        f"panel; SW2: sliced Wasserstein-2 to fresh data{mark}"
+    )
+    save(fig, "samples")
 
-    # score_field.png: learned score at 3 noise levels, beside the exact one where known.
+
+def score_figure(plt, square, save, sde, ema, exact, mark) -> None:
+    """score_field.png: learned score at 3 noise levels, beside the exact one where known."""
     times = [0.05 * sde.T, 0.2 * sde.T, 0.5 * sde.T]
     ticks = torch.linspace(-LIMIT + 0.5, LIMIT - 0.5, 17)
     gx, gy = torch.meshgrid(ticks, ticks, indexing="xy")
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
     rows_fig = 2 if exact is not None else 1
-    fig, axes = plt.subplots(rows_fig, 3, figsize=(13, 4.4 * rows_fig), squeeze=False)
+    fig, axes = plt.subplots(
+        rows_fig, 3, figsize=(13, 4.6 * rows_fig), squeeze=False, layout="constrained"
+    )
     for j, t in enumerate(times):
         sigma = sde.marginal_prob(torch.zeros(1, 2), torch.tensor([t]))[1].item()
         fields = [("model", ema.cpu())]
@@ -401,11 +465,13 @@ def figures(out, args, sde, ema, ema64, exact, test_data, samples, rows, result,
             q.set_clim(0, top)
             fig.colorbar(q, ax=ax, label="|score|")
             square(ax, f"{label} score at t = {t:.2f} (σ = {sigma:.2f})")
-    fig.tight_layout()
-    fig.savefig(out / "score_field.png", dpi=90)
-    plt.close(fig)
+    fig.suptitle(f"score field: arrows its direction, colour its norm{mark}")
+    save(fig, "score_field")
 
-    # density.png: model log-density on a grid from the likelihood, beside the exact one.
+
+def density_figure(plt, square, save, args, ema64, exact, mark):
+    """density.png: model log-density on a grid from the likelihood, beside the exact one;
+    returns `(gx, gy, model map, top)` for the trajectories' background."""
     ticks = torch.linspace(-LIMIT, LIMIT, args.grid, dtype=torch.float64)
     gx, gy = torch.meshgrid(ticks, ticks, indexing="xy")
     grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
@@ -415,19 +481,24 @@ def figures(out, args, sde, ema, ema64, exact, test_data, samples, rows, result,
     if exact is not None:
         maps.append(("exact log-density", exact.log_prob(grid)))
     top = max(m.max().item() for _, m in maps)
-    fig, axes = plt.subplots(1, len(maps), figsize=(5.6 * len(maps), 4.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(maps), figsize=(5.6 * len(maps), 5.0), squeeze=False, layout="constrained"
+    )
     for ax, (title, m) in zip(axes[0], maps, strict=True):
         im = ax.pcolormesh(
             gx, gy, m.reshape(gx.shape).clamp_min(top - 12), vmin=top - 12, vmax=top, cmap="magma"
         )
         fig.colorbar(im, ax=ax, label="log p(x) [nats]")
         square(ax, title)
-    fig.tight_layout()
-    fig.savefig(out / "density.png", dpi=90)
-    plt.close(fig)
-    model_map = maps[0][1].reshape(gx.shape)
+    if mark:
+        fig.suptitle(mark.strip())
+    save(fig, "density")
+    return gx, gy, maps[0][1].reshape(gx.shape), top
 
-    # trajectories.png: PF-ODE paths from the prior to the data over the model density.
+
+def trajectories_figure(plt, save, args, sde, ema, grid_map, mark) -> None:
+    """trajectories.png: PF-ODE paths from the prior to the data over the model density."""
+    gx, gy, model_map, top = grid_map
     g = torch.Generator().manual_seed(args.seed + 2)
     with torch.no_grad():
         traj = sde.probability_flow(ema.cpu()).sample(
@@ -435,7 +506,7 @@ def figures(out, args, sde, ema, ema64, exact, test_data, samples, rows, result,
         )
     paths = traj.trajectory
     start_spread = paths[0].abs().max().item()
-    fig, ax = plt.subplots(figsize=(6, 5.4))
+    fig, ax = plt.subplots(figsize=(6, 5.4), layout="constrained")
     im = ax.pcolormesh(gx, gy, model_map.clamp_min(top - 12), vmin=top - 12, vmax=top, cmap="magma")
     fig.colorbar(im, ax=ax, label="model log p(x) [nats]")
     for k in range(paths.shape[1]):
@@ -447,30 +518,30 @@ def figures(out, args, sde, ema, ema64, exact, test_data, samples, rows, result,
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
-    ax.set_title("PF-ODE trajectories (RK4, 50 steps)", fontsize=9)
+    ax.set_title("PF-ODE trajectories (RK4, 50 steps)" + mark.replace(" [", "\n["), fontsize=10)
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
-    fig.tight_layout()
-    fig.savefig(out / "trajectories.png", dpi=90)
-    plt.close(fig)
+    save(fig, "trajectories")
 
-    # loss.png: training loss per step and its exponential moving average.
+
+def loss_figure(plt, save, args, result, mark) -> None:
+    """loss.png: training loss per step and its exponential moving average."""
     losses = torch.as_tensor(result.losses, dtype=torch.float64)
     smooth, acc = torch.empty_like(losses), losses[0].item()
     for i, v in enumerate(losses.tolist()):
         acc = 0.98 * acc + 0.02 * v
         smooth[i] = acc
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.plot(losses, lw=0.5, alpha=0.4, label="loss per step")
     ax.plot(smooth, lw=1.5, label="EMA (0.98)")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("denoising score-matching loss")
-    ax.set_title(f"training loss, {args.dataset}, {args.sde}", fontsize=9)
+    ax.set_title(
+        f"training loss, {args.dataset}, {args.sde}" + mark.replace(" [", "\n["), fontsize=10
+    )
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=90)
-    plt.close(fig)
+    save(fig, "loss")
 
 
 if __name__ == "__main__":

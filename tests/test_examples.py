@@ -6,9 +6,11 @@ Running an example puts a test in the slow tier; the in-process check of the exa
 (`test_toy_2d_rings_defaults`) stays in the fast loop.
 """
 
+import importlib.util
 import json
 import math
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -52,14 +54,48 @@ def test_toy_2d_quick(tmp_path):
     m = run_example("toy_2d.py", tmp_path)
     for fig in ("samples", "score_field", "density", "trajectories", "loss"):
         assert (tmp_path / f"{fig}.png").stat().st_size > 10_000, fig
-    for key in ("test_nll", "test_nll_se", "exact_nll", "stages", "config", "version", "seed"):
+    for key in ("test_nll_nats", "test_nll_se_nats", "exact_nll_nats", "stages", "config"):
         assert key in m, key
-    for stage in ("train", "likelihood", "PF ODE, auto", "annealed Langevin"):
-        assert {"nfe", "seconds"} <= set(m["stages"][stage]), stage
-    assert m["stages"]["PF ODE, auto"]["nfe"] == 20
+    # issue 25 item 18: training counts optimizer steps, samplers and likelihood score calls
+    assert set(m["stages"]["train"]) == {"optimizer_steps", "wall_seconds"}
+    for stage in ("likelihood", "PF ODE, auto", "annealed Langevin"):
+        assert set(m["stages"][stage]) == {"score_calls", "wall_seconds"}, stage
+    assert m["stages"]["PF ODE, auto"]["score_calls"] == 20
     assert all(math.isfinite(v) for v in finite_numbers(m))
     # 300 quick steps from the fitted Gaussian baseline: within a few nats of the exact NLL
-    assert abs(m["test_nll"] - m["exact_nll"]) < 8.0
+    assert abs(m["test_nll_nats"] - m["exact_nll_nats"]) < 8.0
+    assert_units(m)
+    # every phase said it started and how long it took; the quick run says so in each figure
+    said = (tmp_path / "stdout.txt").read_text()
+    for phase in ("sampling: PF ODE, auto", "likelihood: test NLL", "figure density.png"):
+        assert re.search(re.escape(phase) + r".* \.\.\. \d+\.\d s", said), phase
+    assert "[--quick run" in example_module("toy_2d.py").quick_mark(True)
+
+
+def assert_units(m: dict) -> None:
+    """Every number in toy_2d's metrics.json names its unit (issue 25 item 18), and the legend
+    explains each suffix."""
+    unit_words = ("_nats", "_seconds", "score_calls", "optimizer_steps", "_data_units")
+    unit_words += ("_probability", "bits_per_dim", "final_loss", "seed", "world_size")
+
+    def walk(obj, path):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                yield from walk(v, (*path, k))
+        elif isinstance(obj, list):
+            for v in obj:
+                yield from walk(v, path)
+        elif isinstance(obj, int | float) and not isinstance(obj, bool):
+            yield path
+
+    for path in walk({k: v for k, v in m.items() if k not in ("config", "units")}, ()):
+        # mean/sd/pairs/points_per_set inside data_reference take the unit of their metric
+        named = [p for p in path if p not in ("mean", "sd")]
+        assert any(w in "/".join(named) for w in unit_words) or named[-1] in (
+            "pairs",
+            "points_per_set",
+        ), path
+    assert {"_nats", "_seconds", "_data_units", "_probability", "data_reference"} <= set(m["units"])
 
 
 @pytest.mark.slow
@@ -68,7 +104,7 @@ def test_toy_2d_no_plots_other_sde(tmp_path):
         "toy_2d.py", tmp_path, "--dataset", "two_moons", "--sde", "cosine", "--no-plots"
     )
     assert not list(tmp_path.glob("*.png"))
-    assert "exact_nll" not in m and m["config"]["sde"] == "cosine"
+    assert "exact_nll_nats" not in m and m["config"]["sde"] == "cosine"
     assert all(math.isfinite(v) for v in finite_numbers(m))
 
 
@@ -168,11 +204,64 @@ def test_toy_2d_under_torchrun(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # rank 1 printed nothing and wrote nothing: one summary, one write, one file
-    assert proc.stdout.count("wrote ") == 1 and proc.stdout.count("test NLL") == 1
+    assert proc.stdout.count("wrote ") == 1 and len(re.findall(r"test NLL \d", proc.stdout)) == 1
+    assert proc.stdout.count("likelihood: test NLL") == 1  # the phase line, once
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["world_size"] == 2 and m["stages"]["PF ODE, auto"]["nfe"] == 20
+    assert m["world_size"] == 2 and m["stages"]["PF ODE, auto"]["score_calls"] == 20
     assert all(math.isfinite(v) for v in finite_numbers(m))
     # A quick run (300 steps; the noise streams differ from one process's): sane, not tuned.
-    assert abs(m["test_nll"] - m["exact_nll"]) < 20.0 and m["final_loss"] < 0.6
-    assert all(r["sliced_w2"] < 5 * m["sliced_w2_floor"] + 0.5 for r in m["samplers"])
+    assert abs(m["test_nll_nats"] - m["exact_nll_nats"]) < 20.0 and m["final_loss"] < 0.6
+    sw = m["data_reference"]["sliced_w2_data_units"]["mean"]
+    assert all(r["sliced_w2_data_units"] < 5 * sw + 0.5 for r in m["samplers"])
+
+
+def example_module(name: str):
+    """An example script as a module, its `_common` import found on the path."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            name.removesuffix(".py") + "_ex", EXAMPLES / name
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
+
+
+def test_data_reference_is_what_exact_data_scores():
+    """Issue 25 item 18: toy_2d's "floor" was one draw of the metric between two data sets, which a
+    correct sampler undercut by chance, and E log p's "floor" is no floor at all. The reference is
+    now the metric's mean and sd over independent pairs of exact data sets of the samplers' size:
+    exact samples (a perfect sampler) land within its spread, a wrong sampler many sds above."""
+    import torch
+
+    from sdescore.metrics import sliced_wasserstein
+    from sdescore.toy import eight_gaussians
+
+    common = example_module("_common.py")
+    data = eight_gaussians()
+    g = torch.Generator().manual_seed(0)
+
+    def draw(n):
+        return data.sample(n, generator=g, dtype=torch.float64)
+
+    metrics = {
+        "sw2": lambda a, b: (
+            sliced_wasserstein(a, b, generator=torch.Generator().manual_seed(0)).value
+        ),
+        "tv": common.histogram_tv,
+    }
+    ref = common.data_reference(draw, 1024, metrics, pairs=16)
+    assert ref["pairs"] == 16 and ref["points_per_set"] == 1024
+    fresh = draw(1024)
+    # shrunk to radius 3 and blurred (std 0.5 -> 0.75): visibly wrong, like an undertrained model
+    blurred = 0.75 * draw(1024) + 0.47 * torch.randn(1024, 2, generator=g, dtype=torch.float64)
+    for name, fn in metrics.items():
+        mean, sd = ref[name]["mean"], ref[name]["sd"]
+        assert 0 < sd < mean, name
+        # exact samples: within 4 sd of the reference (seeded; about 3e-5 to fail by chance)
+        assert abs(fn(draw(1024), fresh) - mean) < 4 * sd, name
+        assert fn(blurred, fresh) > mean + 5 * sd, name
