@@ -43,8 +43,8 @@ __all__ = [
 
 DEFAULT_MAX_STEPS = 10_000
 # The work budget of every adaptive solver, in score calls (docs/sampling.md, "No end", says
-# why this value: the longest legitimate solves measured take a few thousand).
-DEFAULT_MAX_EVALS = 20_000
+# why this value: the longest legitimate solves measured took 6 432, GottaGoFast at rtol=1e-5).
+DEFAULT_MAX_EVALS = 10_000
 # A step (or the progress over a window of evaluations) below this fraction of the interval is a
 # collapsed step size: the solver would crawl to the budget without getting anywhere.
 COLLAPSE = 1e-10

@@ -343,7 +343,9 @@ def exp_abm_likelihood(
             at = dict(nfe=nfe, t=coefficients(lam)[0], t0=eps, t1=sde.T, dtype=in_dtype)
             if nfe >= max_evals:
                 raise budget_exceeded(where, max_evals=max_evals, **at)
-            raise step_collapsed(where, moved=abs(step), over="one step (in lambda)", **at)
+            raise step_collapsed(
+                where, moved=abs(step), over=f"one step in lambda (of {span:.3g})", **at
+            )
         step = max(step, -_MAX_STEP)
         if lam + step <= lam1 or (lam + step - lam1) < 1e-3 * abs(step):
             step = lam1 - lam  # land exactly on T
@@ -411,7 +413,7 @@ class ExpABM(Solver):
         first_step: the first step in log-SNR, between 1e-6 and 1 (default 0.05).
         max_steps: the most step attempts before a `MaxStepsError` (default 10 000).
         max_evals: the most score calls (network passes) before a `MaxStepsError` (default
-            `DEFAULT_MAX_EVALS`, 20 000: docs/likelihood.md); a step size that collapses (below
+            `DEFAULT_MAX_EVALS`, 10 000: docs/likelihood.md); a step size that collapses (below
             1e-10 of the log-SNR interval) stops the solve sooner.
 
     Raises:

@@ -264,7 +264,7 @@ def odeint_drift(
             overrides `max_steps`).
         max_steps: the most steps an adaptive method may take (default 10 000).
         max_evals: the most evaluations of `drift` an adaptive method may make (default
-            `DEFAULT_MAX_EVALS`, 20 000; fixed-step methods take no budget).
+            `DEFAULT_MAX_EVALS`, 10 000; fixed-step methods take no budget).
 
     Returns:
         An `ODESolution` with the final `x`, the final `aux` (or `None`), the number of `drift`

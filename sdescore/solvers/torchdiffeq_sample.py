@@ -138,7 +138,7 @@ class TorchDiffEq(Solver):
         max_steps: adaptive methods: the most steps before a `MaxStepsError` (default 10 000;
             likewise).
         max_evals: adaptive methods: the most score calls before a `MaxStepsError` (default
-            `DEFAULT_MAX_EVALS`, 20 000: docs/sampling.md, "No end"; likewise). A step size that
+            `DEFAULT_MAX_EVALS`, 10 000: docs/sampling.md, "No end"; likewise). A step size that
             collapses (below 1e-10 of the interval) stops the solve sooner.
         steps: fixed-step methods: the number of steps when `sample` gets no `steps=` (default
             100; `likelihood` takes it from here).
@@ -234,7 +234,7 @@ class Dopri5(Solver):
         rtol: relative tolerance (default 1e-5).
         atol: absolute tolerance (default 1e-5).
         max_steps: the most steps before a `MaxStepsError` (default 10 000).
-        max_evals: the most score calls before a `MaxStepsError` (default 20 000).
+        max_evals: the most score calls before a `MaxStepsError` (default 10 000).
     """
 
     process: ClassVar[str] = "ode"

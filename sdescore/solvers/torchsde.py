@@ -121,7 +121,7 @@ class TorchSDE(Solver):
             at `max_steps` times those of one adaptive step. Setting it without
             `adaptive=True` is an error.
         max_evals: with `adaptive=True`, the most score calls before a `MaxStepsError`
-            (default `DEFAULT_MAX_EVALS`, 20 000: docs/sampling.md, "No end"); likewise only
+            (default `DEFAULT_MAX_EVALS`, 10 000: docs/sampling.md, "No end"); likewise only
             with `adaptive=True`. (torchsde's own `dt_min`, 1e-5, keeps its step from
             collapsing: a stiff problem crawls at that step into this budget.)
 
