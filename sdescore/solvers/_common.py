@@ -94,8 +94,9 @@ def step_collapsed(
     interval) in `over` (e.g. "one step") at time `t`."""
     return MaxStepsError(
         f"{where}: the step size collapsed: {moved:.3g} in {over}, below {COLLAPSE:g} of the "
-        f"interval from {t0:.6g} to {t1:.6g}, at t = {t:.6g} after {nfe} score calls (the "
-        f"tolerances cannot be met there). To fix: {_advice(dtype, t)}."
+        f"interval from {t0:.6g} to {t1:.6g}, at t = {t:.6g} after {nfe} score calls: the "
+        "tolerances cannot be met there (a solution or score that blows up near that time, a "
+        f"stiff score, or tolerances below the dtype's resolution). To fix: {_advice(dtype, t)}."
     )
 
 
