@@ -61,7 +61,11 @@ def likelihood_solver(sde: SDE, solver, *, method, rtol, atol) -> Solver:
         solver = ExpABM(**tol) if name == "exp_abm" else TorchDiffEq(name, **tol)
     elif isinstance(solver, Dopri5):
         solver = TorchDiffEq(
-            "dopri5", rtol=solver.rtol, atol=solver.atol, max_steps=solver.max_steps
+            "dopri5",
+            rtol=solver.rtol,
+            atol=solver.atol,
+            max_steps=solver.max_steps,
+            max_evals=solver.max_evals,
         )
     elif not isinstance(solver, Solver):
         raise TypeError(

@@ -166,6 +166,7 @@ def _solve(pf, y, *, estimator, eps, generator, solver, resample) -> _Solve:
                 pf.score, pf.sde, x, eps=eps, probes=vecs, exact_chunk=chunk,
                 fresh_probes=fresh, rtol=solver.rtol, atol=solver.atol,
                 max_steps=solver.max_steps, order=solver.order, first_step=solver.first_step,
+                max_evals=solver.max_evals,
             )  # fmt: skip
         latent, aux, nfe = sol.latent, sol.delta, sol.nfe
     else:
@@ -175,7 +176,7 @@ def _solve(pf, y, *, estimator, eps, generator, solver, resample) -> _Solve:
                 _AugmentedDrift(pf.drift, vecs, chunk), x, eps, pf.T, aux0=aux0,
                 method=solver.method, rtol=solver.rtol, atol=solver.atol,
                 step_control=solver.step_control, max_steps=solver.max_steps,
-                options=torchdiffeq_options(solver, pf.sde, eps, x),
+                max_evals=solver.max_evals, options=torchdiffeq_options(solver, pf.sde, eps, x),
             )  # fmt: skip
         latent, aux, nfe = sol.x, sol.aux, sol.nfe
     per_probe = None if vecs is None else aux
@@ -278,7 +279,8 @@ def likelihood(
             moved onto an object (the message names it).
         NonFiniteError: (a `FloatingPointError`) the solve produced a non-finite log-density
             (a score returning NaN/Inf, or one that blows up near `eps`).
-        MaxStepsError: an adaptive solver exceeded its `max_steps` (a `RuntimeError`).
+        MaxStepsError: an adaptive solver exceeded its `max_evals` (score calls) or `max_steps`,
+            or its step size collapsed (a `RuntimeError`; the message says what to do).
         RuntimeError: the adaptive solver failed (step size underflow).
     """
     sde = resolve_sde(model, sde)

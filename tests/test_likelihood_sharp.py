@@ -118,3 +118,55 @@ def test_adaptive_likelihood_stops_at_max_steps():
             sde=sde,
             solver=sdescore.TorchDiffEq("dopri5", rtol=1e-12, atol=1e-12, max_steps=20),
         )
+
+
+class _Runaway(Exception):
+    pass
+
+
+class _Counted:
+    """A score function counting its calls; past `cap` it raises, so that a solve without a
+    work budget fails the test fast instead of running for minutes."""
+
+    def __init__(self, fn, cap: int):
+        self.fn, self.cap, self.calls = fn, cap, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        if self.calls > self.cap:
+            raise _Runaway(f"{self.calls} score calls")
+        return self.fn(x, t)
+
+
+_STIFF = (lambda x, t: -1e6 * x,)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["dopri5_1e-12_float32", "Dopri5_1e-12_float32", "exp_abm_stiff", "exp_abm_x_1e10"],
+)
+@pytest.mark.filterwarnings("ignore:x holds only whole numbers")
+def test_adaptive_likelihood_stops_at_its_budget_of_score_calls(case):
+    # Issue 25, item 1: each of these ran to max_steps (10 000 steps: 60 000 score calls for
+    # dopri5) before; now each stops at max_evals score calls, saying what to do.
+    sde, budget = SDES["vp"], 200
+    data = sharp_mixture((2,))
+    x = data.sample(4, dtype=torch.float32)
+    fn = data.score_fn(sde)
+    if case.startswith("dopri5"):
+        solver = sdescore.TorchDiffEq("dopri5", rtol=1e-12, atol=1e-12, max_evals=budget)
+    elif case.startswith("Dopri5"):
+        solver = sdescore.Dopri5(rtol=1e-12, atol=1e-12, max_evals=budget)
+    else:
+        solver = sdescore.ExpABM(max_evals=budget)
+        if case == "exp_abm_stiff":
+            fn = _STIFF[0]
+        else:
+            x = torch.full((4, 2), 1e10)
+    score = _Counted(fn, cap=3 * budget)
+    # At x = 1e10 the step size collapses at once (named as such); the others use the budget.
+    stop = "step size collapsed" if case == "exp_abm_x_1e10" else "max score calls exceeded"
+    with pytest.raises(sdescore.MaxStepsError, match=stop) as err:
+        sdescore.likelihood(score, x, sde=sde, solver=solver)
+    assert score.calls <= budget + 2  # + the likelihood's shape probe of the score
+    assert "raise max_evals" in str(err.value)

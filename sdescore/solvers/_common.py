@@ -18,6 +18,8 @@ from ..sdes.gaussian import GaussianSDE
 from .grid import grid_dtype
 
 __all__ = [
+    "COLLAPSE",
+    "DEFAULT_MAX_EVALS",
     "DEFAULT_MAX_STEPS",
     "CountedScore",
     "FiniteWatch",
@@ -25,12 +27,14 @@ __all__ = [
     "NonFiniteError",
     "Recorder",
     "SampleResult",
+    "budget_exceeded",
     "check_finite",
     "checked_drift",
     "finish",
     "check_positive",
     "grid_dtype",
     "noise_like",
+    "step_collapsed",
     "progress_bar",
     "time_grid",
     "tweedie",
@@ -38,6 +42,17 @@ __all__ = [
 ]
 
 DEFAULT_MAX_STEPS = 10_000
+# The work budget of every adaptive solver, in score calls (docs/sampling.md, "No end", says
+# why this value: the longest legitimate solves measured took 6 432, GottaGoFast at rtol=1e-5).
+DEFAULT_MAX_EVALS = 10_000
+# A step (or the progress over a window of evaluations) below this fraction of the interval is a
+# collapsed step size: the solver would crawl to the budget without getting anywhere.
+COLLAPSE = 1e-10
+_ADVICE = (
+    "loosen rtol/atol (a {dtype} state resolves relative errors down to about {res:.1e}), check "
+    "the score for stiffness (a very large scale) or NaN/Inf near t = {t:.6g}, integrate to a "
+    "larger eps, or raise max_evals"
+)
 
 
 class NonFiniteError(FloatingPointError):
@@ -50,7 +65,39 @@ class NonFiniteError(FloatingPointError):
 
 
 class MaxStepsError(RuntimeError):
-    """An adaptive solver used up its step budget (`max_steps`) before reaching the end time."""
+    """An adaptive solver gave up before reaching the end time: it used up its work budget
+    (`max_evals` score calls) or its step budget (`max_steps`), or its step size collapsed.
+
+    The message names the solver, the budget, the score calls spent, the time reached and what
+    to do.
+    """
+
+
+def _advice(dtype: torch.dtype, t: float) -> str:
+    return _ADVICE.format(dtype=dtype, res=torch.finfo(dtype).eps, t=t)
+
+
+def budget_exceeded(
+    where: str, *, max_evals: int, nfe: int, t: float, t0: float, t1: float, dtype: torch.dtype
+) -> MaxStepsError:
+    """The `MaxStepsError` for a solve that used up `max_evals` score calls at time `t`."""
+    return MaxStepsError(
+        f"{where}: max score calls exceeded (max_evals={max_evals}) after {nfe} score calls, "
+        f"at t = {t:.6g} on the way from {t0:.6g} to {t1:.6g}. To fix: {_advice(dtype, t)}."
+    )
+
+
+def step_collapsed(
+    where: str, *, nfe: int, t: float, moved: float, over: str, t0: float, t1: float, dtype
+) -> MaxStepsError:
+    """The `MaxStepsError` for a solve that advanced only `moved` (below `COLLAPSE` of the
+    interval) in `over` (e.g. "one step") at time `t`."""
+    return MaxStepsError(
+        f"{where}: the step size collapsed: {moved:.3g} in {over}, below {COLLAPSE:g} of the "
+        f"interval from {t0:.6g} to {t1:.6g}, at t = {t:.6g} after {nfe} score calls: the "
+        "tolerances cannot be met there (a solution or score that blows up near that time, a "
+        f"stiff score, or tolerances below the dtype's resolution). To fix: {_advice(dtype, t)}."
+    )
 
 
 def _probe(v: torch.Tensor) -> torch.Tensor:

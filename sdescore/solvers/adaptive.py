@@ -19,8 +19,10 @@ unbiased (weak order 1, like Euler–Maruyama).
 
 The loop stops when every example has reached the end time, which needs one host-device
 synchronisation per iteration (like any adaptive solver); the same sync reports a NaN/Inf error
-estimate (`NonFiniteError`), and at most `max_steps` iterations run (`MaxStepsError`). Times, step
-sizes and the error estimate are kept in at least float32, whatever the state's dtype.
+estimate (`NonFiniteError`) and a collapsed step size (the batch advancing less than 1e-10 of
+the interval per iteration over 50 iterations), and at most `max_steps` iterations and `max_evals` score calls run
+(`MaxStepsError`). Times, step sizes and the error estimate are kept in at least float32,
+whatever the state's dtype.
 """
 
 from __future__ import annotations
@@ -34,19 +36,24 @@ from .._checks import check_int
 from .._shapes import append_dims, batch_sum, flat_dim
 from ..sdes.base import SDE
 from ._common import (
+    COLLAPSE,
+    DEFAULT_MAX_EVALS,
     DEFAULT_MAX_STEPS,
     MaxStepsError,
     NonFiniteError,
+    budget_exceeded,
     check_positive,
     checked_drift,
     grid_dtype,
     noise_like,
+    step_collapsed,
 )
 from .base import Problem, Solver
 
 __all__ = ["GottaGoFast"]
 
 _SAFETY, _EXPONENT = 0.9, 0.9
+_WINDOW = 50  # iterations between two checks of the progress in time
 
 
 def _reverse_drift(sde: SDE, score, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -69,11 +76,15 @@ class GottaGoFast(Solver):
         dt: the initial step (default 0.01 T, as in the paper).
         max_steps: the most iterations (accepted or rejected steps) before a `MaxStepsError`
             (default 10 000).
+        max_evals: the most score calls (two per iteration) before a `MaxStepsError` (default
+            `DEFAULT_MAX_EVALS`, 10 000: docs/sampling.md, "No end"). A step size that collapses
+            (the batch advancing less than 1e-10 of the interval per iteration) stops it sooner.
 
     Raises:
         NonFiniteError: (from `sample`) when the error estimate becomes NaN/Inf (a NaN score or
             state, or an overflow); the message names the first score call that saw it.
-        MaxStepsError: (from `sample`) after `max_steps` iterations without reaching `t1`.
+        MaxStepsError: (from `sample`) after `max_steps` iterations or `max_evals` score calls
+            without reaching `t1`, or on a collapsed step size; the message says what to do.
     """
 
     process: ClassVar[str] = "sde"
@@ -85,10 +96,12 @@ class GottaGoFast(Solver):
         atol: float = 1e-2,
         dt: float | None = None,
         max_steps: int = DEFAULT_MAX_STEPS,
+        max_evals: int = DEFAULT_MAX_EVALS,
     ):
         self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
         self.dt = None if dt is None else check_positive("dt", dt)
         self.max_steps = check_int("max_steps", max_steps)
+        self.max_evals = check_int("max_evals", max_evals)
 
     def score_calls(self, steps: int | None) -> int | None:
         return None
@@ -103,14 +116,35 @@ class GottaGoFast(Solver):
         sqrt_d = math.sqrt(flat_dim(x))
         finite = torch.ones((), dtype=torch.bool, device=x.device)
         record(t.max(), x)
+        start, span, nfe0, mark = t0, t0 - t1, score.nfe, t0
         for it in range(max_steps + 1):
             active = t > t1
-            # The one host sync per iteration: is anyone left, was the last error estimate finite?
-            more, ok = torch.stack([active.any(), finite]).tolist()
+            # The one host sync per iteration: is anyone left, was the last error estimate
+            # finite, where is the batch?
+            more, ok, t_max = torch.stack(
+                [active.any().to(t.dtype), finite.to(t.dtype), t.max()]
+            ).tolist()
             if not ok:
                 raise NonFiniteError(score.watch.explain("gotta_go_fast", x.dtype))
             if not more:
                 return x
+            where = f"gotta_go_fast (rtol={rtol}, atol={atol})"
+            nfe = score.nfe - nfe0
+            # Collapsed: over the last _WINDOW iterations the batch advanced less than COLLAPSE
+            # of the interval per iteration (one rejection may shrink a step that far and the
+            # next acceptance grow it back, so a single small step is no evidence).
+            if it % _WINDOW == 0:
+                if it and mark - t_max < _WINDOW * COLLAPSE * span:
+                    raise step_collapsed(
+                        where, nfe=nfe, t=t_max, moved=mark - t_max,
+                        over=f"the last {_WINDOW} iterations", t0=start, t1=t1, dtype=x.dtype,
+                    )  # fmt: skip
+                mark = t_max
+            if nfe + 2 > self.max_evals:
+                raise budget_exceeded(
+                    where, max_evals=self.max_evals, nfe=nfe, t=t_max, t0=start, t1=t1,
+                    dtype=x.dtype,
+                )  # fmt: skip
             if it == max_steps:
                 break
             h = torch.where(active, torch.minimum(h, t - t1), torch.zeros_like(h))

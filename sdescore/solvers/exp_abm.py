@@ -79,7 +79,16 @@ import torch
 from .._checks import check_int
 from .._divergence import value_and_divergence
 from ..sdes.gaussian import GaussianSDE
-from ._common import DEFAULT_MAX_STEPS, MaxStepsError, NonFiniteError, check_positive
+from ._common import (
+    COLLAPSE,
+    DEFAULT_MAX_EVALS,
+    DEFAULT_MAX_STEPS,
+    MaxStepsError,
+    NonFiniteError,
+    budget_exceeded,
+    check_positive,
+    step_collapsed,
+)
 from .base import Solver
 
 __all__ = [
@@ -209,6 +218,7 @@ def exp_abm_likelihood(
     first_step: float = 0.05,
     exact_chunk: int | None = None,
     fresh_probes: Callable[[], torch.Tensor] | None = None,
+    max_evals: int = DEFAULT_MAX_EVALS,
 ) -> ExpABMSolution:
     r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the module).
 
@@ -228,6 +238,7 @@ def exp_abm_likelihood(
             each within `atol' * d` nats.
         order: predictor order k (1 to 4); the corrector has order k + 1.
         max_steps: the most step attempts; beyond it `MaxStepsError`.
+        max_evals: the most network passes (score calls); beyond it `MaxStepsError`.
         first_step: the first step in $\lambda$.
         exact_chunk: basis vectors per backward call for the exact trace.
         fresh_probes: a callable returning new `(k, B, *D)` probes; when given, every
@@ -241,8 +252,8 @@ def exp_abm_likelihood(
 
     Raises:
         NonFiniteError: the score or its divergence became NaN/Inf (the message gives the time).
-        MaxStepsError: more than `max_steps` step attempts.
-        RuntimeError: the step size underflowed.
+        MaxStepsError: more than `max_steps` step attempts or `max_evals` network passes, or
+            a step below `COLLAPSE` (1e-10) of the log-SNR interval (a collapsed step size).
     """
     d = x[0].numel()
     batch = x.shape[0]
@@ -327,10 +338,13 @@ def exp_abm_likelihood(
                 f"lambda = {lam0:.3g} and {lam1:.3g} (now at {lam:.3g}, rtol={rtol}, "
                 f"atol={atol}); loosen the tolerances or raise max_steps"
             )
-        if abs(step) < 1e-12 * span:
-            raise RuntimeError(
-                f"likelihood (exp_abm): step size underflow at lambda = {lam:.6g} after {nfe} "
-                "evaluations; the score is probably not smooth in t there"
+        if nfe >= max_evals or abs(step) < COLLAPSE * span:
+            where = f"likelihood (exp_abm, rtol={rtol}, atol={atol}, in log-SNR lambda)"
+            at = dict(nfe=nfe, t=coefficients(lam)[0], t0=eps, t1=sde.T, dtype=in_dtype)
+            if nfe >= max_evals:
+                raise budget_exceeded(where, max_evals=max_evals, **at)
+            raise step_collapsed(
+                where, moved=abs(step), over=f"one step in lambda (of {span:.3g})", **at
             )
         step = max(step, -_MAX_STEP)
         if lam + step <= lam1 or (lam + step - lam1) < 1e-3 * abs(step):
@@ -398,6 +412,9 @@ class ExpABM(Solver):
         order: predictor order k, 1 to 4 (default 4); the corrector has order k + 1.
         first_step: the first step in log-SNR, between 1e-6 and 1 (default 0.05).
         max_steps: the most step attempts before a `MaxStepsError` (default 10 000).
+        max_evals: the most score calls (network passes) before a `MaxStepsError` (default
+            `DEFAULT_MAX_EVALS`, 10 000: docs/likelihood.md); a step size that collapses (below
+            1e-10 of the log-SNR interval) stops the solve sooner.
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -414,6 +431,7 @@ class ExpABM(Solver):
         order: int = 4,
         first_step: float = 0.05,
         max_steps: int = DEFAULT_MAX_STEPS,
+        max_evals: int = DEFAULT_MAX_EVALS,
     ):
         self.rtol = check_positive("rtol", rtol)
         self.atol = check_positive("atol", atol)
@@ -431,6 +449,7 @@ class ExpABM(Solver):
             )
         self.first_step = float(first_step)
         self.max_steps = check_int("max_steps", max_steps)
+        self.max_evals = check_int("max_evals", max_evals)
 
     def integrate(self, p) -> torch.Tensor:
         raise ValueError(

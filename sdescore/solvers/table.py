@@ -115,5 +115,6 @@ def solver_from_dict(d: dict) -> Solver:
         opts["corrector"] = Langevin(**opts["corrector"])
     if cls is TorchSDE and not opts.get("adaptive"):
         opts.pop("max_steps", None)  # set only with adaptive stepping
+        opts.pop("max_evals", None)
     positional = [opts.pop("method")] if "method" in opts else []
     return cls(*positional, **opts)

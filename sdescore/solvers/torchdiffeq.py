@@ -19,7 +19,16 @@ import torchdiffeq
 from torchdiffeq._impl.odeint import SOLVERS as _SOLVERS
 
 from .._checks import check_callable, check_int, check_real, check_state
-from ._common import DEFAULT_MAX_STEPS, FiniteWatch, MaxStepsError, NonFiniteError
+from ._common import (
+    COLLAPSE,
+    DEFAULT_MAX_EVALS,
+    DEFAULT_MAX_STEPS,
+    FiniteWatch,
+    MaxStepsError,
+    NonFiniteError,
+    budget_exceeded,
+    step_collapsed,
+)
 
 __all__ = ["ADAPTIVE_RK_METHODS", "ODESolution", "STEP_CONTROLS", "odeint_drift"]
 
@@ -73,20 +82,59 @@ def _norm_all(y: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.stack([_rms(v) for v in y]).max()
 
 
-class _Vector:
-    """torchdiffeq's `func(t, y)` for sdescore's `drift(x, t)`; counts evaluations."""
+# Evaluations between two checks of the progress in time (one host sync each; torchdiffeq's
+# own step control already syncs once per step, i.e. every 2-13 evaluations).
+_WINDOW = 240
 
-    def __init__(self, drift, x_shape, aux_shape, lo: float, hi: float):
+
+class _Stop(Exception):
+    """Raised inside torchdiffeq's loop to end a solve that ran out of budget or collapsed."""
+
+    def __init__(self, error: MaxStepsError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Vector:
+    """torchdiffeq's `func(t, y)` for sdescore's `drift(x, t)`; counts evaluations and stops
+    the solve past `max_evals` of them, or when a window of `_WINDOW` evaluations advanced
+    less than `COLLAPSE` of the interval (a collapsed step size)."""
+
+    def __init__(self, drift, x_shape, aux_shape, t0: float, t1: float, max_evals: int, where):
         self.drift = drift
         self.x_shape = x_shape
         self.aux_shape = aux_shape
-        self.lo, self.hi = lo, hi
+        self.t0, self.t1 = t0, t1
+        self.lo, self.hi = min(t0, t1), max(t0, t1)
+        self.max_evals, self.where = max_evals, where
         self.nfe = 0
         self.watch = FiniteWatch("drift(x, t)")
+        self._mark: torch.Tensor | None = None
+
+    def _check_progress(self, t: torch.Tensor, dtype: torch.dtype) -> None:
+        if self.nfe > self.max_evals:
+            raise _Stop(
+                budget_exceeded(
+                    self.where, max_evals=self.max_evals, nfe=self.nfe - 1, t=float(t),
+                    t0=self.t0, t1=self.t1, dtype=dtype,
+                )
+            )  # fmt: skip
+        if self.nfe % _WINDOW == 0:
+            moved = None if self._mark is None else float((t - self._mark).abs())
+            self._mark = t.detach().clone()
+            if moved is not None and moved < COLLAPSE * (self.hi - self.lo):
+                raise _Stop(
+                    step_collapsed(
+                        self.where, nfe=self.nfe - 1, t=float(t), moved=moved,
+                        over=f"the last {_WINDOW} evaluations", t0=self.t0, t1=self.t1,
+                        dtype=dtype,
+                    )
+                )  # fmt: skip
 
     def __call__(self, t: torch.Tensor, y):
         self.nfe += 1
         x = y[0] if self.aux_shape is not None else y
+        self._check_progress(t, x.dtype)
         # Guard time: torchdiffeq's initial-step heuristic probes t0 + h, which may lie beyond
         # the end time (t > T, or t < 0 where sigma(t) = 0); the clamp is a device op, no sync.
         tb = t.to(x.dtype).clamp(self.lo, self.hi).expand(x.shape[0])
@@ -153,6 +201,7 @@ def odeint_drift(
     save_at: Sequence[float] | torch.Tensor | None = None,
     options: dict | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
+    max_evals: int = DEFAULT_MAX_EVALS,
 ) -> ODESolution:
     r"""Integrate $dx/dt = v(x, t)$ from `t0` to `t1` with torchdiffeq.
 
@@ -185,8 +234,10 @@ def odeint_drift(
     method the time handed to `drift` is clamped to the interval. `step_control` only matters for
     adaptive methods.
 
-    **Failures are never silent.** Adaptive methods stop after `max_steps` steps (per interval
-    between output times) with a `MaxStepsError`; a NaN/Inf from `drift`, in the state or in the
+    **Failures are never silent.** Adaptive methods stop with a `MaxStepsError` after
+    `max_evals` evaluations of `drift` in all, after `max_steps` steps (per interval between
+    output times), or when `_WINDOW` evaluations advance less than `COLLAPSE` (1e-10) of the
+    interval (a collapsed step size; one host sync per window); a NaN/Inf from `drift`, in the state or in the
     result raises a `NonFiniteError` naming the first evaluation that saw it (the checks are
     lazy device probes read once, after the solve or on failure). Adaptive methods need a
     float32 or float64 state: float16/bfloat16 cannot resolve usual tolerances and their error
@@ -212,6 +263,8 @@ def odeint_drift(
             `step_t`; a `step_t` given here is merged with `t1`; a `max_num_steps` given here
             overrides `max_steps`).
         max_steps: the most steps an adaptive method may take (default 10 000).
+        max_evals: the most evaluations of `drift` an adaptive method may make (default
+            `DEFAULT_MAX_EVALS`, 10 000; fixed-step methods take no budget).
 
     Returns:
         An `ODESolution` with the final `x`, the final `aux` (or `None`), the number of `drift`
@@ -248,6 +301,7 @@ def odeint_drift(
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"options must be a dict or None, got {type(options).__name__}")
     max_steps = check_int("max_steps", max_steps)
+    max_evals = check_int("max_evals", max_evals)
     opts = dict(options or {})
     if method in ADAPTIVE_RK_METHODS:
         if x0.dtype in (torch.float16, torch.bfloat16):
@@ -278,11 +332,17 @@ def odeint_drift(
             step_t.append(t1)
         opts["step_t"] = torch.tensor(step_t, dtype=_time_dtype(x0), device=x0.device)
 
-    func = _Vector(drift, x0.shape, None if aux0 is None else aux0.shape, min(t0, t1), max(t0, t1))
+    where = f"odeint_drift ({method}, t0={t0}, t1={t1}, rtol={rtol}, atol={atol})"
+    budget = max_evals if method in ADAPTIVE_RK_METHODS else None
+    aux_shape = None if aux0 is None else aux0.shape
+    func = _Vector(drift, x0.shape, aux_shape, t0, t1, budget or 2**62, where)
     y0 = x0 if aux0 is None else (x0, aux0)
-    where = f"odeint_drift ({method}, t0={t0}, t1={t1})"
     try:
         ys = torchdiffeq.odeint(func, y0, grid, rtol=rtol, atol=atol, method=method, options=opts)
+    except _Stop as stop:
+        if func.watch.first_bad() is not None:
+            raise NonFiniteError(func.watch.explain(where, x0.dtype)) from stop.error
+        raise stop.error from None
     except Exception as err:
         # A NaN drift or state first shows up elsewhere (a NaN time fails the SDE's range check,
         # a NaN error ratio "underflows"): report the NaN itself when there was one.

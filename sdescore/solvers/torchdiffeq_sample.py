@@ -14,7 +14,13 @@ import torch
 from .._checks import check_choice, check_int
 from .._shapes import append_dims
 from ..sdes.base import SDE
-from ._common import DEFAULT_MAX_STEPS, NonFiniteError, check_positive, checked_drift
+from ._common import (
+    DEFAULT_MAX_EVALS,
+    DEFAULT_MAX_STEPS,
+    NonFiniteError,
+    check_positive,
+    checked_drift,
+)
 from .base import Problem, Solver
 from .grid import Grid, TimeUniform, as_grid
 from .torchdiffeq import STEP_CONTROLS, check_options, odeint_drift
@@ -56,7 +62,13 @@ class _GridConstructor:
 
 
 def solve_torchdiffeq(
-    p: Problem, method: str, rtol: float, atol: float, max_steps: int, grid: Grid | None = None
+    p: Problem,
+    method: str,
+    rtol: float,
+    atol: float,
+    max_steps: int,
+    grid: Grid | None = None,
+    max_evals: int = DEFAULT_MAX_EVALS,
 ) -> torch.Tensor:
     """Integrate the PF ODE of `p` from `p.t0` to `p.t1` with torchdiffeq's `method`.
 
@@ -64,7 +76,8 @@ def solve_torchdiffeq(
     adaptive ones (`ODE_ADAPTIVE`) use `rtol`/`atol`. With a trajectory requested, states are
     saved at the fixed-step grid, or at 101 evenly spaced times for adaptive methods (dense
     output, no extra score calls).
-    Adaptive methods stop after `max_steps` steps (`MaxStepsError`); a NaN/Inf raises
+    Adaptive methods stop after `max_evals` score calls or `max_steps` steps, or when their step
+    size collapses (`MaxStepsError`); a NaN/Inf raises
     `NonFiniteError` naming the first score call that returned it, if the score did.
     """
     sde, score, x, t0, t1, steps, record = p.sde, p.score, p.x, p.t0, p.t1, p.steps, p.record
@@ -88,6 +101,7 @@ def solve_torchdiffeq(
             save_at=save_at,
             options=options,
             max_steps=max_steps,
+            max_evals=max_evals,
         )
     except NonFiniteError as err:
         if score.watch.first_bad() is None:  # not the score's doing: keep the drift's account
@@ -99,11 +113,12 @@ def solve_torchdiffeq(
     return sol.x
 
 
-def _tolerances(rtol, atol, max_steps) -> tuple[float, float, int]:
+def _tolerances(rtol, atol, max_steps, max_evals) -> tuple[float, float, int, int]:
     return (
         check_positive("rtol", rtol),
         check_positive("atol", atol),
         check_int("max_steps", max_steps),
+        check_int("max_evals", max_evals),
     )
 
 
@@ -122,6 +137,9 @@ class TorchDiffEq(Solver):
         atol: adaptive methods: absolute tolerance (default 1e-5; likewise).
         max_steps: adaptive methods: the most steps before a `MaxStepsError` (default 10 000;
             likewise).
+        max_evals: adaptive methods: the most score calls before a `MaxStepsError` (default
+            `DEFAULT_MAX_EVALS`, 10 000: docs/sampling.md, "No end"; likewise). A step size that
+            collapses (below 1e-10 of the interval) stops the solve sooner.
         steps: fixed-step methods: the number of steps when `sample` gets no `steps=` (default
             100; `likelihood` takes it from here).
         grid: fixed-step methods: the step boundaries, a `Grid`, its name, or explicit times
@@ -150,6 +168,7 @@ class TorchDiffEq(Solver):
         rtol: float | None = None,
         atol: float | None = None,
         max_steps: int | None = None,
+        max_evals: int | None = None,
         steps: int | None = None,
         grid=None,
         step_control: str = "all",
@@ -163,16 +182,20 @@ class TorchDiffEq(Solver):
                     f"{name} applies to the fixed-step methods {list(ODE_FIXED)}; adaptive "
                     f"method {self.method!r} chooses its own steps (got {name}={value!r})"
                 )
-        for name, value in (("rtol", rtol), ("atol", atol), ("max_steps", max_steps)):
+        adaptive_only = (
+            ("rtol", rtol), ("atol", atol), ("max_steps", max_steps), ("max_evals", max_evals)
+        )  # fmt: skip
+        for name, value in adaptive_only:
             if value is not None and not adaptive:
                 raise ValueError(
                     f"{name} applies to the adaptive methods {list(ODE_ADAPTIVE)}; fixed-step "
                     f"method {self.method!r} takes steps and a grid (got {name}={value!r})"
                 )
-        self.rtol, self.atol, self.max_steps = _tolerances(
+        self.rtol, self.atol, self.max_steps, self.max_evals = _tolerances(
             1e-5 if rtol is None else rtol,
             1e-5 if atol is None else atol,
             DEFAULT_MAX_STEPS if max_steps is None else max_steps,
+            DEFAULT_MAX_EVALS if max_evals is None else max_evals,
         )
         self.steps = check_int("steps", steps, allow_none=True)
         self.grid = None if grid is None else as_grid(grid)
@@ -190,7 +213,7 @@ class TorchDiffEq(Solver):
     def to_dict(self) -> dict:
         d = super().to_dict()
         if self.method in ODE_FIXED:  # their tolerances are unused defaults, refused if given
-            for name in ("rtol", "atol", "max_steps"):
+            for name in ("rtol", "atol", "max_steps", "max_evals"):
                 del d["options"][name]
         return d
 
@@ -198,7 +221,9 @@ class TorchDiffEq(Solver):
         return None
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return solve_torchdiffeq(p, self.method, self.rtol, self.atol, self.max_steps, self.grid)
+        return solve_torchdiffeq(
+            p, self.method, self.rtol, self.atol, self.max_steps, self.grid, self.max_evals
+        )
 
 
 @final
@@ -209,18 +234,28 @@ class Dopri5(Solver):
         rtol: relative tolerance (default 1e-5).
         atol: absolute tolerance (default 1e-5).
         max_steps: the most steps before a `MaxStepsError` (default 10 000).
+        max_evals: the most score calls before a `MaxStepsError` (default 10 000).
     """
 
     process: ClassVar[str] = "ode"
     supports_likelihood: ClassVar[bool] = True
 
     def __init__(
-        self, *, rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = DEFAULT_MAX_STEPS
+        self,
+        *,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        max_evals: int = DEFAULT_MAX_EVALS,
     ):
-        self.rtol, self.atol, self.max_steps = _tolerances(rtol, atol, max_steps)
+        self.rtol, self.atol, self.max_steps, self.max_evals = _tolerances(
+            rtol, atol, max_steps, max_evals
+        )
 
     def score_calls(self, steps: int | None) -> int | None:
         return None
 
     def integrate(self, p: Problem) -> torch.Tensor:
-        return solve_torchdiffeq(p, "dopri5", self.rtol, self.atol, self.max_steps)
+        return solve_torchdiffeq(
+            p, "dopri5", self.rtol, self.atol, self.max_steps, max_evals=self.max_evals
+        )

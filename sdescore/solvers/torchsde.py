@@ -21,9 +21,11 @@ from .._checks import check_bool, check_choice, check_int
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
 from ._common import (
+    DEFAULT_MAX_EVALS,
     DEFAULT_MAX_STEPS,
     MaxStepsError,
     NonFiniteError,
+    budget_exceeded,
     check_positive,
     checked_drift,
     grid_dtype,
@@ -66,6 +68,7 @@ class _FlippedReverseSDE(torch.nn.Module):
         self.sde_type = sde_type
         self.linear = isinstance(sde, GaussianSDE)
         self.calls, self.max_calls = 0, max_calls
+        self.t_stop = T
 
     def _t(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # 0-d forward time, clamped: an adaptive step may probe marginally past the end time.
@@ -79,9 +82,10 @@ class _FlippedReverseSDE(torch.nn.Module):
 
     def f(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        if self.max_calls is not None and self.calls > self.max_calls:
-            raise MaxStepsError(f"more than {self.max_calls} drift evaluations")
         t = self._t(u, y)
+        if self.max_calls is not None and self.calls > self.max_calls:
+            self.t_stop = float(t)  # a failure path: one sync for the message
+            raise MaxStepsError(f"more than {self.max_calls} drift evaluations")
         x = y.reshape(self.shape)
         tb = t.to(x.dtype).expand(x.shape[0])
         s = self.score(x, tb)
@@ -116,12 +120,17 @@ class TorchSDE(Solver):
             10 000); torchsde does not expose its step count, so drift evaluations are bounded
             at `max_steps` times those of one adaptive step. Setting it without
             `adaptive=True` is an error.
+        max_evals: with `adaptive=True`, the most score calls before a `MaxStepsError`
+            (default `DEFAULT_MAX_EVALS`, 10 000: docs/sampling.md, "No end"); likewise only
+            with `adaptive=True`. (torchsde's own `dt_min`, 1e-5, keeps its step from
+            collapsing: a stiff problem crawls at that step into this budget.)
 
     Raises:
         TypeError: (from `sample`) `adaptive` with a float16/bfloat16 state.
         NonFiniteError: (from `sample`) torchsde's error estimate met NaN (the message names
             the first score call that returned NaN/Inf, if one did).
-        MaxStepsError: (from `sample`) `adaptive` stepping exceeded `max_steps`.
+        MaxStepsError: (from `sample`) `adaptive` stepping exceeded `max_steps` or
+            `max_evals`; the message says what to do.
     """
 
     process: ClassVar[str] = "sde"
@@ -137,19 +146,24 @@ class TorchSDE(Solver):
         rtol: float = 1e-5,
         atol: float = 1e-4,
         max_steps: int | None = None,
+        max_evals: int | None = None,
     ):
         self.steps = check_int("steps", steps, allow_none=True)
         self.method = check_choice("method", method, TORCHSDE_METHODS)
         self.dt = None if dt is None else check_positive("dt", dt)
         self.adaptive = check_bool("adaptive", adaptive)
         self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
-        if max_steps is not None and not self.adaptive:
-            raise ValueError(
-                f"max_steps bounds adaptive stepping; with method {method!r} it needs "
-                f"adaptive=True, got max_steps={max_steps!r} with adaptive=False"
-            )
+        for name, value in (("max_steps", max_steps), ("max_evals", max_evals)):
+            if value is not None and not self.adaptive:
+                raise ValueError(
+                    f"{name} bounds adaptive stepping; with method {method!r} it needs "
+                    f"adaptive=True, got {name}={value!r} with adaptive=False"
+                )
         self.max_steps = check_int(
             "max_steps", DEFAULT_MAX_STEPS if max_steps is None else max_steps
+        )
+        self.max_evals = check_int(
+            "max_evals", DEFAULT_MAX_EVALS if max_evals is None else max_evals
         )
 
     def score_calls(self, steps: int | None) -> int | None:
@@ -171,7 +185,8 @@ class TorchSDE(Solver):
                     "fixed steps (adaptive=False)."
                 )
             # + 1: torchsde's contract probe
-            max_calls = 3 * _CALLS_PER_STEP[self.method] * self.max_steps + 1
+            by_steps = 3 * _CALLS_PER_STEP[self.method] * self.max_steps + 1
+            max_calls = min(by_steps, self.max_evals)
         problem = _FlippedReverseSDE(sde, score, T, tuple(x.shape), sde_type, max_calls)
         y0 = x.reshape(x.shape[0], -1)
         # Times in float64 whatever the state's dtype, and dt a hair above the nominal step:
@@ -204,6 +219,12 @@ class TorchSDE(Solver):
                     rtol=self.rtol, atol=self.atol,
                 )  # fmt: skip
         except MaxStepsError as err:
+            if self.max_evals < by_steps:
+                raise budget_exceeded(
+                    f"torchsde {self.method!r} (adaptive, rtol={self.rtol}, atol={self.atol})",
+                    max_evals=self.max_evals, nfe=problem.calls - 1, t=problem.t_stop,
+                    t0=p.t0, t1=p.t1, dtype=x.dtype,
+                ) from err  # fmt: skip
             raise MaxStepsError(
                 f"torchsde {self.method!r} (adaptive): max steps exceeded, loosen rtol/atol or "
                 f"raise max_steps (max_steps={self.max_steps}: {err}; rtol={self.rtol}, "

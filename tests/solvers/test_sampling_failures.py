@@ -252,3 +252,110 @@ def test_a_score_answering_integers_is_refused(call):
     z = torch.randn(4, 2, generator=torch.Generator().manual_seed(0)) * 3
     with pytest.raises(TypeError, match="floating-point tensor, got dtype torch.int64"):
         call(_Procs(lambda x, t: (-x).long()), z)
+
+
+class Runaway(Exception):
+    """A solve that kept calling the score far past its budget (issue 25, item 1)."""
+
+
+class CountedStiff:
+    """The score $-k x$ (stiff for large k), counting its calls; raises `Runaway` past `cap`
+    calls so that a solver without a work budget fails the test fast instead of running for
+    minutes."""
+
+    def __init__(self, k: float, cap: int):
+        self.k, self.cap, self.calls = k, cap, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        if self.calls > self.cap:
+            raise Runaway(f"{self.calls} score calls")
+        return -self.k * x
+
+
+_BUDGET = 300
+_BUDGETED = {
+    "dopri5": ("ode", 1e6, lambda: sdescore.TorchDiffEq("dopri5", max_evals=_BUDGET)),
+    "dopri8": ("ode", 1e6, lambda: sdescore.TorchDiffEq("dopri8", max_evals=_BUDGET)),
+    "bosh3": ("ode", 1e6, lambda: sdescore.TorchDiffEq("bosh3", max_evals=_BUDGET)),
+    "Dopri5": ("ode", 1e6, lambda: sdescore.Dopri5(max_evals=_BUDGET)),
+    "gotta_go_fast": ("sde", 1e6, lambda: sdescore.GottaGoFast(max_evals=_BUDGET)),
+    # -1e6 x makes torchsde's error estimate NaN at once (a NonFiniteError, not a runaway)
+    "torchsde": ("sde", 1e4, lambda: sdescore.TorchSDE("euler", adaptive=True, max_evals=_BUDGET)),
+}
+
+
+@pytest.mark.parametrize("name", list(_BUDGETED))
+@pytest.mark.filterwarnings("ignore:Hitting minimum allowed step size")
+def test_adaptive_sampling_stops_at_its_budget_of_score_calls(name):
+    # Before: bounded in steps only, dopri5 on -1e6 x made 60 002 score calls (minutes).
+    process, k, solver = _BUDGETED[name]
+    score = CountedStiff(k, cap=3 * _BUDGET)
+    obj = VP.probability_flow(score) if process == "ode" else VP.reverse(score)
+    with pytest.raises(MaxStepsError, match=r"max score calls exceeded \(max_evals=300\)") as err:
+        obj.sample((16, 2), method=solver())
+    assert score.calls <= _BUDGET
+    msg = str(err.value)
+    # It says where it stopped and what to do.
+    for part in ("score calls, at t = ", "loosen rtol/atol", "stiffness", "raise max_evals"):
+        assert part in msg
+
+
+def test_every_adaptive_solver_has_the_one_default_budget():
+    from sdescore.solvers._common import DEFAULT_MAX_EVALS
+
+    assert DEFAULT_MAX_EVALS == 10_000
+    for solver in (
+        sdescore.TorchDiffEq("dopri5"),
+        sdescore.TorchDiffEq("bosh3"),
+        sdescore.Dopri5(),
+        sdescore.GottaGoFast(),
+        sdescore.TorchSDE("euler", adaptive=True),
+        sdescore.ExpABM(),
+    ):
+        assert solver.max_evals == DEFAULT_MAX_EVALS, solver
+    with pytest.raises(ValueError, match="max_evals"):
+        sdescore.TorchDiffEq("rk4", max_evals=10)
+    with pytest.raises(ValueError, match="adaptive=True"):
+        sdescore.TorchSDE("euler", max_evals=10)
+    with pytest.raises((TypeError, ValueError), match="max_evals"):
+        sdescore.GottaGoFast(max_evals=0)
+
+
+def test_odeint_drift_stops_at_max_evals():
+    calls = []
+
+    def drift(x, t):
+        calls.append(1)
+        if len(calls) > 3 * _BUDGET:
+            raise Runaway
+        return -1e6 * x
+
+    with pytest.raises(MaxStepsError, match=r"max_evals=300"):
+        odeint_drift(drift, torch.ones(8, 2), 1.0, 1e-3, max_evals=_BUDGET)
+    assert len(calls) <= _BUDGET
+
+
+def test_gotta_go_fast_reports_a_collapsed_step_size_at_once():
+    # float32 cannot meet rtol = atol = 1e-12: the step shrinks towards 0. Before, it ran for
+    # 10 000 iterations (20 000 score calls); now the collapse is named after one window.
+    score = CountedStiff(1.0, cap=1000)
+    with pytest.raises(MaxStepsError, match="step size collapsed") as err:
+        VP.reverse(score).sample((8, 2), method=sdescore.GottaGoFast(rtol=1e-12, atol=1e-12))
+    assert score.calls <= 2 * 50  # one window of 50 iterations, two calls each
+    assert "loosen rtol/atol" in str(err.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dopri5", "gotta_go_fast"])
+def test_the_default_budget_ends_a_stiff_solve(method):
+    # The issue's own call, with every default: VPSDE().probability_flow(-1e6 x).sample((16, 2),
+    # method="dopri5") made 60 002 score calls before (218 s on the reporter's machine).
+    from sdescore.solvers._common import DEFAULT_MAX_EVALS
+
+    score = CountedStiff(1e6, cap=3 * DEFAULT_MAX_EVALS)
+    sde = sdescore.VPSDE()
+    obj = sde.probability_flow(score) if method == "dopri5" else sde.reverse(score)
+    with pytest.raises(MaxStepsError, match="max score calls exceeded"):
+        obj.sample((16, 2), method=method)
+    assert score.calls <= DEFAULT_MAX_EVALS
