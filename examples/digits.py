@@ -330,7 +330,8 @@ def inpainting(ema, sde, test, args, dev, out) -> dict:
         shown = observed[:k].clone()
         shown[:, ~mask] = 0.0  # unknown pixels mid-grey
         rows = [("masked input", shown), ("inpainted", fill[:k]), ("original", observed[:k])]
-        fig, axes = plt.subplots(3, 1, figsize=(k * 0.8, 3.2))
+        # constrained layout keeps the two-line title clear of the first row's title
+        fig, axes = plt.subplots(3, 1, figsize=(k * 0.8, 3.6), layout="constrained")
         for ax, (title, imgs) in zip(axes, rows, strict=True):
             ax.imshow(sdescore.toy.image_grid(imgs, nrow=k, pad_value=-1.0)[0], cmap="gray_r",
                       vmin=-1, vmax=1)  # fmt: skip
