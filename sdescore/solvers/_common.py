@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_output_shape, check_real
+from .._checks import check_int, check_output_shape, check_real
 from .._shapes import append_dims
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
@@ -31,6 +31,8 @@ __all__ = [
     "check_finite",
     "checked_drift",
     "finish",
+    "check_adaptive",
+    "check_order",
     "check_positive",
     "grid_dtype",
     "noise_like",
@@ -295,6 +297,27 @@ def checked_drift(sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def check_positive(name: str, value) -> float:
     """`value` as a float, checked finite and > 0 (a solver's tolerance, step or ratio)."""
     return check_real(name, value, positive=True)
+
+
+def check_order(order, highest: int = 3) -> int:
+    """A solver's `order`: an int from 1 to `highest` (`TypeError` for another type, booleans
+    included; `ValueError` out of range)."""
+    valid = ", ".join(map(str, range(1, highest))) + f" or {highest}"
+    if isinstance(order, bool) or not isinstance(order, int):
+        raise TypeError(f"order must be an int {valid}, got {type(order).__name__}")
+    if not 1 <= order <= highest:
+        raise ValueError(f"order must be {valid}, got {order!r}")
+    return order
+
+
+def check_adaptive(rtol, atol, max_steps, max_evals) -> tuple[float, float, int, int]:
+    """An adaptive solver's tolerances (finite, > 0) and its limits in steps and score calls."""
+    return (
+        check_positive("rtol", rtol),
+        check_positive("atol", atol),
+        check_int("max_steps", max_steps),
+        check_int("max_evals", max_evals),
+    )
 
 
 def time_grid(T: float, eps: float, steps: int, like: torch.Tensor) -> torch.Tensor:

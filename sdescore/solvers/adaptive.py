@@ -32,7 +32,6 @@ from typing import ClassVar, final
 
 import torch
 
-from .._checks import check_int
 from .._shapes import append_dims, batch_sum, flat_dim
 from ..sdes.base import SDE
 from ._common import (
@@ -42,6 +41,7 @@ from ._common import (
     MaxStepsError,
     NonFiniteError,
     budget_exceeded,
+    check_adaptive,
     check_positive,
     checked_drift,
     grid_dtype,
@@ -98,10 +98,10 @@ class GottaGoFast(Solver):
         max_steps: int = DEFAULT_MAX_STEPS,
         max_evals: int = DEFAULT_MAX_EVALS,
     ):
-        self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
+        self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
+            rtol, atol, max_steps, max_evals
+        )
         self.dt = None if dt is None else check_positive("dt", dt)
-        self.max_steps = check_int("max_steps", max_steps)
-        self.max_evals = check_int("max_evals", max_evals)
 
     def score_calls(self, steps: int | None) -> int | None:
         return None

@@ -27,7 +27,7 @@ import torch
 
 from .._checks import check_bool, check_choice, check_int
 from ..sdes.gaussian import GaussianSDE
-from ._common import require_gaussian
+from ._common import check_order, require_gaussian
 from .base import Problem, Solver
 from .grid import Grid, as_grid
 
@@ -311,11 +311,7 @@ class DPMSolver(Solver):
         allocation: str = "equal",
     ):
         self.steps = check_int("steps", steps, allow_none=True)
-        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
-            raise TypeError(f"order must be an int 1, 2 or 3, got {type(order).__name__}")
-        if order is not None and order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-        self.order = order
+        self.order = None if order is None else check_order(order)
         self.multistep = None if multistep is None else check_bool("multistep", multistep)
         self.grid = as_grid(grid)
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)

@@ -76,7 +76,6 @@ from typing import ClassVar, final
 import numpy as np
 import torch
 
-from .._checks import check_int
 from .._divergence import value_and_divergence
 from ..sdes.gaussian import GaussianSDE
 from ._common import (
@@ -86,7 +85,8 @@ from ._common import (
     MaxStepsError,
     NonFiniteError,
     budget_exceeded,
-    check_positive,
+    check_adaptive,
+    check_order,
     step_collapsed,
 )
 from .base import Solver
@@ -433,11 +433,10 @@ class ExpABM(Solver):
         max_steps: int = DEFAULT_MAX_STEPS,
         max_evals: int = DEFAULT_MAX_EVALS,
     ):
-        self.rtol = check_positive("rtol", rtol)
-        self.atol = check_positive("atol", atol)
-        if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
-            raise ValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
-        self.order = order
+        self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
+            rtol, atol, max_steps, max_evals
+        )
+        self.order = check_order(order, highest=4)
         if (
             isinstance(first_step, bool)
             or not isinstance(first_step, (int, float))
@@ -448,8 +447,6 @@ class ExpABM(Solver):
                 f"default 0.05), got {first_step!r}"
             )
         self.first_step = float(first_step)
-        self.max_steps = check_int("max_steps", max_steps)
-        self.max_evals = check_int("max_evals", max_evals)
 
     def integrate(self, p) -> torch.Tensor:
         raise ValueError(

@@ -33,7 +33,7 @@ from typing import ClassVar, final
 import torch
 
 from .._checks import check_int
-from ._common import require_gaussian
+from ._common import check_order, require_gaussian
 from .base import Problem, Solver
 from .grid import TimeQuadratic, as_grid
 
@@ -69,9 +69,7 @@ class IPNDM(Solver):
     default_steps: ClassVar[int] = 20
 
     def __init__(self, *, order: int = 4, steps: int | None = None, grid=None):
-        if isinstance(order, bool) or not isinstance(order, int) or order not in _ADAMS_BASHFORTH:
-            raise ValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
-        self.order = order
+        self.order = check_order(order, highest=4)
         self.steps = check_int("steps", steps, allow_none=True)
         self.grid = TimeQuadratic() if grid is None else as_grid(grid)
 

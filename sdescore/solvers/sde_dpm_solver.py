@@ -42,7 +42,7 @@ import torch
 
 from .._checks import check_bool, check_int
 from .._shapes import append_dims
-from ._common import batch_time, noise_like
+from ._common import batch_time, check_order, noise_like
 from .base import Problem, Solver
 from .grid import as_grid
 from .native import _require_gaussian
@@ -98,11 +98,7 @@ class SDEDPMSolver(Solver):
         damped: bool = False,
     ):
         self.steps = check_int("steps", steps, allow_none=True)
-        if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
-            raise TypeError(f"order must be an int 1, 2 or 3, got {type(order).__name__}")
-        if order is not None and order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-        self.order = order
+        self.order = None if order is None else check_order(order)
         self.damped = check_bool("damped", damped)
         if damped and order != 3:
             raise ValueError(f"damped applies to order=3 only, got damped=True with order={order}")

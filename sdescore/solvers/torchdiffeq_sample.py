@@ -18,7 +18,7 @@ from ._common import (
     DEFAULT_MAX_EVALS,
     DEFAULT_MAX_STEPS,
     NonFiniteError,
-    check_positive,
+    check_adaptive,
     checked_drift,
 )
 from .base import Problem, Solver
@@ -113,15 +113,6 @@ def solve_torchdiffeq(
     return sol.x
 
 
-def _tolerances(rtol, atol, max_steps, max_evals) -> tuple[float, float, int, int]:
-    return (
-        check_positive("rtol", rtol),
-        check_positive("atol", atol),
-        check_int("max_steps", max_steps),
-        check_int("max_evals", max_evals),
-    )
-
-
 @final
 class TorchDiffEq(Solver):
     r"""A torchdiffeq method on the probability-flow ODE, for sampling and for `likelihood`.
@@ -191,7 +182,7 @@ class TorchDiffEq(Solver):
                     f"{name} applies to the adaptive methods {list(ODE_ADAPTIVE)}; fixed-step "
                     f"method {self.method!r} takes steps and a grid (got {name}={value!r})"
                 )
-        self.rtol, self.atol, self.max_steps, self.max_evals = _tolerances(
+        self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
             1e-5 if rtol is None else rtol,
             1e-5 if atol is None else atol,
             DEFAULT_MAX_STEPS if max_steps is None else max_steps,
@@ -248,7 +239,7 @@ class Dopri5(Solver):
         max_steps: int = DEFAULT_MAX_STEPS,
         max_evals: int = DEFAULT_MAX_EVALS,
     ):
-        self.rtol, self.atol, self.max_steps, self.max_evals = _tolerances(
+        self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
             rtol, atol, max_steps, max_evals
         )
 

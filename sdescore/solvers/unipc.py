@@ -36,7 +36,7 @@ import torch
 
 from .._checks import check_bool, check_choice, check_int
 from ..sdes.gaussian import GaussianSDE
-from ._common import require_gaussian
+from ._common import check_order, require_gaussian
 from .base import Problem, Solver
 from .dpm_solver import DEFAULT_GRID
 from .grid import Grid, as_grid
@@ -202,11 +202,7 @@ class UniPC(Solver):
         lower_order_final: bool = True,
     ):
         self.steps = check_int("steps", steps, allow_none=True)
-        if isinstance(order, bool) or not isinstance(order, int):
-            raise TypeError(f"order must be an int 1, 2 or 3, got {type(order).__name__}")
-        if order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-        self.order = order
+        self.order = check_order(order)
         self.variant = check_choice("variant", variant, UNIPC_VARIANTS)
         self.grid = as_grid(grid)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
