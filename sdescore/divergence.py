@@ -11,20 +11,7 @@ The public home of these names. They are defined in `sdescore._divergence`, belo
 solvers and the evaluation layer (`likelihood`, `elbo`), which import them from there.
 """
 
-from ._divergence import (
-    NOISES,
-    check_graph,
-    divergence_exact,
-    divergence_hutchinson,
-    draw_probes,
-    value_and_divergence,
-)
+from . import _divergence
+from ._divergence import *  # noqa: F403 (the public names, listed once, in _divergence.__all__)
 
-__all__ = [
-    "NOISES",
-    "check_graph",
-    "divergence_exact",
-    "divergence_hutchinson",
-    "draw_probes",
-    "value_and_divergence",
-]
+__all__ = list(_divergence.__all__)
