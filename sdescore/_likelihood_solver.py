@@ -54,8 +54,9 @@ def likelihood_solver(sde: SDE, solver, *, method, rtol, atol) -> Solver:
         if name is None:
             name = "exp_abm" if isinstance(sde, GaussianSDE) else "dopri5"
         if not isinstance(name, str) or name not in LIKELIHOOD_METHODS:
+            what = "solver" if isinstance(solver, str) else "method"
             raise ValueError(
-                f"method must be one of {list(LIKELIHOOD_METHODS)} or a solver object, got {name!r}"
+                f"{what} must be one of {list(LIKELIHOOD_METHODS)} or a solver object, got {name!r}"
             )
         tol = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
         solver = ExpABM(**tol) if name == "exp_abm" else TorchDiffEq(name, **tol)

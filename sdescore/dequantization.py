@@ -181,8 +181,10 @@ def check_continuous_data(x) -> None:
     """
     if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex():
         raise TypeError(
-            f"x has integer dtype {x.dtype}: for discrete levels pass bins=... (e.g. 256 for "
-            "8-bit data) and data_range=, so that they are dequantized onto the model's range"
+            f"x has integer dtype {x.dtype}: for discrete levels pass dequantization=256 (the "
+            "number of levels, for data on (-1, 1)) or "
+            "dequantization=sdescore.Dequantization(256, data_range=(a, b)), so that they are "
+            "dequantized onto the model's range"
         )
     check_state(x)
     check_finite_tensor(x)

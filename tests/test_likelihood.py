@@ -227,7 +227,7 @@ def test_bad_inputs():
         sdescore.likelihood(score, x, sde=sde, estimator=sdescore.Hutchinson(0))
     with pytest.raises(ValueError, match="batch_size"):
         sdescore.likelihood(score, x, sde=sde, batch_size=0)
-    with pytest.raises(TypeError, match="integer dtype.*pass bins="):
+    with pytest.raises(TypeError, match="integer dtype.*pass dequantization="):
         sdescore.likelihood(score, torch.ones(2, 2, dtype=torch.int64), sde=sde)
     xr = x.clone().requires_grad_(True)
     sdescore.likelihood(score, xr, sde=sde)

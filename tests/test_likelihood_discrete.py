@@ -108,7 +108,7 @@ def test_elbo_with_bins_bounds_the_bin_probability():
 def test_integer_levels_without_bins_are_refused(entry):
     sde = SDES["vp"]
     k = torch.randint(0, 17, (4, 2))
-    with pytest.raises(TypeError, match="pass bins="):
+    with pytest.raises(TypeError, match="pass dequantization="):
         getattr(sdescore, entry)(lambda x, t: -x, k, sde=sde)
 
 

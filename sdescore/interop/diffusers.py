@@ -272,7 +272,8 @@ def flow_sampling_times(
     Runs `set_timesteps` on a copy of the scheduler (the caller's is left as it was) and reads
     its sigmas, shift, dynamic shifting and sigma conversions included: $t_i = \sigma_i$,
     decreasing, ending at 0 (diffusers' last step, to $\hat x_0$). Sigmas above `T` (diffusers
-    starts at $\sigma = 1$) are clamped to `T`, where `RectifiedFlowSDE(T=T)` starts.
+    starts at $\sigma = 1$) are clamped to `T`, where `RectifiedFlowSDE(T=T)` starts. A sampler
+    ends at `eps > 0`: set `times[-1] = eps` before giving the grid to a solver object.
 
     Args:
         scheduler: a `FlowMatchEulerDiscreteScheduler` (a config is built into one; needs

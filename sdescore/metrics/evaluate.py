@@ -75,6 +75,8 @@ _MOVED = {
     "likelihood_options": "likelihood={v!r} (a dict of sdescore.likelihood's options)",
     "elbo_options": "elbo={v!r} (a dict of sdescore.elbo's options)",
     "verbose": "print(sdescore.metrics.format_table(result))",
+    "steps": "the sampler's: sampler=sdescore.Auto(steps={v!r})",
+    "method": "the sampler: sampler={v!r} (a name or a solver object)",
 }
 
 

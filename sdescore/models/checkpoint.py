@@ -387,7 +387,10 @@ def save_model(model: ScoreModel, path, *, solver=None) -> None:
     state = model_state(model)
     if solver is not None:
         if not isinstance(solver, Solver):
-            raise TypeError(f"solver must be an sdescore.Solver, got {type(solver).__name__}")
+            raise TypeError(
+                f"solver must be an sdescore.Solver object (e.g. sdescore.UniPC(), with its "
+                f"options and grid), got {type(solver).__name__} {solver!r}"
+            )
         state["solver"] = solver.to_dict()
     _check_weights_finite(state["state_dict"], "refusing to save a model with")
     atomic_save(state, path)

@@ -254,9 +254,15 @@ class Times(Grid):
             )
         for end, want, what in ((t[0], t0, "start"), (t[-1], t1, "end")):
             if abs(float(end) - want) > 1e-6 * abs(want) + 1e-12:
+                hint = (
+                    "; a solve ends at eps > 0, so replace the grid's last time 0 by eps "
+                    "(times[-1] = eps), as for diffusers' grids that end at sigma = 0"
+                    if float(end) == 0.0
+                    else ""
+                )
                 raise ValueError(
                     f"the grid's {what} time is {float(end)!r}, but the solve's {what} time is "
-                    f"{want!r} (T, or eps given to sample): the grid must run between them"
+                    f"{want!r} (T, or eps given to sample): the grid must run between them{hint}"
                 )
         return _finish(t.to(**_opts(like)), t0, t1)
 
@@ -283,8 +289,12 @@ def as_grid(value, name: str = "grid") -> Grid:
         return value
     if isinstance(value, str):
         if value not in GRIDS:
+            import difflib
+
+            near = difflib.get_close_matches(value.lower(), list(GRIDS), n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
             raise ValueError(
-                f"{name} must be one of {sorted(GRIDS)}, a Grid or times, got {value!r}"
+                f"{name} must be one of {sorted(GRIDS)}, a Grid or times, got {value!r}{hint}"
             )
         return GRIDS[value]()
     if isinstance(value, (torch.Tensor, list, tuple)):

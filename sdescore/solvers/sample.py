@@ -71,6 +71,12 @@ def _moved(unknown, kwargs, method, process, caller, keywords) -> str:
                 "inpaint= is a solver wrapper now: method=sdescore.Inpainting(observed, mask, "
                 f"solver={method!r})"
             )
+        elif k == "n_steps":
+            msgs.append(
+                "n_steps= (the 2021 code's Langevin steps per predictor step) is an option of "
+                "PC's corrector: method=sdescore.PC(corrector=sdescore.Langevin(steps="
+                f"{kwargs[k]!r}))"
+            )
         elif k in ("snr", "corrector_steps") and isinstance(solver, PC):
             opt = "snr" if k == "snr" else "steps"
             msgs.append(

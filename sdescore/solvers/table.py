@@ -86,6 +86,10 @@ def get_solver(method, process: str, *, what: str = "method") -> Solver:
             f"one of {list(METHODS[process])} here"
         )
     near = difflib.get_close_matches(method, list(METHODS[process]), n=1)
+    if not near:  # a class name given as a string ("UniPC"), or another case
+        by_class = {type(f()).__name__.lower(): n for n, f in METHODS[process].items()}
+        near = [by_class[method.lower()]] if method.lower() in by_class else []
+        near = near or difflib.get_close_matches(method.lower(), list(METHODS[process]), n=1)
     hint = f"; did you mean {near[0]!r}?" if near else ""
     raise ValueError(f"{what} must be one of {list(METHODS[process])}, got {method!r}{hint}")
 

@@ -164,3 +164,23 @@ def test_exactly_the_documented_methods_take_inpainting():
     with pytest.raises(ValueError, match="integrates the reverse SDE"):
         PF.sample((2, 2), method=Inpainting(obs, mask))
     assert "auto" in ODE_METHODS
+
+
+def test_a_new_users_slips_get_a_pointer():
+    """Found by a new-user review: each slip names what to write instead."""
+    with pytest.raises(ValueError, match="did you mean 'unipc'"):
+        PF.sample((4, 1), method="UniPC")  # the class name as a string
+    with pytest.raises(ValueError, match="did you mean 'logsnr'"):
+        sdescore.DPMSolver(grid="log_snr")
+    # score_sde's n_steps are Langevin steps per predictor step, not `steps`
+    with pytest.raises(TypeError, match=r"PC\(corrector=sdescore.Langevin\(steps=2\)\)"):
+        RS.sample((4, 1), method="pc", n_steps=2)
+    # a diffusers grid ends at sigma = 0; the error says to end it at eps
+    with pytest.raises(ValueError, match=r"replace the grid's last time 0 by eps"):
+        PF.sample((4, 1), method=sdescore.DPMSolver(order=1, grid=[1.0, 0.5, 0.0]))
+    with pytest.raises(TypeError, match=r"sampler=sdescore.Auto\(steps=10\)"):
+        sdescore.evaluate(DATA.score_fn(VP), torch.zeros(4, 1), sde=VP, steps=10)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        sdescore.likelihood(DATA.score_fn(VP), torch.zeros(2, 1), sde=VP, solver="unipc")
+    with pytest.raises(TypeError, match=r"dequantization=256"):
+        sdescore.likelihood(DATA.score_fn(VP), torch.zeros(2, 1, dtype=torch.long), sde=VP)
