@@ -388,8 +388,10 @@ def finish(
     *,
     return_info: bool,
     method: str = "the sampler",
+    solver: str | None = None,
 ):
-    """Close the progress bar, check that `x` is finite; return `x` or a `SampleResult`.
+    """Close the progress bar, check that `x` is finite; return `x` or a `SampleResult`
+    (`solver`: what ran, for `SampleResult.solver`).
 
     Raises:
         NonFiniteError: when `x` holds NaN or Inf; the message says where it first appeared.
@@ -404,4 +406,4 @@ def finish(
     trajectory, times = record.stacked()
     if trajectory is not None:
         trajectory = trajectory.to(x.dtype)
-    return SampleResult(samples=x, nfe=score.nfe, trajectory=trajectory, times=times)
+    return SampleResult(samples=x, nfe=score.nfe, trajectory=trajectory, times=times, solver=solver)

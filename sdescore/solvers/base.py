@@ -113,6 +113,11 @@ class Solver(abc.ABC):
         grid = getattr(self, "grid", None)
         return None if grid is None else grid.steps
 
+    def projection(self, sde: SDE, x: torch.Tensor, generator):
+        """A per-step projection bound to a solve from `x` (`Problem.project`), or `None`: a
+        reverse-SDE wrapper such as `Inpainting` returns one; `ReverseSDE.sample` asks."""
+        return None
+
     def describe(self, steps: int | None) -> str:
         """What runs for a budget of `steps`: the algorithm, its options and grid (the object's
         repr unless a solver chooses by budget, as `Auto` does); `SampleResult.solver`."""

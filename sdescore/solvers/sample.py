@@ -21,7 +21,6 @@ from .._checks import check_bool, check_end_time, check_int, check_shape, check_
 from ._common import (
     CountedScore,
     Recorder,
-    SampleResult,
     finish,
     grid_dtype,
     progress_bar,
@@ -188,7 +187,7 @@ def sample_sde(
     x = _start(sde, shape, x_T, generator=generator, device=device, dtype=dtype)
     x, io_dtype = working_state(x)
     record = Recorder(trajectory)
-    project = solver.projection(sde, x, generator) if hasattr(solver, "projection") else None
+    project = solver.projection(sde, x, generator)
     score = CountedScore(
         process.score_fn if project is None else project.guide(process.score_fn),
         progress=progress_bar(progress, solver.score_calls(steps), _name(method, solver)),
@@ -357,18 +356,9 @@ def _solve_ode(what, process, x, eps, method, steps, denoise, progress, return_i
 
 
 def _finish(x, score, record, return_info, solver, steps, who, method):
-    out = finish(
-        x, score, record, return_info=return_info, method=f"{who}(method={_name(method, solver)!r})"
-    )
-    if return_info:
-        out = SampleResult(
-            samples=out.samples,
-            nfe=out.nfe,
-            trajectory=out.trajectory,
-            times=out.times,
-            solver=solver.describe(steps),
-        )
-    return out
+    where = f"{who}(method={_name(method, solver)!r})"
+    described = solver.describe(steps) if return_info else None
+    return finish(x, score, record, return_info=return_info, method=where, solver=described)
 
 
 def _name(method, solver) -> str:
