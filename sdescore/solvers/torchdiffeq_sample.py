@@ -69,25 +69,28 @@ def solve_torchdiffeq(
     max_steps: int,
     grid: Grid | None = None,
     max_evals: int = DEFAULT_MAX_EVALS,
+    options: dict | None = None,
+    step_control: str = "all",
 ) -> torch.Tensor:
     """Integrate the PF ODE of `p` from `p.t0` to `p.t1` with torchdiffeq's `method`.
 
     Fixed-step methods (`ODE_FIXED`) take `p.steps` steps on `grid` (uniform in t by default);
     adaptive ones (`ODE_ADAPTIVE`) use `rtol`/`atol`. With a trajectory requested, states are
     saved at the fixed-step grid, or at 101 evenly spaced times for adaptive methods (dense
-    output, no extra score calls).
+    output, no extra score calls). `options` are torchdiffeq's; `step_control` as for
+    `odeint_drift` (on the state alone here, so `"all"` and `"x"` agree).
     Adaptive methods stop after `max_evals` score calls or `max_steps` steps, or when their step
     size collapses (`MaxStepsError`); a NaN/Inf raises
     `NonFiniteError` naming the first score call that returned it, if the score did.
     """
     sde, score, x, t0, t1, steps, record = p.sde, p.score, p.x, p.t0, p.t1, p.steps, p.record
     n = steps if steps is not None else _TRAJECTORY_POINTS - 1
-    options = None
+    options = dict(options or {})
     ts = torch.linspace(t0, t1, n + 1, dtype=torch.float64)
     if steps is not None:
         like = torch.empty(0, dtype=torch.float64)  # boundaries in float64, as torchdiffeq's t
         ts = (TimeUniform() if grid is None else grid).times(sde, t0, t1, steps, like)
-        options = {"grid_constructor": _GridConstructor(ts)}
+        options["grid_constructor"] = _GridConstructor(ts)
     save_at = ts[1:-1] if record.enabled else None
     try:
         sol = odeint_drift(
@@ -99,7 +102,8 @@ def solve_torchdiffeq(
             rtol=rtol,
             atol=atol,
             save_at=save_at,
-            options=options,
+            options=options or None,
+            step_control=step_control,
             max_steps=max_steps,
             max_evals=max_evals,
         )
@@ -137,13 +141,14 @@ class TorchDiffEq(Solver):
             (one step per interval; `sdescore.solvers.grid`). Default: `TimeUniform()` for
             sampling; for `likelihood`, `LogSNR()` on a `GaussianSDE` (fine steps near the
             data, where the density is sharp), else `TimeUniform()`.
-        step_control: `likelihood` only: `"all"` (default: error control on $x$ and on
-            $\Delta\log p$, right on sharp data), `"x"` (the state only, RMS over the batch:
-            fewer evaluations, biased on sharp data) or `"x_per_example"` (the worst example's
-            error on the state); see `sdescore.solvers.torchdiffeq.odeint_drift`.
-        options: extra torchdiffeq options (e.g. `{"first_step": 1e-3}`); for adaptive
-            Runge-Kutta methods in `likelihood`, `ifactor` (the largest step growth) defaults
-            to 4 instead of torchdiffeq's 10.
+        step_control: what the error control measures: `"all"` (default; in `likelihood` $x$
+            and $\Delta\log p$, right on sharp data; in sampling the state), `"x"` (the state
+            only, RMS over the batch: fewer evaluations in `likelihood`, biased on sharp data)
+            or `"x_per_example"` (the worst example's error on the state); see
+            `sdescore.solvers.torchdiffeq.odeint_drift`.
+        options: extra torchdiffeq options (e.g. `{"first_step": 1e-3}`), for sampling and
+            `likelihood`; for adaptive Runge-Kutta methods in `likelihood`, `ifactor` (the
+            largest step growth) defaults to 4 instead of torchdiffeq's 10.
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -213,8 +218,9 @@ class TorchDiffEq(Solver):
 
     def integrate(self, p: Problem) -> torch.Tensor:
         return solve_torchdiffeq(
-            p, self.method, self.rtol, self.atol, self.max_steps, self.grid, self.max_evals
-        )
+            p, self.method, self.rtol, self.atol, self.max_steps, self.grid, self.max_evals,
+            options=self.options, step_control=self.step_control,
+        )  # fmt: skip
 
 
 @final

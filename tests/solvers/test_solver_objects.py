@@ -245,3 +245,17 @@ def test_fixed_step_torchdiffeq_refuses_tolerances():
     assert sdescore.solvers.solver_from_dict(sdescore.TorchDiffEq("rk4", steps=3).to_dict()) == (
         sdescore.TorchDiffEq("rk4", steps=3)
     )
+
+
+def test_torchdiffeq_options_and_step_control_reach_the_sampler():
+    # TorchDiffEq(options=..., step_control=...) were used by likelihood only: sampling ignored
+    # them without a word (same calls, same samples)
+    sde = sdescore.VPSDE()
+    pf = sde.probability_flow(sdescore.toy.eight_gaussians().score_fn(sde))
+    z = sde.prior_sampling((64, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    plain = pf.sample(x_T=z, method=sdescore.TorchDiffEq("dopri5"), return_info=True)
+    grown = sdescore.TorchDiffEq("dopri5", options={"first_step": 0.5, "ifactor": 1.5})
+    other = pf.sample(x_T=z, method=grown, return_info=True)
+    assert other.nfe != plain.nfe and not torch.equal(other.samples, plain.samples)
+    worst = sdescore.TorchDiffEq("dopri5", step_control="x_per_example")
+    assert pf.sample(x_T=z, method=worst, return_info=True).nfe != plain.nfe
