@@ -122,3 +122,36 @@ def make_flow_sdes() -> dict[str, sdescore.GaussianSDE]:
         "rectified_flow_smin": sdescore.RectifiedFlowSDE(0.01),
         "alpha_sigma_cosine": sdescore.AlphaSigmaSDE(cosine_alpha, cosine_sigma, T=0.999),
     }
+
+
+class CubicSDE(sdescore.SDE):
+    """dx = -x^3 dt + dw: not a Gaussian-kernel SDE (no closed-form kernel, no log-SNR)."""
+
+    def drift(self, x, t):
+        return -x.pow(3)
+
+    def diffusion(self, t):
+        return torch.ones_like(t)
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+
+def tiny_unet(dtype=torch.float64):
+    """A small diffusers `UNet2DModel` for 1x8x8 images, random weights (seed 0), eval mode: a
+    consistency check between libraries, not a trained model. Needs the diffusers extra."""
+    import diffusers
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+    return unet.to(dtype).eval()

@@ -18,7 +18,14 @@ import sdescore
 from sdescore.solvers import MaxStepsError, NonFiniteError
 from sdescore.toy import eight_gaussians, gaussian
 
-from problems import gaussian_1d, likelihood_error_bpd, make_sdes, mixture_2d, sharp_mixture
+from problems import (
+    CubicSDE,
+    gaussian_1d,
+    likelihood_error_bpd,
+    make_sdes,
+    mixture_2d,
+    sharp_mixture,
+)
 
 SDES = make_sdes()
 
@@ -199,20 +206,6 @@ def test_bins_and_batches():
     assert res.bits_per_dim.shape == (6,) and torch.isfinite(res.bits_per_dim).all()
 
 
-class _UserSDE(sdescore.SDE):
-    """Not a Gaussian-kernel SDE: no log-SNR."""
-
-    def drift(self, x, t):
-        return -x.pow(3)
-
-    def diffusion(self, t):
-        return torch.ones_like(t)
-
-    @property
-    def prior_std(self):
-        return 1.0
-
-
 @pytest.mark.parametrize(
     "build, err, match",
     [
@@ -252,7 +245,7 @@ def test_bad_solver_choices_are_named(kwargs, err, match):
 def test_exp_abm_needs_a_gaussian_kernel_sde():
     x = torch.randn(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="ExpABM integrates in log-SNR"):
-        sdescore.likelihood(lambda y, t: -y, x, sde=_UserSDE(), solver="exp_abm")
+        sdescore.likelihood(lambda y, t: -y, x, sde=CubicSDE(), solver="exp_abm")
 
 
 def test_loose_tolerances_are_warned_about():
@@ -280,7 +273,7 @@ def test_float32_data_sharper_than_float32_steps(name):
 def test_needs_a_gaussian_sde():
     x = torch.zeros(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="Gaussian-kernel SDE"):
-        sdescore.likelihood(lambda x, t: -x, x, sde=_UserSDE(), method="exp_abm")
+        sdescore.likelihood(lambda x, t: -x, x, sde=CubicSDE(), method="exp_abm")
 
 
 def test_nan_score_and_max_steps_are_reported():
@@ -375,7 +368,7 @@ def test_the_default_is_exp_abm_for_gaussian_kernel_sdes():
     # An SDE without a log-SNR gets dopri5 (its evaluations are those of the explicit call).
     x = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     user = [
-        sdescore.likelihood(lambda y, t: -y, x, sde=_UserSDE(), estimator="exact", **kw)
+        sdescore.likelihood(lambda y, t: -y, x, sde=CubicSDE(), estimator="exact", **kw)
         for kw in ({}, dict(method="dopri5"))
     ]
     assert user[0].nfe == user[1].nfe and torch.equal(user[0].log_prob, user[1].log_prob)

@@ -54,20 +54,11 @@ def test_flow_errors_are_clear():
 # --- with diffusers ------------------------------------------------------------------------
 diffusers = pytest.importorskip("diffusers", reason="needs the optional diffusers extra")
 
+from problems import tiny_unet  # noqa: E402
+
 
 def _unet(dtype):
-    torch.manual_seed(0)  # random weights: a consistency check, not a trained model
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
-    return unet.to(dtype).eval()
+    return tiny_unet(dtype)
 
 
 def _scheduler(**options):

@@ -19,7 +19,7 @@ from sdescore.solvers import (
     solver_from_dict,
 )
 
-from problems import make_sdes
+from problems import CubicSDE, make_sdes
 
 VP = make_sdes()["vp"]
 EPS = 1e-3
@@ -139,23 +139,9 @@ def test_a_grid_must_fit_the_solve():
     with pytest.raises(ValueError, match="grid applies to the fixed-step methods"):
         sdescore.TorchDiffEq("dopri5", grid=grid)
     with pytest.raises(TypeError, match="placed in log-SNR and needs a GaussianSDE"):
-        _Cubic().reverse(lambda x, t: -x).sample(
+        CubicSDE().reverse(lambda x, t: -x).sample(
             (4, 1), method=sdescore.EulerMaruyama(grid="logsnr"), steps=4
         )
-
-
-class _Cubic(sdescore.SDE):
-    """Not a Gaussian-kernel SDE: no log-SNR to place a grid in."""
-
-    def drift(self, x, t):
-        return -x.pow(3)
-
-    def diffusion(self, t):
-        return torch.ones_like(t)
-
-    @property
-    def prior_std(self):
-        return 1.0
 
 
 def test_singlestep_dpm_solver_spends_order_calls_per_interval():
