@@ -6,6 +6,8 @@ is evaluated at forward time t, and a solver integrates from T down to a small e
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ._checks import as_time, check_callable, check_output_shape, check_state
@@ -17,7 +19,11 @@ __all__ = ["ProbabilityFlowODE", "ReverseSDE"]
 
 
 class _ScoreDriven:
-    """Shared part of the two wrappers: the forward SDE and the score function."""
+    """Shared part of the two wrappers: the forward SDE, the score function and the drift."""
+
+    # w in the drift f - w g^2 s: 1 for the reverse SDE (Song et al. 2021, eq. (6)), 1/2 for
+    # the probability-flow ODE (eq. (13)).
+    _score_weight: ClassVar[float]
 
     def __init__(self, sde: SDE, score_fn):
         if not isinstance(sde, SDE):
@@ -36,7 +42,9 @@ class _ScoreDriven:
         t = as_time(t, x, self.T)
         return check_output_shape(self.score_fn(x, t), x, "score_fn(x, t)")
 
-    def _drift(self, x: torch.Tensor, t: torch.Tensor, weight: float) -> torch.Tensor:
+    def drift(self, x: torch.Tensor, t) -> torch.Tensor:
+        r"""The drift $f - w\,g^2 s$ at forward time t, `x: (B, *D)`, `t: (B,)` or a float: the
+        reverse-SDE drift for $w = 1$, the probability-flow velocity for $w = \tfrac12$."""
         check_state(x)
         t = as_time(t, x, self.T)
         f, g = self.sde.sde(x, t)
@@ -44,7 +52,7 @@ class _ScoreDriven:
         # state would otherwise broadcast silently.
         f = check_output_shape(f, x, f"{type(self.sde).__name__}.drift(x, t)")
         s = check_output_shape(self.score_fn(x, t), x, "score_fn(x, t)")
-        return f - weight * append_dims(g.square(), x.ndim) * s
+        return f - self._score_weight * append_dims(g.square(), x.ndim) * s
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(sde={self.sde!r}, score_fn={self.score_fn!r})"
@@ -60,9 +68,7 @@ class ReverseSDE(_ScoreDriven):
         score_fn: any callable `score_fn(x, t) -> (B, *D)`.
     """
 
-    def drift(self, x: torch.Tensor, t) -> torch.Tensor:
-        """Reverse drift $f - g^2 s$ at forward time t; `x: (B, *D)`, `t: (B,)` or a float."""
-        return self._drift(x, t, 1.0)
+    _score_weight: ClassVar[float] = 1.0
 
     def diffusion(self, t) -> torch.Tensor:
         """$g(t)$, the forward diffusion coefficient."""
@@ -82,9 +88,7 @@ class ProbabilityFlowODE(_ScoreDriven):
         score_fn: any callable `score_fn(x, t) -> (B, *D)`.
     """
 
-    def drift(self, x: torch.Tensor, t) -> torch.Tensor:
-        """ODE velocity $f - \\tfrac12 g^2 s$ at time t; `x: (B, *D)`, `t: (B,)` or a float."""
-        return self._drift(x, t, 0.5)
+    _score_weight: ClassVar[float] = 0.5
 
     def diffusion(self, t) -> torch.Tensor:
         """Zero: the ODE has no noise (kept so both wrappers share one interface)."""
