@@ -7,6 +7,8 @@ for CPU tensors and Python numbers, so that solver loops on an accelerator never
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 import os
@@ -233,15 +235,17 @@ def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:
     return out
 
 
-def moved_keywords(moved: dict):
-    """Decorator: a keyword that the function does not take, and that moved onto an object
-    when the options were grouped (`moved[name]`, a hint with `{v}` for the value given), gets
-    a `TypeError` saying what to write instead; any other unknown keyword one naming it.
+def moved_keywords(moved):
+    """Decorator: a keyword that the function does not take (an option that moved onto an object
+    when the options were grouped) gets a `TypeError` saying what to write instead.
 
-    The public signature (what `inspect.signature` reports) is the function's own.
+    `moved` says where each went: a dict, `moved[name]` a hint with `{v}` for the value given
+    (any other unknown keyword gets a message naming it); or, where the answer depends on the
+    call (the sampling entry points: on its `method=`), a callable
+    `moved(fn, unknown, kwargs) -> str` that writes the whole message for the sorted unknown
+    names. The public signature (what `inspect.signature` reports) is the function's own.
     """
-    import functools
-    import inspect
+    explain = moved if callable(moved) else functools.partial(_moved_message, moved)
 
     def decorate(fn):
         params = inspect.signature(fn).parameters
@@ -250,20 +254,23 @@ def moved_keywords(moved: dict):
         def wrapper(*args, **kwargs):
             unknown = sorted(k for k in kwargs if k not in params)
             if unknown:
-                hints = [
-                    f"{k}= is now {moved[k].format(v=kwargs[k])}"
-                    if k in moved
-                    else f"unexpected keyword argument {k!r}"
-                    for k in unknown
-                ]
-                raise TypeError(
-                    f"{fn.__name__}(): " + "; ".join(hints) + f". It takes {list(params)}"
-                )
+                raise TypeError(explain(fn, unknown, kwargs))
             return fn(*args, **kwargs)
 
         return wrapper
 
     return decorate
+
+
+def _moved_message(moved: dict, fn, unknown: list, kwargs: dict) -> str:
+    hints = [
+        f"{k}= is now {moved[k].format(v=kwargs[k])}"
+        if k in moved
+        else f"unexpected keyword argument {k!r}"
+        for k in unknown
+    ]
+    params = list(inspect.signature(fn).parameters)
+    return f"{fn.__name__}(): " + "; ".join(hints) + f". It takes {params}"
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep

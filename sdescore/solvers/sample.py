@@ -12,12 +12,18 @@ score calls, the progress bar, trajectories, the final denoising and the NaN che
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 
 import torch
 
-from .._checks import check_bool, check_end_time, check_int, check_shape, check_state
+from .._checks import (
+    check_bool,
+    check_end_time,
+    check_int,
+    check_shape,
+    check_state,
+    moved_keywords,
+)
 from ._common import (
     CountedScore,
     Recorder,
@@ -36,25 +42,19 @@ __all__ = ["decode", "encode", "sample_ode", "sample_sde"]
 DENOISE = ("mean", "tweedie", "none")
 
 
-def _shared_only(fn):
-    """Give a keyword that `fn` does not take (an option of the solver objects that entry points
-    took before the one solver model) a `TypeError` that names the object and option to use.
-
-    The public signature (what `inspect.signature` reports) is `fn`'s own.
-    """
+def _moved_to_solver(fn, unknown, kwargs) -> str:
+    """The message for keywords that `fn` (an entry point below) does not take: each named with
+    the solver object and option to use instead (an option of the solver objects that the entry
+    points took before the one solver model), or the closest keyword."""
     params = inspect.signature(fn).parameters
     process = "sde" if fn.__name__ == "sample_sde" else "ode"
     caller = "sample" if fn.__name__.startswith("sample") else fn.__name__
+    method = kwargs.get("method", params["method"].default)
+    return _moved(unknown, kwargs, method, process, caller, list(params)[1:])
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        unknown = sorted(k for k in kwargs if k not in params)
-        if unknown:
-            method = kwargs.get("method", params["method"].default)
-            raise TypeError(_moved(unknown, kwargs, method, process, caller, list(params)[1:]))
-        return fn(*args, **kwargs)
 
-    return wrapper
+# The entry points take only the options every solver shares (see the module docstring).
+_shared_only = moved_keywords(_moved_to_solver)
 
 
 def _moved(unknown, kwargs, method, process, caller, keywords) -> str:
