@@ -96,6 +96,20 @@ def _setup(feature_net, transform, batch_size, probe: torch.Tensor):
     return feats
 
 
+def _paired_setup(samples, real, feature_net, transform, batch_size):
+    """`fid`'s and `kid`'s checks of the two image sets and the extractor; the extractor."""
+    _check_images(samples, "samples")
+    _check_images(real, "real")
+    feats = _setup(feature_net, transform, batch_size, real)
+    check_pair(samples, real, ("samples", "real"))
+    return feats
+
+
+def _check_reference(reference, real) -> None:
+    _check_images(reference, "reference")
+    check_pair(reference, real, ("reference", "real"))
+
+
 def _new(cls, **kw):
     # KID and IS announce that they "will save all extracted features in buffer": expected here.
     with warnings.catch_warnings():
@@ -156,15 +170,11 @@ def fid(
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
         ValueError, TypeError: for non-image inputs, different image shapes, < 2 images, NaN.
     """
-    _check_images(samples, "samples")
-    _check_images(real, "real")
-    feats = _setup(feature_net, transform, batch_size, real)
-    check_pair(samples, real, ("samples", "real"))
+    feats = _paired_setup(samples, real, feature_net, transform, batch_size)
     value = _fid_value(feats, samples, real, batch_size)
     floor, extra = None, {}
     if reference is not None:
-        _check_images(reference, "reference")
-        check_pair(reference, real, ("reference", "real"))
+        _check_reference(reference, real)
         floor = _fid_value(feats, reference[: samples.shape[0]], real, batch_size)
         extra["floor_n"] = min(reference.shape[0], samples.shape[0])
     return SampleMetric("fid", value, floor, None, samples.shape[0], extra)
@@ -232,10 +242,7 @@ def kid(
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
         ValueError, TypeError: for bad images, or `subset_size` above either set's size.
     """
-    _check_images(samples, "samples")
-    _check_images(real, "real")
-    feats = _setup(feature_net, transform, batch_size, real)
-    check_pair(samples, real, ("samples", "real"))
+    feats = _paired_setup(samples, real, feature_net, transform, batch_size)
     check_int("subsets", subsets)
     n = min(samples.shape[0], real.shape[0])
     if subset_size is None:
@@ -257,8 +264,7 @@ def kid(
         std = None
     floor, extra = None, {"subset_size": subset_size}
     if reference is not None:
-        _check_images(reference, "reference")
-        check_pair(reference, real, ("reference", "real"))
+        _check_reference(reference, real)
         ref = reference[: samples.shape[0]]
         size = min(subset_size, ref.shape[0])
         floor = _kid_value(feats, ref, real, batch_size, subsets, size, seed)[0]
