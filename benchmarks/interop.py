@@ -88,7 +88,7 @@ def multistep_agreement(unet, steps, float64_table=False):
     # the scheduler's own grid handed to our DPM-Solver++(2M), from T = ts[0] to ts[-1]
     solver = sdescore.DPMSolver(order=2, multistep=True, grid=ts)
     ours = model.sde.probability_flow(model).sample(
-        x_T=x0, method=solver, eps=ts[-1].item(), return_info=True, trajectory=True
+        x_T=x0, method=solver, eps=ts[-1].item(), return_info="trajectory"
     )
     return max((a - b).abs().max().item() for a, b in zip(ours.trajectory, ref, strict=True))
 

@@ -211,8 +211,7 @@ def run_example(args, job) -> dict:
             method="auto",
             steps=20,
             generator=g,
-            return_info=True,
-            trajectory=True,
+            return_info="trajectory",
             device=dev,
         )
         stages["sampling_pf_ode"] = {"nfe": res.nfe, "seconds": time.perf_counter() - t0}

@@ -502,7 +502,7 @@ def trajectories_figure(plt, save, args, sde, ema, grid_map, mark) -> None:
     g = torch.Generator().manual_seed(args.seed + 2)
     with torch.no_grad():
         traj = sde.probability_flow(ema.cpu()).sample(
-            (48, 2), method="rk4", steps=50, generator=g, return_info=True, trajectory=True
+            (48, 2), method="rk4", steps=50, generator=g, return_info="trajectory"
         )
     paths = traj.trajectory
     start_spread = paths[0].abs().max().item()

@@ -192,10 +192,12 @@ def value_and_divergence(
     probes: torch.Tensor | None = None,
     *,
     chunk: int | None = None,
+    create_graph: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(fn(x, t), div)` from one forward pass: the exact divergence `(B,)` when `probes` is
     `None` (`divergence_exact`, `chunk` basis vectors per backward call), else the per-probe
-    Hutchinson estimates `(k, B)` for `probes: (k, B, *D)` (`divergence_hutchinson`)."""
+    Hutchinson estimates `(k, B)` for `probes: (k, B, *D)` (`divergence_hutchinson`);
+    `create_graph` keeps both differentiable (to `fn`'s parameters and to `x`)."""
     if probes is None:
-        return divergence_exact(fn, x, t, chunk=chunk)
-    return divergence_hutchinson(fn, x, t, probes)
+        return divergence_exact(fn, x, t, chunk=chunk, create_graph=create_graph)
+    return divergence_hutchinson(fn, x, t, probes, create_graph=create_graph)

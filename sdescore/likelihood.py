@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import (
+    check_bool,
     check_callable,
     check_end_time,
     check_int,
@@ -124,12 +125,15 @@ class _NeedsGraph:
 class _AugmentedDrift:
     """Right-hand side `(x, t) -> (v, rate)` of the $(x, \\Delta\\log p)$ system, one pass each."""
 
-    def __init__(self, drift, probes: torch.Tensor | None, exact_chunk: int | None):
+    def __init__(self, drift, probes, exact_chunk: int | None, create_graph: bool = False):
         self.drift, self.probes, self.exact_chunk = drift, probes, exact_chunk
+        self.create_graph = create_graph
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor):
         # rate (B,) with the exact trace, (k, B) per Hutchinson probe
-        return value_and_divergence(self.drift, x, t, self.probes, chunk=self.exact_chunk)
+        return value_and_divergence(
+            self.drift, x, t, self.probes, chunk=self.exact_chunk, create_graph=self.create_graph
+        )
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,9 @@ class _Solve:
     nfe: int
 
 
-def _solve(pf, y, *, estimator, eps, generator, solver, resample) -> _Solve:
-    """One ODE solve for a batch `y: (B, *D)` from `eps` to `T`."""
+def _solve(pf, y, *, estimator, eps, generator, solver, resample, differentiable) -> _Solve:
+    """One ODE solve for a batch `y: (B, *D)` from `eps` to `T`; with `differentiable`, through
+    autograd (the divergence's vector-Jacobian products with `create_graph`)."""
     x = y
     vecs, fresh = None, None
     chunk = estimator.chunk if isinstance(estimator, ExactTrace) else None
@@ -171,9 +176,9 @@ def _solve(pf, y, *, estimator, eps, generator, solver, resample) -> _Solve:
         latent, aux, nfe = sol.latent, sol.delta, sol.nfe
     else:
         aux0 = x.new_zeros(x.shape[0]) if vecs is None else x.new_zeros(vecs.shape[0], x.shape[0])
-        with torch.no_grad():
+        with torch.enable_grad() if differentiable else torch.no_grad():
             sol = odeint_drift(
-                _AugmentedDrift(pf.drift, vecs, chunk), x, eps, pf.T, aux0=aux0,
+                _AugmentedDrift(pf.drift, vecs, chunk, differentiable), x, eps, pf.T, aux0=aux0,
                 method=solver.method, rtol=solver.rtol, atol=solver.atol,
                 step_control=solver.step_control, max_steps=solver.max_steps,
                 max_evals=solver.max_evals, options=torchdiffeq_options(solver, pf.sde, eps, x),
@@ -218,6 +223,7 @@ def likelihood(
     rtol: float | None = None,
     atol: float | None = None,
     method: str | None = None,
+    differentiable: bool = False,
 ) -> LikelihoodResult:
     r"""Log-likelihood of `x` under the probability-flow ODE of a score model.
 
@@ -264,13 +270,25 @@ def likelihood(
             (docs/likelihood.md, "What a tolerance means").
         atol: shorthand: the absolute tolerance, likewise.
         method: shorthand: the name of the solver (as `solver=` given a name).
+        differentiable: keep the autograd graph: `log_prob` (and the other fields) carry
+            gradients to the model's parameters, and to `x` when it requires grad, by
+            backpropagation through the solver's steps (Chen et al. 2018 discuss the
+            alternative, the adjoint); the divergence's vector-Jacobian products are taken
+            with `create_graph=True`, so the gradient is that of the very estimate returned
+            (with Hutchinson, an unbiased gradient of an unbiased estimate). Needs a torchdiffeq
+            solver: the default becomes `TorchDiffEq("dopri5")` (rtol = atol = 1e-5), and
+            `ExpABM` is refused. Memory: every step's activations and their
+            vector-Jacobian graphs are kept until `backward`, O(steps x activations); a
+            fixed-step `TorchDiffEq("rk4", steps=n)` bounds it (NLL fine-tuning recipe:
+            docs/likelihood.md). Default `False`: no graph (run under `torch.no_grad`).
 
     Returns:
         A `LikelihoodResult`.
 
     Raises:
         ValueError: NaN/Inf in `x`, an empty batch, an unknown estimator or solver name (the
-            message lists the valid ones), a solver that cannot integrate the likelihood, a
+            message lists the valid ones), `ExpABM` with `differentiable=True`, a solver that
+            cannot integrate the likelihood, a
             fixed-step solver without steps, a score of the wrong shape, or `ExpABM` with an
             SDE that is not a `GaussianSDE`.
         TypeError: a wrong argument type, a `model` without an SDE and no `sde=`, a score
@@ -287,8 +305,18 @@ def likelihood(
     estimator = as_estimator(estimator)
     deq = as_dequantization(dequantization)
     check_int("batch_size", batch_size, allow_none=True)
+    check_bool("differentiable", differentiable)
     eps = check_end_time(eps, sde.T)
+    if differentiable and solver is None and method is None:
+        solver = "dopri5"  # the default ExpABM runs without a graph
     solver = likelihood_solver(sde, solver, method=method, rtol=rtol, atol=atol)
+    if differentiable and isinstance(solver, ExpABM):
+        raise ValueError(
+            "differentiable=True backpropagates through a torchdiffeq solve; ExpABM runs "
+            "without an autograd graph. Leave solver unset (dopri5 is then used) or pass "
+            "solver=sdescore.TorchDiffEq('dopri5', ...) or a fixed-step "
+            "sdescore.TorchDiffEq('rk4', steps=...)"
+        )
     resample = isinstance(estimator, Hutchinson) and (
         estimator.resample if estimator.resample is not None else isinstance(solver, ExpABM)
     )
@@ -311,13 +339,14 @@ def likelihood(
     else:
         levels = to_levels(x, deq.bins, full_model_dtype(model))  # the dtype rule, as above
     pf = sde.probability_flow(_NeedsGraph(model))
-    src = x.detach() if levels is None else levels
+    src = levels if levels is not None else (x if differentiable else x.detach())
     check_combination(estimator, 1 if deq is None else deq.samples, flat_dim(src))
     d = flat_dim(src)
     bs = src.shape[0] if batch_size is None else batch_size
     solve_kw = dict(
-        estimator=estimator, eps=eps, generator=generator, solver=solver, resample=resample
-    )
+        estimator=estimator, eps=eps, generator=generator, solver=solver, resample=resample,
+        differentiable=differentiable,
+    )  # fmt: skip
     with evaluation_mode(model):
         parts = [_evaluate_batch(pf, chunk, deq, solve_kw) for chunk in src.split(bs)]
     log_prob = torch.cat([p.log_prob for p in parts])

@@ -198,6 +198,8 @@ class SampleResult:
         solver: what ran: the algorithm, its order and grid, and the budget
             (`Solver.describe`), e.g. `"Auto: UniPC (UniP-2 + UniC, bh2) on TimeQuadratic()
             with 10 score calls"`.
+        log_prob: with `return_logp` (`ProbabilityFlowODE.sample`), the log-density of each
+            sample under the model's probability-flow ODE, in nats, `(B,)`; otherwise `None`.
     """
 
     samples: torch.Tensor
@@ -205,6 +207,7 @@ class SampleResult:
     trajectory: torch.Tensor | None = None
     times: torch.Tensor | None = None
     solver: str | None = None
+    log_prob: torch.Tensor | None = None
 
 
 class CountedScore:

@@ -11,6 +11,7 @@ score calls, the progress bar, trajectories, the final denoising and the NaN che
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 
@@ -24,6 +25,9 @@ from .._checks import (
     check_state,
     moved_keywords,
 )
+from .._shapes import flat_dim
+from ..estimators import ExactTrace, Hutchinson
+from ..sdes.gaussian import GaussianSDE
 from ._common import (
     CountedScore,
     Recorder,
@@ -33,9 +37,11 @@ from ._common import (
     tweedie,
     working_state,
 )
+from ._logp import EXACT_DIM, LogpSolve
 from .base import Problem, Solver
 from .langevin import PC
 from .table import METHODS, get_solver
+from .torchdiffeq_sample import Dopri5, TorchDiffEq
 
 __all__ = ["decode", "encode", "sample_ode", "sample_sde"]
 
@@ -65,7 +71,19 @@ def _moved(unknown, kwargs, method, process, caller, keywords) -> str:
     own = _options(type(solver)) if solver is not None else []
     msgs = []
     for k in unknown:
-        if k == "inpaint":
+        if k == "trajectory":
+            msgs.append(
+                "trajectory= is now a value of return_info: return_info='trajectory' returns a "
+                "SampleResult holding the intermediate states"
+            )
+        elif k == "return_logp" and process == "sde":
+            msgs.append(
+                "return_logp= needs a deterministic sampler: the reverse SDE's samples have no "
+                "density that one solve can track. Use sde.probability_flow(score_fn).sample("
+                "..., return_logp=True), or sdescore.likelihood(model, samples) for the "
+                "density of any samples under the model's probability-flow ODE"
+            )
+        elif k == "inpaint":
             msgs.append(
                 "inpaint= is a solver wrapper now: method=sdescore.Inpainting(observed, mask, "
                 f"solver={method!r})"
@@ -135,8 +153,7 @@ def sample_sde(
     dtype=None,
     denoise: bool | str = "mean",
     progress: bool = False,
-    return_info: bool = False,
-    trajectory: bool = False,
+    return_info: bool | str = False,
 ):
     r"""Draw samples by integrating the reverse SDE from $T$ (the prior) down to `eps`.
 
@@ -164,8 +181,8 @@ def sample_sde(
             then Tweedie's denoiser $E[x_0 \mid x_\epsilon]$ (one score call); `"none"` (or
             `False`): noise on the last step too.
         progress: show a tqdm bar counting score evaluations.
-        return_info: return a `SampleResult` (samples, `nfe`, the solver that ran, trajectory).
-        trajectory: record the intermediate states (needs `return_info=True`).
+        return_info: `True`: return a `SampleResult` (samples, `nfe`, the solver that ran);
+            `"trajectory"`: one that also holds the intermediate states and their times.
 
     Returns:
         Samples `(B, *D)` at time `eps` (or denoised), or a `SampleResult`.
@@ -180,7 +197,7 @@ def sample_sde(
     """
     sde = process.sde
     solver = get_solver(method, "sde")
-    _check_flags(progress, return_info, trajectory)
+    return_info, trajectory = _check_flags(progress, return_info)
     denoise = _check_denoise(denoise)
     eps = check_end_time(eps, sde.T)
     steps = _resolve_steps(solver, steps)
@@ -230,8 +247,8 @@ def sample_ode(
     dtype=None,
     denoise: bool = False,
     progress: bool = False,
-    return_info: bool = False,
-    trajectory: bool = False,
+    return_info: bool | str = False,
+    return_logp=False,
 ):
     r"""Draw samples: a prior draw (or `x_T`) carried by the probability-flow ODE from $T$ to
     `eps` (Song et al. 2021, eq. (13)). `ProbabilityFlowODE.sample`.
@@ -254,26 +271,41 @@ def sample_ode(
         generator: `torch.Generator` for the prior draw.
         device: of the prior draw (without `x_T`).
         dtype: of the prior draw (without `x_T`).
-        denoise: finish with Tweedie's denoiser (one score call).
+        denoise: finish with Tweedie's denoiser (one score call); refused with `return_logp`.
         progress: show a tqdm bar counting score evaluations.
-        return_info: return a `SampleResult` (samples, `nfe`, the solver that ran, trajectory).
-        trajectory: record the intermediate states (needs `return_info=True`).
+        return_info: `True`: return a `SampleResult` (samples, `nfe`, the solver that ran);
+            `"trajectory"`: one that also holds the intermediate states and their times.
+        return_logp: also integrate the log-density of the samples in the same solve:
+            $\log p_\varepsilon(x) = \log \pi(x_T) + \int_\varepsilon^T \nabla\cdot v\,dt$
+            along the solver's own trajectory (Chen et al. 2018, Theorem 1; Song et al. 2021,
+            eq. (39)), with the solver's own rule and order (`sdescore.solvers._logp`).
+            `True`: the divergence by the exact trace up to 128 coordinates, else one
+            Hutchinson probe; or the estimator itself, `sdescore.ExactTrace(chunk=...)` or
+            `sdescore.Hutchinson(probes, noise=...)` (probes drawn once from `generator`, after
+            the prior draw, and held fixed). Each score call then also takes the divergence
+            (one network pass and its vector-Jacobian products). The samples are those of
+            `return_logp=False` for the fixed-step solvers; adaptive ones also control the
+            error of log p (docs/likelihood.md, "Likelihood while sampling").
 
     Returns:
-        Samples `(B, *D)` at `eps`, or a `SampleResult`.
+        Samples `(B, *D)` at `eps`, or a `SampleResult`; with `return_logp`, the pair
+        `(samples, log_prob)` (`log_prob: (B,)` in nats), or a `SampleResult` whose `log_prob`
+        is set.
 
     Raises:
         ValueError, TypeError: for a bad option (named in the message), a score of the wrong
-            shape, a float16/bfloat16 state with an adaptive method, or a solver option given
-            here (named with the object that takes it).
+            shape, a float16/bfloat16 state with an adaptive method or with `return_logp`,
+            `return_logp` with `denoise=True`, a solver option given here (named with the
+            object that takes it), or `trajectory=` (now `return_info="trajectory"`).
         NonFiniteError: the result holds NaN/Inf (checked once, after the solve); the message
             names the first score call that saw NaN/Inf and its time, and what to check.
         MaxStepsError: an adaptive method exceeded its `max_steps`.
     """
     x_T = _start(process.sde, shape, x_T, generator=generator, device=device, dtype=dtype)
     return _solve_ode(
-        "sample", process, x_T, eps, method, steps, denoise, progress, return_info, trajectory
-    )
+        "sample", process, x_T, eps, method, steps, denoise, progress, return_info, return_logp,
+        generator,
+    )  # fmt: skip
 
 
 @_shared_only
@@ -286,8 +318,7 @@ def decode(
     eps: float = 1e-3,
     denoise: bool = False,
     progress: bool = False,
-    return_info: bool = False,
-    trajectory: bool = False,
+    return_info: bool | str = False,
 ):
     """Map latents `z: (B, *D)` at time T to data at `eps` (the inverse of `encode`).
 
@@ -298,7 +329,7 @@ def decode(
     """
     check_state(z, "z")
     return _solve_ode(
-        "decode", process, z, eps, method, steps, denoise, progress, return_info, trajectory
+        "decode", process, z, eps, method, steps, denoise, progress, return_info, False, None
     )
 
 
@@ -311,8 +342,7 @@ def encode(
     steps: int | None = None,
     eps: float = 1e-3,
     progress: bool = False,
-    return_info: bool = False,
-    trajectory: bool = False,
+    return_info: bool | str = False,
 ):
     """Map data `x: (B, *D)` at time `eps` to latents at T by integrating the ODE forwards.
 
@@ -323,36 +353,49 @@ def encode(
     """
     check_state(x, "x")
     return _solve_ode(
-        "encode", process, x, eps, method, steps, False, progress, return_info, trajectory
+        "encode", process, x, eps, method, steps, False, progress, return_info, False, None
     )
 
 
-def _solve_ode(what, process, x, eps, method, steps, denoise, progress, return_info, trajectory):
+def _solve_ode(
+    what, process, x, eps, method, steps, denoise, progress, return_info, return_logp, generator
+):
     """`ProbabilityFlowODE.<what>`: integrate the PF ODE from `x` at T down to `eps` (`"sample"`,
-    `"decode"`), or from `x` at `eps` up to T (`"encode"`)."""
+    `"decode"`), or from `x` at `eps` up to T (`"encode"`); with `return_logp`, together with
+    the log-density of the samples (`solvers._logp`)."""
     eps = check_end_time(eps, process.T)
     t0, t1 = (eps, process.T) if what == "encode" else (process.T, eps)
     solver = get_solver(method, "ode")
-    _check_flags(progress, return_info, trajectory)
+    return_info, trajectory = _check_flags(progress, return_info)
     denoise = _check_denoise(denoise)
+    estimator = _check_logp(return_logp, denoise, x, process.sde, solver)
     steps = _resolve_steps(solver, steps)
     record = Recorder(trajectory)
     x, io_dtype = working_state(x)
+    sde, score_fn, rec, run = process.sde, process.score_fn, record, solver
+    if estimator is not None:
+        logp = LogpSolve(sde, score_fn, x, estimator, generator)
+        x, sde, score_fn = logp.y, logp.sde, logp.score
+        rec, run = logp.recorder(record), logp.solver(solver)
     score = CountedScore(
-        process.score_fn,
+        score_fn,
         progress=progress_bar(progress, solver.score_calls(steps), _name(method, solver)),
         io_dtype=io_dtype,
     )
     problem = Problem(
-        sde=process.sde, score=score, x=x, t0=t0, t1=t1, steps=steps, generator=None,
-        record=record,
+        sde=sde, score=score, x=x, t0=t0, t1=t1, steps=steps, generator=None, record=rec
     )  # fmt: skip
-    x = solver.integrate(problem)
+    x = run.integrate(problem)
     if denoise == "tweedie":
         x = tweedie(process.sde, score, x, torch.tensor(t1, device=x.device, dtype=x.dtype))
-    return _finish(
-        x, score, record, return_info, solver, steps, f"ProbabilityFlowODE.{what}", method
-    )
+    who = f"ProbabilityFlowODE.{what}"
+    if estimator is None:
+        return _finish(x, score, record, return_info, solver, steps, who, method)
+    out = _finish(x, score, record, True, solver, steps, who, method)
+    samples, log_prob = logp.split(out.samples)
+    if not return_info:
+        return samples, log_prob
+    return dataclasses.replace(out, samples=samples, log_prob=log_prob)
 
 
 def _finish(x, score, record, return_info, solver, steps, who, method):
@@ -393,15 +436,62 @@ def _check_denoise(denoise) -> str:
     return denoise
 
 
-def _check_flags(progress, return_info, trajectory) -> None:
-    for name, value in (
-        ("progress", progress),
-        ("return_info", return_info),
-        ("trajectory", trajectory),
-    ):
-        check_bool(name, value)
-    if trajectory and not return_info:
-        raise ValueError("trajectory=True needs return_info=True (the path is in the result)")
+def _check_flags(progress, return_info) -> tuple[bool, bool]:
+    """`(return a SampleResult, record the trajectory)` from `return_info`."""
+    check_bool("progress", progress)
+    if return_info == "trajectory":
+        return True, True
+    if not isinstance(return_info, bool):
+        raise TypeError(
+            "return_info must be a bool (True: a SampleResult) or 'trajectory' (a SampleResult "
+            f"with the intermediate states), got {return_info!r}"
+        )
+    return return_info, False
+
+
+def _check_logp(return_logp, denoise: str, x: torch.Tensor, sde, solver):
+    """The divergence estimator for `return_logp` (`None` when it is `False`).
+
+    Raises:
+        TypeError: not a bool nor an estimator object; a half-precision state; a non-Gaussian
+            SDE with a solver that needs a Gaussian one.
+        ValueError: `denoise=True`; `Hutchinson(resample=True)`.
+    """
+    if isinstance(return_logp, bool):
+        if not return_logp:
+            return None
+        estimator = ExactTrace() if flat_dim(x) <= EXACT_DIM else Hutchinson()
+    elif isinstance(return_logp, (ExactTrace, Hutchinson)):
+        estimator = return_logp
+    else:
+        raise TypeError(
+            "return_logp must be a bool, or the divergence estimator to use "
+            "(sdescore.ExactTrace(...) or sdescore.Hutchinson(...)), got "
+            f"{type(return_logp).__name__}"
+        )
+    if isinstance(estimator, Hutchinson) and estimator.resample:
+        raise ValueError(
+            "return_logp=Hutchinson(resample=True) is not supported: the sampler's quadrature "
+            "of log p needs the probes held fixed through the solve (resample=None or False)"
+        )
+    if denoise != "none":
+        raise ValueError(
+            "return_logp=True with denoise=True: Tweedie's final denoising step is not a step "
+            "of the probability-flow ODE and changes the density by the log-determinant of its "
+            "Jacobian, which is not tracked; sample with denoise=False (log p of the time-eps "
+            "samples), or call sdescore.likelihood on the denoised samples"
+        )
+    if x.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(
+            f"return_logp needs a float32 or float64 state, got {x.dtype}: the log-density "
+            "accumulator cannot be carried in half precision (pass dtype=torch.float32)"
+        )
+    if not isinstance(sde, GaussianSDE) and not isinstance(solver, (TorchDiffEq, Dopri5)):
+        raise TypeError(
+            f"method {solver!r} needs a GaussianSDE (VPSDE, SubVPSDE, VESDE, LinearSDE), got "
+            f"{type(sde).__name__}; use a torchdiffeq method such as 'dopri5'"
+        )
+    return estimator
 
 
 def _resolve_steps(solver: Solver, steps) -> int | None:

@@ -125,7 +125,8 @@ def test_wrong_shape_score_names_both_shapes():
         ({"steps": 0}, "steps must be an int >= 1"),
         ({"eps": 1.5}, "eps must lie in"),
         ({"eps": 0.0}, "eps must be > 0"),
-        ({"trajectory": True}, "trajectory=True needs return_info=True"),
+        ({"trajectory": True}, "trajectory= is now a value of return_info: return_info="),
+        ({"return_info": "path"}, "return_info must be a bool .* or 'trajectory'"),
         (lambda: {"method": sdescore.PC(corrector=sdescore.Langevin(snr=-1.0))}, "snr must be > 0"),
         (lambda: {"method": sdescore.TorchSDE("srk", adaptive=1)}, "adaptive must be a bool"),
         # a solver option given to sample: the error names the object and option to use
@@ -271,20 +272,20 @@ def test_any_state_shape_and_dtype(shape, dtype):
 
 def test_trajectories_have_one_state_per_step():
     rs = VP.reverse(DATA_1D.score_fn(VP))
-    res = rs.sample((8, 1), steps=6, return_info=True, trajectory=True)
+    res = rs.sample((8, 1), steps=6, return_info="trajectory")
     assert res.trajectory.shape == (7, 8, 1) and res.times.shape == (7,)
     assert torch.equal(res.trajectory[-1], res.samples)
     assert res.times[0] == VP.T and torch.isclose(res.times[-1], torch.tensor(1e-3))
-    res = rs.sample((8, 1), method="srk", steps=6, return_info=True, trajectory=True)
+    res = rs.sample((8, 1), method="srk", steps=6, return_info="trajectory")
     assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)
     pf = VP.probability_flow(DATA_1D.score_fn(VP))
     three = sdescore.DPMSolver(order=3)  # singlestep: 3 calls a step, 2 steps
-    res = pf.sample((8, 1), steps=6, method=three, return_info=True, trajectory=True)
+    res = pf.sample((8, 1), steps=6, method=three, return_info="trajectory")
     assert res.trajectory.shape == (3, 8, 1) and bool((res.times.diff() < 0).all())
     multi = sdescore.DPMSolver(multistep=True)
-    res = pf.sample((8, 1), steps=6, method=multi, return_info=True, trajectory=True)
+    res = pf.sample((8, 1), steps=6, method=multi, return_info="trajectory")
     assert res.trajectory.shape == (7, 8, 1) and torch.equal(res.trajectory[-1], res.samples)
-    res = pf.sample((8, 1), method="dopri5", return_info=True, trajectory=True)
+    res = pf.sample((8, 1), method="dopri5", return_info="trajectory")
     assert res.trajectory.shape == (101, 8, 1)
     torch.testing.assert_close(res.trajectory[-1], res.samples)
     assert rs.sample((8, 1), steps=3, return_info=True).trajectory is None

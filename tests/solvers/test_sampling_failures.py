@@ -135,8 +135,7 @@ def test_low_precision_sampling_has_right_std_and_no_zero_steps(dtype):
         steps=1000,
         dtype=dtype,
         generator=torch.Generator().manual_seed(0),
-        return_info=True,
-        trajectory=True,
+        return_info="trajectory",
     )
     assert res.samples.dtype == dtype
     assert bool((res.times[:-1] > res.times[1:]).all())  # no zero-length step

@@ -162,7 +162,7 @@ def test_user_defined_solver_runs_end_to_end():
     pf = VP.probability_flow(DATA.score_fn(VP))
     g = torch.Generator().manual_seed(0)
     res = pf.sample(
-        (4096, 1), method=HalfStepEuler(), steps=400, generator=g, return_info=True, trajectory=True
+        (4096, 1), method=HalfStepEuler(), steps=400, generator=g, return_info="trajectory"
     )
     ref = pf.sample(
         (4096, 1), method="dpm_solver", steps=30, generator=torch.Generator().manual_seed(0)
@@ -219,8 +219,7 @@ def test_order_allocation_makes_the_last_low_order_step_short():
             (4, 1),
             method=sdescore.DPMSolver(order=3, multistep=False, allocation=a),
             steps=10,
-            return_info=True,
-            trajectory=True,
+            return_info="trajectory",
         ).times
         for a in ("equal", "order")
     }

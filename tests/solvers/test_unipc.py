@@ -153,7 +153,7 @@ def test_unipc_is_finite_at_every_step_count_and_keeps_dtype(schedule):
         for steps in range(1, 41):
             res = pf.sample(
                 x_T=z, method=sdescore.UniPC(order=order, grid=schedule), steps=steps,
-                return_info=True, trajectory=True,
+                return_info="trajectory",
             )  # fmt: skip
             assert res.nfe == steps and res.samples.dtype == torch.float32
             assert torch.isfinite(res.samples).all()
