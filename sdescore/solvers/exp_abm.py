@@ -90,10 +90,11 @@ from ._common import (
     step_collapsed,
 )
 from .base import Solver
+from .grid import Grid, TimeQuadratic, as_grid
 
 __all__ = [
     "DEFAULT_TOLERANCE",
-    "ERROR_SAFETY",
+    "ERROR_FLOOR",
     "ExpABM",
     "ExpABMSolution",
     "exp_abm_likelihood",
@@ -121,14 +122,15 @@ _MAX_STEP = 1.0
 TOLERANCE_SCALE = 100.0
 # The default rtol = atol on that scale: rtol' = 2e-3, the tolerance the solver was tuned at.
 DEFAULT_TOLERANCE = 2e-5
-# The error estimate (`ExpABMSolution.error`, `LikelihoodResult.log_prob_error`): the sum over
-# the accepted steps of each example's predictor-corrector gaps in nats, times this factor.
-# The gap is the lower-order predictor's error, larger than the accepted corrector's, and the
-# sum of magnitudes ignores cancellation, so the raw sum overestimates; the factor is measured
-# (benchmarks/likelihood.py --error-estimate, docs/likelihood.md) so that the estimate covers
-# the true error on >= 95 % of the examples of every benchmark workload while staying within
-# 10x of it.
-ERROR_SAFETY = 1.0
+# The error estimate (`ExpABMSolution.error`, `LikelihoodResult.log_prob_error`), per example:
+# |S| + ERROR_FLOOR * A, with S the signed sum over the accepted steps of the predictor-corrector
+# gaps that reach log p (the quadrature's and x's, in nats) and A the sum of their magnitudes.
+# S follows the error's systematic part (near the data it has one sign); A alone overestimates
+# 10-140x (the gap is the lower-order predictor's error, and magnitudes ignore cancellation);
+# the floor covers the examples where S cancels by chance. 0.1 is the smallest of 0.05, 0.1,
+# 0.2 at which the estimate covered the true error of >= 95 % of the examples of every
+# workload of benchmarks/likelihood.py --error-estimate (docs/likelihood.md, "Error estimate").
+ERROR_FLOOR = 0.1
 # Gauss-Legendre nodes for the moments of the shape-times-polynomial products over a step.
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
 
@@ -138,7 +140,7 @@ class ExpABMSolution:
     """Result of `exp_abm_likelihood`: latent `(B, *D)`, `delta` (Delta log p, `(B,)` or
     `(k, B)` per probe), the network passes `nfe` (one per step attempt, plus the first) and
     `error` `(B,)`, the estimated size of each example's error in `delta` (nats; see
-    `ERROR_SAFETY`)."""
+    `ERROR_FLOOR`)."""
 
     latent: torch.Tensor
     delta: torch.Tensor
@@ -293,9 +295,9 @@ def exp_abm_likelihood(
             the tolerances and limits are not used.
 
     Returns:
-        An `ExpABMSolution`; its `error` sums, over the accepted steps, each example's
-        predictor-corrector gap of the step's $\int h\,d\lambda$ and of $x$ as it reaches the
-        log-density ($|\hat\epsilon\cdot\delta|/\sigma$), times `ERROR_SAFETY`.
+        An `ExpABMSolution`; its `error` combines, over the accepted steps, each example's
+        predictor-corrector gaps of the step's $\int h\,d\lambda$ and of $x$ as it reaches the
+        log-density ($\hat\epsilon\cdot\delta/\sigma$): see `ERROR_FLOOR`.
 
     Raises:
         NonFiniteError: the score or its divergence became NaN/Inf (the message gives the time).
@@ -372,10 +374,12 @@ def exp_abm_likelihood(
         return math.log1p(-phi) - math.log(phi) - 2.0 * lam
 
     def local_error(gap: torch.Tensor, eps_t: torch.Tensor, dx: torch.Tensor, sigma_t: float):
-        r"""Per example, nats: the log-density quadrature's gap (mean |.| over control probes)
-        and x's gap as it reaches log p, $|\hat\epsilon\cdot\delta|/\sigma$ (`ERROR_SAFETY`)."""
-        q = gap.abs().reshape(-1, batch).mean(0)
-        return q + (eps_t * dx).reshape(batch, -1).sum(1).abs() / sigma_t
+        r"""`(2, B)` nats: the step's signed gap (the log-density quadrature's, mean over the
+        control probes, plus x's as it reaches log p, $\hat\epsilon\cdot\delta/\sigma$)
+        and the sum of the two gaps' magnitudes; see `ERROR_FLOOR`."""
+        q = gap.reshape(-1, batch).mean(0)
+        s = (eps_t * dx).reshape(batch, -1).sum(1) / sigma_t
+        return torch.stack([q + s, q.abs() + s.abs()])
 
     eps0, h0 = evaluate(x, lam0)
     bad0 = ~torch.isfinite(eps0).reshape(batch, -1).all(1)
@@ -385,7 +389,7 @@ def exp_abm_likelihood(
     nfe = 1
     history = [_Node(lam0, eps0, h0)]
     delta = torch.zeros_like(h0)  # int h dlam so far, (B,) or (k, B)
-    error = x.new_zeros(batch)  # sum of the accepted steps' local error estimates, nats
+    error = x.new_zeros(2, batch)  # accepted steps' gaps: signed sum, sum of |.|, nats
     _, alpha_s, _ = coefficients(lam0)
     if grid is not None:
         x, delta, error, history = _fixed_steps(
@@ -467,11 +471,9 @@ def exp_abm_likelihood(
     )
     if fresh_probes is not None:
         delta = delta[n_control:]
+    estimate = error[0].abs() + ERROR_FLOOR * error[1]
     return ExpABMSolution(
-        x.to(in_dtype),
-        (delta + d * log_ratio).to(in_dtype),
-        nfe,
-        (ERROR_SAFETY * error).to(in_dtype),
+        x.to(in_dtype), (delta + d * log_ratio).to(in_dtype), nfe, estimate.to(in_dtype)
     )
 
 
@@ -528,6 +530,14 @@ class ExpABM(Solver):
         max_evals: the most score calls (network passes) before a `MaxStepsError` (default
             `DEFAULT_MAX_EVALS`, 10 000: docs/likelihood.md); a step size that collapses (below
             1e-10 of the log-SNR interval) stops the solve sooner.
+        steps: a fixed budget of score calls (network passes) per batch instead of step
+            control: the evaluation at eps and `steps - 1` predictor-corrector steps between
+            the nodes of `grid`; an int >= 2, or `None` (default: adaptive). The tolerances
+            and limits are then unused, and the solve never synchronises with the device.
+        grid: where the fixed steps go, a `Grid` or its name (`"time_quadratic"`, `"logsnr"`,
+            `"time_uniform"`, `"karras"`) or explicit times from eps to T (`steps - 1`
+            intervals); default `"time_quadratic"` (docs/likelihood.md, "A fixed budget").
+            Only with `steps` (or explicit times, which fix it).
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -545,10 +555,13 @@ class ExpABM(Solver):
         first_step: float = 0.05,
         max_steps: int = DEFAULT_MAX_STEPS,
         max_evals: int = DEFAULT_MAX_EVALS,
+        steps: int | None = None,
+        grid=None,
     ):
         self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
             rtol, atol, max_steps, max_evals
         )
+        self.steps, self.grid = _check_budget(steps, grid)
         self.order = check_order(order, highest=4)
         if (
             isinstance(first_step, bool)
@@ -566,3 +579,54 @@ class ExpABM(Solver):
             "ExpABM integrates the likelihood's (x, log p) system from eps to T "
             "(sdescore.likelihood(..., solver=ExpABM())); to sample, use method='auto'"
         )
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return self.steps
+
+    def lambda_nodes(self, sde: GaussianSDE, eps: float) -> list[float] | None:
+        """The fixed nodes in log-SNR from `eps` to T (`steps` of them, ends exact), or
+        `None` when adaptive."""
+        if self.steps is None:
+            return None
+        grid = TimeQuadratic() if self.grid is None else self.grid
+        like = torch.empty(0, dtype=torch.float64)
+        t = grid.times(sde, eps, sde.T, self.steps - 1, like).to(torch.float64)
+        lam = sde.log_snr(t).tolist()
+        lam[0] = float(sde.log_snr(torch.tensor(eps, dtype=torch.float64)))
+        lam[-1] = float(sde.log_snr(torch.tensor(sde.T, dtype=torch.float64)))
+        if any(b >= a for a, b in zip(lam[:-1], lam[1:], strict=True)):
+            raise ValueError(
+                f"grid={grid!r} gives times that do not increase strictly from eps = {eps} to "
+                f"T = {sde.T} (log-SNR nodes {lam}); ExpABM(steps=...) needs distinct times"
+            )
+        return lam
+
+
+def _check_budget(steps, grid) -> tuple[int | None, Grid | None]:
+    """`ExpABM`'s `steps` (an int >= 2 or None) and `grid` (only with a budget)."""
+    if grid is not None:
+        grid = as_grid(grid)
+        if steps is None and grid.steps is not None:
+            steps = grid.steps + 1
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise TypeError(
+                f"steps must be an int >= 2 (score calls per batch: the evaluation at eps and "
+                f"steps - 1 steps) or None (adaptive), got {type(steps).__name__}"
+            )
+        if steps < 2:
+            raise ValueError(
+                f"steps must be an int >= 2 (score calls per batch: the evaluation at eps and "
+                f"steps - 1 steps) or None (adaptive), got {steps}"
+            )
+        if grid is not None and grid.steps is not None and grid.steps != steps - 1:
+            raise ValueError(
+                f"steps={steps} takes {steps - 1} steps, but the grid's times fix {grid.steps} "
+                f"({grid.steps + 1} times): give steps={grid.steps + 1} or leave it out"
+            )
+    elif grid is not None:
+        raise ValueError(
+            f"grid={grid!r} places fixed steps; give their budget too (ExpABM(steps=40, "
+            "grid=...)), or leave grid out for the adaptive solver"
+        )
+    return steps, grid
