@@ -531,3 +531,13 @@ def test_torchdiffeq_reports_no_error_estimate():
     x = data.sample(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     res = sdescore.likelihood(data.score_fn(sde), x, sde=sde, method="dopri5")
     assert res.log_prob_error is None and res.bits_per_dim_error is None
+
+
+def test_a_fixed_budget_survives_serialisation():
+    import json
+
+    from sdescore.solvers import solver_from_dict
+
+    for solver in (sdescore.ExpABM(steps=40, grid="logsnr"), sdescore.ExpABM(steps=12)):
+        back = solver_from_dict(json.loads(json.dumps(solver.to_dict())))
+        assert back == solver and back.steps == solver.steps
