@@ -1,6 +1,8 @@
 """Likelihood benchmark: image-like sharp mixtures and eight Gaussians, exact scores, rtol = atol = 1e-5.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/likelihood.py [--quick] [--repeats 3]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/likelihood.py --issue23   (the tables of issue 23:
+        toy wall time, fixed budget, error estimate; a few minutes)
 
 Side by side in one run:
 
@@ -464,6 +466,97 @@ def batch_dependence(dtype, n_shared=64, b=4096):
     return rows
 
 
+def toy_wall_table(repeats=3, n=4096):
+    """Issue 23, item 1: wall time of the default against the 2021 method on eight Gaussians
+    (B = 4096, float32, exact score, one thread). Each configuration runs alone, `repeats`
+    times in a row; the median wall seconds, and the ratio of medians to the reference's."""
+    sde, data = sdescore.VPSDE(0.1, 20.0), eight_gaussians()
+    x = data.sample(n, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    exact = data.log_prob(x.double())
+    configs = [
+        ("ref-2021, 1 Rademacher probe", None),
+        ("default exp_abm, 1 probe resampled", dict()),
+        ("default exp_abm, exact trace", dict(estimator="exact")),
+        ("dopri5 1e-5, exact trace", dict(DOPRI, estimator="exact")),
+    ]
+    rows, base = [], None
+    for name, kw in configs:
+        score = Counting(data.score_fn(sde))
+        walls = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            logp, nfe = run_one(kw, score, sde, x)
+            walls.append(time.perf_counter() - t0)
+        med = sorted(walls)[len(walls) // 2]
+        base = med if base is None else base
+        err = (logp.double() - exact).abs()
+        rows.append((name, nfe, med, med / base, err.mean().item(), err.max().item()))
+    return rows
+
+
+def _estimate_workloads(quick):
+    """(label, data, sde, x): eight Gaussians (512 points) and the sharp mixtures (32 points
+    at d = 16, 8 images at 1x8x8) under VP, sub-VP and VE; float64, oracle available."""
+    sdes = {
+        "vp": sdescore.VPSDE(0.1, 20.0),
+        "subvp": sdescore.SubVPSDE(0.1, 20.0),
+        "ve": sdescore.VESDE(0.01, 50.0),
+    }
+    data = eight_gaussians()
+    x = data.sample(512, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    yield "eight Gaussians, vp", data, sdes["vp"], x
+    for shape in [(16,)] if quick else [(16,), (1, 8, 8)]:
+        data, x = sharp_problem(shape, 32)
+        for name, sde in sdes.items():
+            yield f"sharp {'x'.join(map(str, shape))}, {name}", data, sde, x
+
+
+def error_estimate_table(quick):
+    """Issue 23, items 2a and 3: per workload and solver (the default, rtol = atol = 1e-6 and
+    fixed budgets of 20, 40, 80 calls), the calls, the mean / worst error (bits/dim, exact
+    trace, against the oracle), the share of examples whose |error| is below the estimate,
+    and mean estimate / mean |error| (how far from vacuous)."""
+    solvers = [
+        ("default", sdescore.ExpABM()),
+        ("1e-6", sdescore.ExpABM(rtol=1e-6, atol=1e-6)),
+        ("steps=20", sdescore.ExpABM(steps=20)),
+        ("steps=40", sdescore.ExpABM(steps=40)),
+        ("steps=80", sdescore.ExpABM(steps=80)),
+        ("steps=40 logsnr", sdescore.ExpABM(steps=40, grid="logsnr")),
+    ]
+    rows = []
+    for label, data, sde, x in _estimate_workloads(quick):
+        for name, solver in solvers:
+            r = likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", solver=solver)
+            err = oracle_error_bpd(data, sde, x, r).abs()
+            est = r.bits_per_dim_error
+            covered = (est >= err).double().mean().item()
+            rows.append((label, name, len(x), r.nfe, err.mean().item(), err.max().item(),
+                         covered, (est.mean() / err.mean()).item()))  # fmt: skip
+    return rows
+
+
+def issue23(args):
+    print("# Issue 23, item 1: eight Gaussians, B = 4096, float32, exact score, one thread;")
+    print("# each configuration alone, 3 runs in a row, median wall seconds")
+    print()
+    print("| method | evals | median wall s | / ref-2021 | MAE nats | worst nats |")
+    print("|---|---|---|---|---|---|")
+    for name, nfe, med, ratio, mae, worst in toy_wall_table(1 if args.quick else 3):
+        print(f"| {name} | {nfe} | {med:.3f} | {ratio:.2f} | {mae:.2e} | {worst:.2e} |",
+              flush=True)  # fmt: skip
+    print()
+    print("# Issue 23, items 2a and 3: fixed budgets and the error estimate (exact trace,")
+    print("# float64, error against the oracle in bits/dim; covered = share of examples with")
+    print("# |error| <= estimate; est / err = mean estimate / mean |error|)")
+    print()
+    print("| workload | solver | B | calls | mean err | worst err | covered | est / err |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, name, n, nfe, mean, worst, cov, ratio in error_estimate_table(args.quick):
+        print(f"| {label} | {name} | {n} | {nfe} | {mean:.1e} | {worst:.1e} | {cov:.2f} "
+              f"| {ratio:.1f} |", flush=True)  # fmt: skip
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 256 only, one repeat")
@@ -479,8 +572,15 @@ def main():
         "--tolerances", action="store_true",
         help="only the table of dopri5 and exp_abm at the same rtol = atol (issue 21)",
     )  # fmt: skip
+    ap.add_argument(
+        "--issue23", action="store_true",
+        help="only issue 23's tables: toy wall time, fixed budgets, error estimate",
+    )  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.issue23:
+        issue23(args)
+        return
     if args.tolerances:
         print(
             "# The same rtol = atol for dopri5 and the default (exp_abm): score calls, mean |err| /"

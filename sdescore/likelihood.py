@@ -73,6 +73,11 @@ class LikelihoodResult:
         dequantized: `(B, *D)` the dequantized continuous point (first draw) with
             `dequantization=`, else `None`.
         solver: the solver object that ran (e.g. `ExpABM(rtol=0.002, ...)`).
+        log_prob_error: `(B,)` the solver's estimate of the size of its own error in
+            `log_prob`, nats (`ExpABM`: its accumulated local error estimates, calibrated in
+            docs/likelihood.md, "Error estimate"); not the Hutchinson or dequantization noise
+            (that is `log_prob_stderr`). `None` for the torchdiffeq solvers.
+        bits_per_dim_error: `(B,)` the same in bits/dim, or `None`.
     """
 
     log_prob: torch.Tensor
@@ -84,6 +89,8 @@ class LikelihoodResult:
     log_prob_stderr: torch.Tensor | None = None
     dequantized: torch.Tensor | None = None
     solver: object = None
+    log_prob_error: torch.Tensor | None = None
+    bits_per_dim_error: torch.Tensor | None = None
 
 
 def resolve_sde(model, sde) -> SDE:
@@ -147,6 +154,7 @@ class _Solve:
     per_probe: torch.Tensor | None  # (k, B) with Hutchinson, else None
     latent: torch.Tensor  # (B, *D)
     nfe: int
+    error: torch.Tensor | None = None  # (B,) the solver's error estimate, nats
 
 
 def _solve(pf, y, *, estimator, eps, generator, solver, resample, differentiable) -> _Solve:
@@ -171,9 +179,9 @@ def _solve(pf, y, *, estimator, eps, generator, solver, resample, differentiable
                 pf.score, pf.sde, x, eps=eps, probes=vecs, exact_chunk=chunk,
                 fresh_probes=fresh, rtol=solver.rtol, atol=solver.atol,
                 max_steps=solver.max_steps, order=solver.order, first_step=solver.first_step,
-                max_evals=solver.max_evals,
+                max_evals=solver.max_evals, grid=solver.lambda_nodes(pf.sde, eps),
             )  # fmt: skip
-        latent, aux, nfe = sol.latent, sol.delta, sol.nfe
+        latent, aux, nfe, error = sol.latent, sol.delta, sol.nfe, sol.error
     else:
         aux0 = x.new_zeros(x.shape[0]) if vecs is None else x.new_zeros(vecs.shape[0], x.shape[0])
         with torch.enable_grad() if differentiable else torch.no_grad():
@@ -183,11 +191,11 @@ def _solve(pf, y, *, estimator, eps, generator, solver, resample, differentiable
                 step_control=solver.step_control, max_steps=solver.max_steps,
                 max_evals=solver.max_evals, options=torchdiffeq_options(solver, pf.sde, eps, x),
             )  # fmt: skip
-        latent, aux, nfe = sol.x, sol.aux, sol.nfe
+        latent, aux, nfe, error = sol.x, sol.aux, sol.nfe, None
     per_probe = None if vecs is None else aux
     delta = aux if vecs is None else aux.mean(0)
     prior = pf.sde.prior_logp(latent)
-    return _Solve(y, prior + delta, prior, delta, per_probe, latent, nfe)
+    return _Solve(y, prior + delta, prior, delta, per_probe, latent, nfe, error)
 
 
 _MOVED = {
@@ -350,6 +358,7 @@ def likelihood(
     with evaluation_mode(model):
         parts = [_evaluate_batch(pf, chunk, deq, solve_kw) for chunk in src.split(bs)]
     log_prob = torch.cat([p.log_prob for p in parts])
+    error = None if parts[0].error is None else torch.cat([p.error for p in parts])
     result = LikelihoodResult(
         log_prob=log_prob,
         bits_per_dim=bits_per_dim(log_prob, d),
@@ -360,6 +369,8 @@ def likelihood(
         log_prob_stderr=None if parts[0].stderr is None else torch.cat([p.stderr for p in parts]),
         dequantized=None if levels is None else torch.cat([p.y for p in parts]),
         solver=solver,
+        log_prob_error=error,
+        bits_per_dim_error=None if error is None else error / (d * math.log(2)),
     )
     check_finite_per_example(
         result.log_prob, f"likelihood ({solver!r}) produced non-finite log-densities"
@@ -402,6 +413,7 @@ class _Part:
     stderr: torch.Tensor | None
     latent: torch.Tensor
     nfe: int
+    error: torch.Tensor | None = None
 
 
 def _evaluate_batch(pf, chunk, deq: Dequantization | None, solve_kw) -> _Part:
@@ -444,7 +456,12 @@ def _combine(draws: list[_Solve], log_volume: float) -> _Part:
     else:
         logp = first.log_prob
         stderr = first.per_probe.std(0) / math.sqrt(k) if k > 1 else None
-    return _Part(first.y, logp + log_volume, first.prior, first.delta, stderr, first.latent, nfe)
+    # The solver's error estimate: the largest over the draws (the log-mean-exp of values each
+    # off by at most e is off by at most e).
+    error = None if first.error is None else torch.stack([dr.error for dr in draws]).amax(0)
+    return _Part(
+        first.y, logp + log_volume, first.prior, first.delta, stderr, first.latent, nfe, error
+    )
 
 
 def check_finite_per_example(values: torch.Tensor, what: str) -> None:

@@ -90,9 +90,11 @@ from ._common import (
     step_collapsed,
 )
 from .base import Solver
+from .grid import Grid, TimeQuadratic, as_grid
 
 __all__ = [
     "DEFAULT_TOLERANCE",
+    "ERROR_FLOOR",
     "ExpABM",
     "ExpABMSolution",
     "exp_abm_likelihood",
@@ -120,6 +122,15 @@ _MAX_STEP = 1.0
 TOLERANCE_SCALE = 100.0
 # The default rtol = atol on that scale: rtol' = 2e-3, the tolerance the solver was tuned at.
 DEFAULT_TOLERANCE = 2e-5
+# The error estimate (`ExpABMSolution.error`, `LikelihoodResult.log_prob_error`), per example:
+# |S| + ERROR_FLOOR * A, with S the signed sum over the accepted steps of the predictor-corrector
+# gaps that reach log p (the quadrature's and x's, in nats) and A the sum of their magnitudes.
+# S follows the error's systematic part (near the data it has one sign); A alone overestimates
+# 10-140x (the gap is the lower-order predictor's error, and magnitudes ignore cancellation);
+# the floor covers the examples where S cancels by chance. 0.1 is the smallest of 0.05, 0.1,
+# 0.2 at which the estimate covered the true error of >= 95 % of the examples of every
+# workload of benchmarks/likelihood.py --error-estimate (docs/likelihood.md, "Error estimate").
+ERROR_FLOOR = 0.1
 # Gauss-Legendre nodes for the moments of the shape-times-polynomial products over a step.
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
 
@@ -127,11 +138,14 @@ _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
 @dataclass(frozen=True)
 class ExpABMSolution:
     """Result of `exp_abm_likelihood`: latent `(B, *D)`, `delta` (Delta log p, `(B,)` or
-    `(k, B)` per probe) and the network passes `nfe` (one per step attempt, plus the first)."""
+    `(k, B)` per probe), the network passes `nfe` (one per step attempt, plus the first) and
+    `error` `(B,)`, the estimated size of each example's error in `delta` (nats; see
+    `ERROR_FLOOR`)."""
 
     latent: torch.Tensor
     delta: torch.Tensor
     nfe: int
+    error: torch.Tensor
 
 
 def internal_tolerances(rtol: float, atol: float) -> tuple[float, float]:
@@ -204,6 +218,34 @@ class _Node:
         self.lam, self.eps, self.h = lam, eps, h
 
 
+def _weights_on_device(
+    nodes: list[float], step: float, lam: float, log_c: torch.Tensor, n_moments: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""`_moments` and `_weights` for a shape constant `log_c` held on the device (a 0-d
+    float64 tensor), so that a fixed-step solve never reads it back: the quadrature and the
+    Vandermonde inverse (host numbers, the nodes are known) are applied to device tensors.
+    Returns the weights `(n,)` for the noise prediction and for $h$."""
+    xg, wg = _GAUSS_LEGENDRE
+    n = len(nodes)
+    opts = {"dtype": log_c.dtype, "device": log_c.device}
+    u = 0.5 * step * (xg + 1.0)
+    log_g = -torch.logaddexp(
+        torch.zeros((), **opts), log_c + 2.0 * (lam + torch.as_tensor(u, **opts))
+    )
+    powers = torch.as_tensor(u[None, :] ** np.arange(n_moments)[:, None], **opts)
+    w_x = torch.as_tensor(0.5 * step * wg, **opts) * torch.exp(
+        -torch.as_tensor(u, **opts) + 0.5 * log_g
+    )
+    w_h = torch.as_tensor(0.5 * step * wg, **opts) * torch.exp(log_g)
+    moments = torch.stack([powers @ w_x, powers @ w_h], dim=1)[:n]  # (n, 2)
+    inv_vt = np.linalg.inv(np.vander(np.asarray(nodes, dtype=np.float64), n, increasing=True).T)
+    w = torch.as_tensor(inv_vt, **opts) @ moments
+    log_g_nodes = -torch.logaddexp(
+        torch.zeros((), **opts), log_c + 2.0 * (lam + torch.as_tensor(nodes, **opts))
+    )
+    return w[:, 0] * torch.exp(-0.5 * log_g_nodes), w[:, 1] * torch.exp(-log_g_nodes)
+
+
 def exp_abm_likelihood(
     score,
     sde: GaussianSDE,
@@ -219,6 +261,7 @@ def exp_abm_likelihood(
     exact_chunk: int | None = None,
     fresh_probes: Callable[[], torch.Tensor] | None = None,
     max_evals: int = DEFAULT_MAX_EVALS,
+    grid: list[float] | None = None,
 ) -> ExpABMSolution:
     r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the module).
 
@@ -246,9 +289,15 @@ def exp_abm_likelihood(
             with the number of steps, not only with k), while `probes` (held fixed) serve the
             step control alone. The steps depend on $x$ and the fixed probes only, never on
             the fresh ones, so the estimate stays unbiased for the steps taken.
+        grid: fixed nodes in $\lambda$, from $\lambda(\varepsilon)$ down to $\lambda(T)$
+            (strictly decreasing, ends exact); when given, no step control: one step per
+            interval, `len(grid)` network passes, no host synchronisation in the loop, and
+            the tolerances and limits are not used.
 
     Returns:
-        An `ExpABMSolution`.
+        An `ExpABMSolution`; its `error` combines, over the accepted steps, each example's
+        predictor-corrector gaps of the step's $\int h\,d\lambda$ and of $x$ as it reaches the
+        log-density ($\hat\epsilon\cdot\delta/\sigma$): see `ERROR_FLOOR`.
 
     Raises:
         NonFiniteError: the score or its divergence became NaN/Inf (the message gives the time).
@@ -273,17 +322,21 @@ def exp_abm_likelihood(
 
     def coefficients(lam: float) -> tuple[float, float, float]:
         """`(t, alpha, sigma)` at log-SNR `lam`, in float64 on the host (no device sync);
-        cached, since each step needs them twice (the inversion of lambda may be a bisection)."""
+        cached, since each step needs them twice (the inversion of lambda may be a bisection).
+        Strictly inside (lam1, lam0) the public `t_from_log_snr`'s clamps and checks are
+        no-ops, so the SDE's own inverse and coefficients are called directly (the same
+        numbers, without a range computation and a NaN check per call)."""
         if lam not in cache:
             if lam == lam0:
                 t = eps
             elif lam == lam1:
                 t = sde.T
             else:
-                t = float(sde.t_from_log_snr(torch.tensor(lam, dtype=f64)).clamp(eps, sde.T))
+                t = float(sde._t_from_log_snr(torch.tensor(lam, dtype=f64)).clamp(eps, sde.T))
             tt = torch.tensor(t, dtype=f64)
-            cache.clear()  # only the current step's two points are ever needed again
-            cache[lam] = (t, float(sde.alpha(tt)), float(sde.sigma(tt)))
+            if len(cache) > 1:
+                cache.clear()  # only the current step's two points are ever needed again
+            cache[lam] = (t, float(sde._log_alpha(tt).exp()), float(sde._sigma(tt)))
         return cache[lam]
 
     def nonfinite(bad: torch.Tensor, lam: float, evaluation: int) -> NonFiniteError:
@@ -299,25 +352,34 @@ def exp_abm_likelihood(
         """Noise prediction and $h$ at `y`; with `fresh_probes`, $h$ stacks the fixed
         probes' rows (control) above the fresh ones' (estimate)."""
         t, _, sigma = coefficients(lam)
-        tb = torch.full((batch,), t, dtype=in_dtype, device=y.device)
         vecs = probes if fresh_probes is None else torch.cat([probes, fresh_probes()])
+        tb = torch.full((batch,), t, dtype=in_dtype, device=y.device)
         s, div = value_and_divergence(score, y.to(in_dtype), tb, vecs, chunk=exact_chunk)
         return s.to(work) * -sigma, div.to(work) * -(sigma * sigma)
 
-    def rms_per_example(v: torch.Tensor) -> torch.Tensor:
-        return v.reshape(batch, -1).square().mean(1).sqrt()
-
     n_control = 0 if probes is None else probes.shape[0]
+
+    def control(h: torch.Tensor) -> torch.Tensor:
+        """The step-control rows of $h$ (`(B,)` or `(k, B)`; never the fresh probes)."""
+        return h if fresh_probes is None else h[:n_control]
 
     def noise_fraction(h: torch.Tensor) -> torch.Tensor:
         r"""The batch mean of $h/d$ on the step-control rows (never the fresh probes)."""
-        return (h if fresh_probes is None else h[:n_control]).mean() / d
+        return control(h).mean() / d
 
     def log_shape_constant(phi: float, lam: float) -> float:
         r"""$\log C$ of the shape $g = 1/(1 + C e^{2\lambda})$ through $g(\lambda) = \varphi$;
         $\varphi$ outside (0, 1) (a Hutchinson estimate, a mode switch) is clipped."""
         phi = min(max(phi, 1e-12), 1.0 - 1e-12)
         return math.log1p(-phi) - math.log(phi) - 2.0 * lam
+
+    def local_error(gap: torch.Tensor, eps_t: torch.Tensor, dx: torch.Tensor, sigma_t: float):
+        r"""`(2, B)` nats: the step's signed gap (the log-density quadrature's, mean over the
+        control probes, plus x's as it reaches log p, $\hat\epsilon\cdot\delta/\sigma$)
+        and the sum of the two gaps' magnitudes; see `ERROR_FLOOR`."""
+        q = gap.reshape(-1, batch).mean(0)
+        s = (eps_t * dx).reshape(batch, -1).sum(1) / sigma_t
+        return torch.stack([q + s, q.abs() + s.abs()])
 
     eps0, h0 = evaluate(x, lam0)
     bad0 = ~torch.isfinite(eps0).reshape(batch, -1).all(1)
@@ -326,12 +388,23 @@ def exp_abm_likelihood(
         raise nonfinite(bad0, lam0, 1)
     nfe = 1
     history = [_Node(lam0, eps0, h0)]
-    log_c = log_shape_constant(float(noise_fraction(h0)), lam0)
     delta = torch.zeros_like(h0)  # int h dlam so far, (B,) or (k, B)
-    lam, step = lam0, -abs(first_step)
-    r_prev = None  # the previous accepted error ratio, for the PI control
-    _, alpha_s, _ = coefficients(lam)
-    while lam > lam1:
+    error = x.new_zeros(2, batch)  # accepted steps' gaps: signed sum, sum of |.|, nats
+    _, alpha_s, _ = coefficients(lam0)
+    if grid is not None:
+        x, delta, error, history = _fixed_steps(
+            grid, x, delta, error, history, alpha_s, order, noise_fraction(h0),
+            coefficients, evaluate, control, local_error,
+        )  # fmt: skip
+        nfe = len(grid)
+        bad = ~torch.isfinite(error) | ~torch.isfinite(delta.reshape(-1, batch)).all(0)
+        if bool(bad.any()):  # after the loop: one sync
+            raise nonfinite(bad, lam1, nfe)
+    else:
+        log_c = log_shape_constant(float(noise_fraction(h0)), lam0)
+        lam, step = lam0, -abs(first_step)
+        r_prev = None  # the previous accepted error ratio, for the PI control
+    while grid is None and lam > lam1:
         if nfe > max_steps:
             raise MaxStepsError(
                 f"likelihood (exp_abm): more than max_steps={max_steps} steps between "
@@ -366,10 +439,11 @@ def exp_abm_likelihood(
         x_corr = ratio * x - scale * _combine(w_eps, [eps_t, *(p.eps for p in past)])
         q_corr = _combine(w_h, [h_t, *(p.h for p in past)])
         dx = x_corr - x_pred
-        err_x = rms_per_example(dx / (atol_s + rtol_s * torch.maximum(x.abs(), x_corr.abs())))
+        err_x = (dx / (atol_s + rtol_s * torch.maximum(x.abs(), x_corr.abs()))).reshape(batch, -1)
+        err_x = err_x.square().mean(1).sqrt()
         # The log-density's errors are absolute (nats): atol per dimension, no relative part.
         # Its own quadrature's, and x's as it reaches log p: grad log p . dx = -eps . dx / sigma.
-        gap = (q_corr - q_pred) if fresh_probes is None else (q_corr - q_pred)[:n_control]
+        gap = control(q_corr - q_pred)
         err_q = (gap.abs() / (atol_s * d)).reshape(-1, batch).amax(0)
         err_s = (eps_t * dx).reshape(batch, -1).sum(1).abs() / (sigma_t * atol_s * d)
         err = torch.maximum(torch.maximum(err_x, err_q), err_s)
@@ -379,9 +453,11 @@ def exp_abm_likelihood(
             raise nonfinite(~torch.isfinite(err), lam_t, nfe)
         r = max(r, 1e-10)
         if r <= 1.0:
+            error = error + local_error(gap, eps_t, dx, sigma_t)
             x, lam, alpha_s = x_corr, lam_t, alpha_t
             delta = delta - q_corr  # lambda decreases: int_{lam_T}^{lam_eps} h = -sum of steps
-            history = (history + [_Node(lam_t, eps_t, h_t)])[-(order + 1) :]
+            history.append(_Node(lam_t, eps_t, h_t))
+            del history[: -(order + 1)]
             log_c = log_shape_constant(phi, lam_t)
             factor = r ** (-_PI_CURRENT / (k + 1))
             if r_prev is not None:
@@ -395,7 +471,46 @@ def exp_abm_likelihood(
     )
     if fresh_probes is not None:
         delta = delta[n_control:]
-    return ExpABMSolution(x.to(in_dtype), (delta + d * log_ratio).to(in_dtype), nfe)
+    estimate = error[0].abs() + ERROR_FLOOR * error[1]
+    return ExpABMSolution(
+        x.to(in_dtype), (delta + d * log_ratio).to(in_dtype), nfe, estimate.to(in_dtype)
+    )
+
+
+def _fixed_steps(
+    grid, x, delta, error, history, alpha_s, order, phi0, coefficients, evaluate, control,
+    local_error,
+):  # fmt: skip
+    r"""The predictor-corrector steps of `exp_abm_likelihood` on the fixed nodes `grid`
+    (log-SNR, decreasing), without step control: the shape constant stays on the device
+    (`_weights_on_device`), so the loop never synchronises with it."""
+
+    def log_shape_constant(phi: torch.Tensor, lam: float) -> torch.Tensor:
+        phi = phi.to(torch.float64).clamp(1e-12, 1.0 - 1e-12)
+        return torch.log1p(-phi) - torch.log(phi) - 2.0 * lam
+
+    log_c = log_shape_constant(phi0, grid[0])
+    for lam, lam_t in zip(grid[:-1], grid[1:], strict=True):
+        step = lam_t - lam
+        _, alpha_t, sigma_t = coefficients(lam_t)
+        k = min(order, len(history))
+        past = history[::-1][:k]
+        nodes = [p.lam - lam for p in past]
+        ratio, scale = alpha_t / alpha_s, alpha_t * math.exp(-lam)
+        w_eps, w_h = _weights_on_device(nodes, step, lam, log_c, k + 1)
+        x_pred = ratio * x - scale * _combine(w_eps, [p.eps for p in past])
+        q_pred = _combine(w_h, [p.h for p in past])
+        eps_t, h_t = evaluate(x_pred, lam_t)
+        w_eps, w_h = _weights_on_device([step, *nodes], step, lam, log_c, k + 1)
+        x_corr = ratio * x - scale * _combine(w_eps, [eps_t, *(p.eps for p in past)])
+        q_corr = _combine(w_h, [h_t, *(p.h for p in past)])
+        error = error + local_error(control(q_corr - q_pred), eps_t, x_corr - x_pred, sigma_t)
+        x, alpha_s = x_corr, alpha_t
+        delta = delta - q_corr
+        history.append(_Node(lam_t, eps_t, h_t))
+        del history[: -(order + 1)]
+        log_c = log_shape_constant(control(h_t).mean() / x[0].numel(), lam_t)
+    return x, delta, error, history
 
 
 @final
@@ -415,6 +530,14 @@ class ExpABM(Solver):
         max_evals: the most score calls (network passes) before a `MaxStepsError` (default
             `DEFAULT_MAX_EVALS`, 10 000: docs/likelihood.md); a step size that collapses (below
             1e-10 of the log-SNR interval) stops the solve sooner.
+        steps: a fixed budget of score calls (network passes) per batch instead of step
+            control: the evaluation at eps and `steps - 1` predictor-corrector steps between
+            the nodes of `grid`; an int >= 2, or `None` (default: adaptive). The tolerances
+            and limits are then unused, and the solve never synchronises with the device.
+        grid: where the fixed steps go, a `Grid` or its name (`"time_quadratic"`, `"logsnr"`,
+            `"time_uniform"`, `"karras"`) or explicit times from eps to T (`steps - 1`
+            intervals); default `"time_quadratic"` (docs/likelihood.md, "A fixed budget").
+            Only with `steps` (or explicit times, which fix it).
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -432,10 +555,13 @@ class ExpABM(Solver):
         first_step: float = 0.05,
         max_steps: int = DEFAULT_MAX_STEPS,
         max_evals: int = DEFAULT_MAX_EVALS,
+        steps: int | None = None,
+        grid=None,
     ):
         self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
             rtol, atol, max_steps, max_evals
         )
+        self.steps, self.grid = _check_budget(steps, grid)
         self.order = check_order(order, highest=4)
         if (
             isinstance(first_step, bool)
@@ -453,3 +579,54 @@ class ExpABM(Solver):
             "ExpABM integrates the likelihood's (x, log p) system from eps to T "
             "(sdescore.likelihood(..., solver=ExpABM())); to sample, use method='auto'"
         )
+
+    def score_calls(self, steps: int | None) -> int | None:
+        return self.steps
+
+    def lambda_nodes(self, sde: GaussianSDE, eps: float) -> list[float] | None:
+        """The fixed nodes in log-SNR from `eps` to T (`steps` of them, ends exact), or
+        `None` when adaptive."""
+        if self.steps is None:
+            return None
+        grid = TimeQuadratic() if self.grid is None else self.grid
+        like = torch.empty(0, dtype=torch.float64)
+        t = grid.times(sde, eps, sde.T, self.steps - 1, like).to(torch.float64)
+        lam = sde.log_snr(t).tolist()
+        lam[0] = float(sde.log_snr(torch.tensor(eps, dtype=torch.float64)))
+        lam[-1] = float(sde.log_snr(torch.tensor(sde.T, dtype=torch.float64)))
+        if any(b >= a for a, b in zip(lam[:-1], lam[1:], strict=True)):
+            raise ValueError(
+                f"grid={grid!r} gives times that do not increase strictly from eps = {eps} to "
+                f"T = {sde.T} (log-SNR nodes {lam}); ExpABM(steps=...) needs distinct times"
+            )
+        return lam
+
+
+def _check_budget(steps, grid) -> tuple[int | None, Grid | None]:
+    """`ExpABM`'s `steps` (an int >= 2 or None) and `grid` (only with a budget)."""
+    if grid is not None:
+        grid = as_grid(grid)
+        if steps is None and grid.steps is not None:
+            steps = grid.steps + 1
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise TypeError(
+                f"steps must be an int >= 2 (score calls per batch: the evaluation at eps and "
+                f"steps - 1 steps) or None (adaptive), got {type(steps).__name__}"
+            )
+        if steps < 2:
+            raise ValueError(
+                f"steps must be an int >= 2 (score calls per batch: the evaluation at eps and "
+                f"steps - 1 steps) or None (adaptive), got {steps}"
+            )
+        if grid is not None and grid.steps is not None and grid.steps != steps - 1:
+            raise ValueError(
+                f"steps={steps} takes {steps - 1} steps, but the grid's times fix {grid.steps} "
+                f"({grid.steps + 1} times): give steps={grid.steps + 1} or leave it out"
+            )
+    elif grid is not None:
+        raise ValueError(
+            f"grid={grid!r} places fixed steps; give their budget too (ExpABM(steps=40, "
+            "grid=...)), or leave grid out for the adaptive solver"
+        )
+    return steps, grid
