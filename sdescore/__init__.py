@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import distributed, interop, losses, metrics, models, solvers, toy
+from . import distributed, interop, losses, metrics, models, pretrained, solvers, toy
 from .dequantization import Dequantization, bits_per_dim, dequantize, quantize
 from .elbo import ELBOResult, elbo
 from .ema import EMA
@@ -24,6 +24,7 @@ from .metrics import evaluate
 from .models import (
     ConditionalMLPScoreNet,
     ConditionalScoreModel,
+    ConditionalUNet,
     GaussianFourierFeatures,
     MLPScoreNet,
     ScoreModel,
@@ -93,6 +94,7 @@ __all__ = [
     "ClassifierGuidance",
     "ConditionalMLPScoreNet",
     "ConditionalScoreModel",
+    "ConditionalUNet",
     "SDE",
     "AlphaSigmaSDE",
     "DiscreteVPSDE",
@@ -148,6 +150,7 @@ __all__ = [
     "metrics",
     "likelihood",
     "toy",
+    "pretrained",
     "interop",
     "distributed",
     "EMA",

@@ -235,7 +235,7 @@ def check_output_shape(out, x: torch.Tensor, what: str) -> torch.Tensor:
     return out
 
 
-def moved_keywords(moved):
+def moved_keywords(moved, *, shorthands=()):
     """Decorator: a keyword that the function does not take (an option that moved onto an object
     when the options were grouped) gets a `TypeError` saying what to write instead.
 
@@ -244,11 +244,12 @@ def moved_keywords(moved):
     call (the sampling entry points: on its `method=`), a callable
     `moved(fn, unknown, kwargs) -> str` that writes the whole message for the sorted unknown
     names. The public signature (what `inspect.signature` reports) is the function's own.
+    `shorthands`: the names the function's `**kwargs` accepts; any other is unknown.
     """
-    explain = moved if callable(moved) else functools.partial(_moved_message, moved)
+    explain = moved if callable(moved) else functools.partial(_moved_message, moved, shorthands)
 
     def decorate(fn):
-        params = inspect.signature(fn).parameters
+        params = set(inspect.signature(fn).parameters) | set(shorthands)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -262,14 +263,15 @@ def moved_keywords(moved):
     return decorate
 
 
-def _moved_message(moved: dict, fn, unknown: list, kwargs: dict) -> str:
+def _moved_message(moved: dict, shorthands, fn, unknown: list, kwargs: dict) -> str:
     hints = [
         f"{k}= is now {moved[k].format(v=kwargs[k])}"
         if k in moved
         else f"unexpected keyword argument {k!r}"
         for k in unknown
     ]
-    params = list(inspect.signature(fn).parameters)
+    params = [p.name for p in inspect.signature(fn).parameters.values() if p.kind != p.VAR_KEYWORD]
+    params += list(shorthands)
     return f"{fn.__name__}(): " + "; ".join(hints) + f". It takes {params}"
 
 

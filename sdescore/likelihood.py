@@ -213,10 +213,11 @@ _MOVED = {
 }
 
 
+SHORTHANDS = ("rtol", "atol", "method")  # the 2021 code's keywords, configuring the solver
 moved_options = moved_keywords(_MOVED)
 
 
-@moved_options
+@moved_keywords(_MOVED, shorthands=SHORTHANDS)
 def likelihood(
     model,
     x: torch.Tensor,
@@ -228,10 +229,8 @@ def likelihood(
     generator: torch.Generator | None = None,
     dequantization=None,
     batch_size: int | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    method: str | None = None,
     differentiable: bool = False,
+    **shorthands,
 ) -> LikelihoodResult:
     r"""Log-likelihood of `x` under the probability-flow ODE of a score model.
 
@@ -273,11 +272,6 @@ def likelihood(
             `0 .. 255` dequantized onto `(-1, 1)`), or `Dequantization(bins, data_range=...,
             samples=...)` (see `dequantize` for the bound and the bits/dim offset).
         batch_size: evaluate at most this many examples per ODE solve (memory); default all.
-        rtol: shorthand (the 2021 code's): the relative tolerance of the default solver, or of
-            the one named by `method` or `solver=` as a name; one meaning in every solver
-            (docs/likelihood.md, "What a tolerance means").
-        atol: shorthand: the absolute tolerance, likewise.
-        method: shorthand: the name of the solver (as `solver=` given a name).
         differentiable: keep the autograd graph: `log_prob` (and the other fields) carry
             gradients to the model's parameters, and to `x` when it requires grad, by
             backpropagation through the solver's steps (Chen et al. 2018 discuss the
@@ -289,6 +283,11 @@ def likelihood(
             vector-Jacobian graphs are kept until `backward`, O(steps x activations); a
             fixed-step `TorchDiffEq("rk4", steps=n)` bounds it (NLL fine-tuning recipe:
             docs/likelihood.md). Default `False`: no graph (run under `torch.no_grad`).
+        **shorthands: the 2021 code's keywords, so that a score_sde user's call runs:
+            `rtol=` and `atol=`, the relative and absolute tolerances of the default solver (or
+            of the one named by `method` or `solver=` as a name), with one meaning in every
+            solver (docs/likelihood.md, "What a tolerance means"); `method=`, the name of the
+            solver (as `solver=` given a name). Any other keyword is a `TypeError`.
 
     Returns:
         A `LikelihoodResult`.
@@ -309,6 +308,7 @@ def likelihood(
             or its step size collapsed (a `RuntimeError`; the message says what to do).
         RuntimeError: the adaptive solver failed (step size underflow).
     """
+    rtol, atol, method = (shorthands.get(k) for k in SHORTHANDS)
     sde = resolve_sde(model, sde)
     estimator = as_estimator(estimator)
     deq = as_dequantization(dequantization)

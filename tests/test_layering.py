@@ -36,6 +36,7 @@ ABOVE_SOLVERS = (
     "sdescore.models",
     "sdescore.toy",
     "sdescore.reverse",
+    "sdescore.pretrained",
 )
 BASE = ("sdescore._checks", "sdescore._shapes", "sdescore._divergence")
 

@@ -5,11 +5,12 @@ from .conditional import ConditionalMLPScoreNet, ConditionalScoreModel, LabeledS
 from .embeddings import GaussianFourierFeatures
 from .mlp import MLPScoreNet
 from .score_model import PARAMETERIZATIONS, ScoreModel
-from .unet import UNet
+from .unet import ConditionalUNet, UNet
 
 __all__ = [
     "ConditionalMLPScoreNet",
     "ConditionalScoreModel",
+    "ConditionalUNet",
     "LabeledScore",
     "PARAMETERIZATIONS",
     "GaussianFourierFeatures",

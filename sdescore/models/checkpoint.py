@@ -9,8 +9,8 @@ always called with `weights_only=True`, so a checkpoint file cannot execute code
 it must be passed again at load time (`load_model(path, sde=...)`); otherwise loading raises.
 When `sde` is passed for a checkpoint of a built-in SDE, it must match the saved one.
 
-**Networks:** `MLPScoreNet`, `ConditionalMLPScoreNet` and `UNet` are rebuilt from their saved
-configuration; any other network must be passed at load time, constructed as it was when saved
+**Networks:** `MLPScoreNet`, `ConditionalMLPScoreNet`, `UNet` and `ConditionalUNet` are rebuilt
+from their saved configuration; any other network must be passed at load time, constructed as it was when saved
 (`load_model(path, net=...)`).
 
 **Conditional models:** a `ConditionalScoreModel` is saved with its class, its number of classes
@@ -43,7 +43,7 @@ from ..sdes import SDE, VESDE, VPSDE, RectifiedFlowSDE, SubVPSDE
 from .conditional import ConditionalMLPScoreNet, ConditionalScoreModel
 from .mlp import MLPScoreNet
 from .score_model import PARAMETERIZATIONS, ScoreModel
-from .unet import UNet
+from .unet import ConditionalUNet, UNet
 
 __all__ = ["load_model", "load_solver", "model_from_state", "model_state", "save_model"]
 _BASELINE = ("baseline_mean", "baseline_std")
@@ -58,7 +58,12 @@ _SDES = {
     "VESDE": (VESDE, ("sigma_min", "sigma_max", "T")),
     "RectifiedFlowSDE": (RectifiedFlowSDE, ("sigma_min", "T", "prior_std")),
 }
-_NETS = {"MLPScoreNet": MLPScoreNet, "UNet": UNet, "ConditionalMLPScoreNet": ConditionalMLPScoreNet}
+_NETS = {
+    "MLPScoreNet": MLPScoreNet,
+    "UNet": UNet,
+    "ConditionalMLPScoreNet": ConditionalMLPScoreNet,
+    "ConditionalUNet": ConditionalUNet,
+}
 _CONDITIONAL = "ConditionalScoreModel"
 
 

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_input_dtype, check_int, check_real
+from .._checks import check_bool, check_input_dtype, check_int, check_label_range, check_real
 from .embeddings import GaussianFourierFeatures
 
-__all__ = ["UNet"]
+__all__ = ["ConditionalUNet", "UNet"]
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -135,6 +135,10 @@ class UNet(nn.Module):
         self._factor = 2 ** (len(chs) - 1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self._unet(x, self.embed(t.to(x.dtype)))
+
+    def _check_input(self, x: torch.Tensor) -> None:
         C = self.config["in_channels"]
         if x.ndim != 4 or x.shape[1] != C:
             raise ValueError(f"x must have shape (B, {C}, H, W), got {tuple(x.shape)}")
@@ -144,7 +148,9 @@ class UNet(nn.Module):
                 f"H and W must be divisible by {self._factor} for channel_mult "
                 f"{tuple(self.config['channel_mult'])}, got {tuple(x.shape[2:])}"
             )
-        temb = self.embed(t.to(x.dtype))
+
+    def _unet(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """The network body for a checked `x` and its embedding `temb` `(B, 4 * channels)`."""
         h = self.conv_in(x)
         skips = []
         for i, block in enumerate(self.down):
@@ -158,3 +164,32 @@ class UNet(nn.Module):
             if i > 0:
                 h = self.upsample[i - 1](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class ConditionalUNet(UNet):
+    r"""`UNet` with a learned label embedding: $(x, t, y) \mapsto$ `(B, C, H, W)`.
+
+    The label (K classes plus the null label K, for classifier-free guidance) enters like the
+    time: its embedding is added to the time embedding that every residual block receives
+    (Ho & Salimans 2022; Dhariwal & Nichol 2021, Sec. 4).
+
+    Args:
+        in_channels: image channels C.
+        num_classes: K; the embedding has K + 1 rows, the last for the null label.
+        **options: `channels`, `channel_mult`, `attention`, `embed_dim`, `fourier_scale`,
+            `dropout` of `UNet`.
+
+    Raises:
+        TypeError, ValueError: as `UNet`; `num_classes` not an int >= 1; in `forward`, a label
+            outside `[0, K]`.
+    """
+
+    def __init__(self, in_channels: int = 1, *, num_classes: int, **options):
+        super().__init__(in_channels, **options)
+        self.config["num_classes"] = check_int("num_classes", num_classes)
+        self.label_embed = nn.Embedding(num_classes + 1, 4 * self.config["channels"])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        check_label_range(y, self.config["num_classes"])
+        return self._unet(x, self.embed(t.to(x.dtype)) + self.label_embed(y))
