@@ -1,10 +1,13 @@
 """A score model on real images: scikit-learn's 8x8 handwritten digits (17 grey levels).
 
-    python examples/digits.py            # UNet, VP SDE, ~15 min on 2 CPU cores
-    python examples/digits.py --quick    # CI-sized (< 90 s)
+    python examples/digits.py               # UNet, VP SDE, ~15 min on 2 CPU cores
+    python examples/digits.py --quick       # CI-sized (< 90 s)
+    python examples/digits.py --pretrained  # no training: the shipped models, in seconds
 
 Trains `ScoreModel(UNet, VPSDE, "eps")` with `sdescore.train` (every batch dequantized afresh,
-EMA, checkpoints in --out) and reports, on the fixed test split (450 images):
+EMA, checkpoints in --out), or with `--pretrained` loads the shipped `sdescore.pretrained`
+models instead (and guides the class-conditional one, `"digits8-cond"`, to each digit), and
+reports, on the fixed test split (450 images; the first 64 with `--pretrained`):
 
 * bits/dim through the PF ODE with uniform dequantization, on one dequantized draw of the test
   set shared with the baselines, and importance-weighted over S draws (Burda et al. 2016);
@@ -49,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--dequantization-samples", type=int, default=None, help="S for the IW bound (default 4)"
     )
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="skip training: sample, inpaint, guide and score the shipped models (seconds)",
+    )
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda requested but torch.cuda.is_available() is False")
@@ -56,7 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.steps = args.steps or (150 if q else 6000)
     args.S = args.dequantization_samples or (2 if q else 4)
     args.batch, args.n_test, args.n_samples, args.elbo_samples = (
-        (64, 48, 64, 8) if q else (128, TEST_SPLIT, 256, 64)
+        (64, 48, 64, 8)
+        if q
+        else (128, 64, 64, 8)
+        if args.pretrained
+        else (128, TEST_SPLIT, 256, 64)
     )
     args.channels, args.attention = (16, False) if q else (32, True)
     args.max_seconds = 40 if q else 600  # a budget, so that a slow machine still finishes
@@ -135,31 +147,15 @@ def run_example(args, job) -> dict:
     test = test[: args.n_test]
     print(f"digits: {len(all_train)} train ({len(val)} of them for validation), {len(test)} test")
 
-    sde = sdescore.VPSDE(0.1, 20.0)
-    net = sdescore.UNet(1, channels=args.channels, attention=args.attention)
-    # Gaussian baseline fitted on dequantized data (the border pixels' levels are constant).
-    y_fit = dequantize(all_train, BINS, RANGE, generator=gen)[0]
-    model = sdescore.ScoreModel(net, sde, "eps").fit_baseline(y_fit).to(dev)
-    result = sdescore.train(
-        model,
-        all_train.to(dev),
-        dequantize=BINS,
-        data_range=RANGE,
-        steps=args.steps,
-        max_seconds=args.max_seconds,
-        batch_size=args.batch,
-        lr=1e-3,
-        warmup_steps=100,
-        grad_clip=1.0,
-        ema_decay=0.99 if args.quick else 0.999,
-        seed=args.seed,
-        checkpoint_path=out / "checkpoint.pt",
-        checkpoint_every=1000,
-        progress=True,
-    )
-    ema = result.ema_model.eval()
-    stages = {"train": {"nfe": result.steps, "seconds": result.seconds}}
-    print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.stop_reason})")
+    if args.pretrained:  # the shipped model: nothing to train
+        ema = sdescore.pretrained.load("digits8", map_location=dev)
+        sde, result = ema.sde, None
+        stages = {"train": {"nfe": 0, "seconds": 0.0, "pretrained": "digits8"}}
+        print("loaded sdescore.pretrained 'digits8' (docs/pretrained.md has its card)")
+    else:
+        ema, sde, result = train_model(args, all_train, gen, out, dev)
+        stages = {"train": {"nfe": result.steps, "seconds": result.seconds}}
+        print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.stop_reason})")
 
     # One dequantized draw of the test set, shared by the model and the baselines.
     # float32 throughout: the UNet in float64 was over 10x slower on a CPU, for differences far
@@ -235,7 +231,7 @@ def run_example(args, job) -> dict:
             "test_median": d_t.median().item(),
             "samples_min": d_s.min().item(),
         },
-        "train_final_loss": float(result.losses[-100:].mean()),
+        "train_final_loss": None if result is None else float(result.losses[-100:].mean()),
         "stages": stages,
         "config": {k: v for k, v in vars(args).items()},
         "version": sdescore.__version__,
@@ -244,6 +240,8 @@ def run_example(args, job) -> dict:
     }
     report.update(sample_metrics(samples, as_pix, test, all_train))
     report["inpainting"] = inpainting(ema, sde, test, args, dev, out if job.is_main else None)
+    if args.pretrained:
+        report["guidance"] = guidance(args, dev, out if job.is_main else None)
     quality = sample_quality_table(ema, sde, base["gmm_model"], test, all_train, args, job)
     if quality:
         report["sample_quality"] = quality
@@ -274,7 +272,82 @@ def run_example(args, job) -> dict:
             out, samples, res, test, all_train, idx_s, d_s, d_t, result, table, args.quick
         )
         written += ["inpainting.png"] * ("class_agreement" in report["inpainting"])
+        written += ["guidance.png"] * ("guidance" in report)
     print(f"wrote to {out}: " + ", ".join(written))
+    return report
+
+
+def train_model(args, all_train, gen, out, dev):
+    """The example's recipe: `(EMA model, sde, TrainResult)`."""
+    sde = sdescore.VPSDE(0.1, 20.0)
+    net = sdescore.UNet(1, channels=args.channels, attention=args.attention)
+    # Gaussian baseline fitted on dequantized data (the border pixels' levels are constant).
+    y_fit = dequantize(all_train, BINS, RANGE, generator=gen)[0]
+    model = sdescore.ScoreModel(net, sde, "eps").fit_baseline(y_fit).to(dev)
+    result = sdescore.train(
+        model,
+        all_train.to(dev),
+        dequantize=BINS,
+        data_range=RANGE,
+        steps=args.steps,
+        max_seconds=args.max_seconds,
+        batch_size=args.batch,
+        lr=1e-3,
+        warmup_steps=100,
+        grad_clip=1.0,
+        ema_decay=0.99 if args.quick else 0.999,
+        seed=args.seed,
+        checkpoint_path=out / "checkpoint.pt",
+        checkpoint_every=1000,
+        progress=True,
+    )
+    return result.ema_model.eval(), sde, result
+
+
+def guidance(args, dev, out, w: float = 2.0, per_class: int = 8) -> dict:
+    """Classifier-free guidance of the shipped class-conditional model to each digit 0-9
+    (Ho & Salimans 2022): how often the digits classifier gives a guided sample its requested
+    class, at w = 0 (conditional, unguided) and at `w`; writes guidance.png unless `out` is None."""
+    cond = sdescore.pretrained.load("digits8-cond", map_location=dev)
+    labels = torch.arange(10, device=dev).repeat_interleave(per_class)
+    report = {"w": w, "samples_per_class": per_class}
+    grids = {}
+    for weight in (0.0, w):
+        g = torch.Generator(dev).manual_seed(args.seed + 5)
+        guided = sdescore.ClassifierFreeGuidance(cond, labels, w=weight)
+        with torch.no_grad():
+            x = cond.sde.probability_flow(guided).sample(
+                (len(labels), 1, 8, 8), steps=20, generator=g, device=dev
+            )
+        grids[weight] = x.cpu()
+        try:
+            from sdescore.metrics import digits_feature_net
+        except ImportError:
+            continue
+        with torch.no_grad():
+            hit = digits_feature_net().logits(to_pixels(x.cpu())).argmax(1) == labels.cpu()
+        report[f"class_accuracy_w{weight:g}"] = hit.float().mean().item()
+    if "class_accuracy_w0" in report:
+        print(
+            f"classifier-free guidance ('digits8-cond', PF ODE, 20 calls): the classifier gives "
+            f"{report['class_accuracy_w0']:.0%} of the samples their requested digit at w = 0, "
+            f"{report[f'class_accuracy_w{w:g}']:.0%} at w = {w:g}"
+        )
+    if out is not None and not args.no_plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(8, 8.6), layout="constrained")
+        for ax, (weight, x) in zip(axes, grids.items(), strict=True):
+            grid = sdescore.toy.image_grid(x.clamp(*RANGE), nrow=per_class, pad_value=-1.0)
+            ax.imshow(grid[0], cmap="gray_r", vmin=-1, vmax=1)
+            ax.set_title(f"w = {weight:g} (one row per digit 0-9)", fontsize=9)
+            ax.set_axis_off()
+        fig.suptitle("digits8-cond, classifier-free guidance, PF ODE 20 calls", fontsize=10)
+        fig.savefig(out / "guidance.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
     return report
 
 
@@ -504,6 +577,8 @@ def figures(out, samples, res, test, train, idx_s, d_s, d_t, result, table, quic
     fig.savefig(out / "nearest_train.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
+    if result is None:  # --pretrained: no training curve
+        return ["samples.png", "trajectories.png", "nearest_train.png"]
     fig, ax = plt.subplots(figsize=(6, 4))
     losses = np.asarray(result.losses)
     ax.plot(losses, lw=0.5, alpha=0.4, label="loss per step")

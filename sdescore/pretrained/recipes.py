@@ -78,7 +78,7 @@ def _toy_model():
     from ..toy import sample_toy
 
     data = sample_toy("eight_gaussians", 50_000, generator=torch.Generator().manual_seed(0))
-    return ScoreModel(MLPScoreNet(2, hidden=128), VPSDE(0.1, 20.0), "score").fit_baseline(data)
+    return ScoreModel(MLPScoreNet(2), VPSDE(0.1, 20.0), "score").fit_baseline(data)
 
 
 def _toy_data():
@@ -116,11 +116,11 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             "eight_gaussians",
-            "2-D eight Gaussians (the toy_2d default), score-MLP (59k params), VP SDE",
+            "2-D eight Gaussians (the toy_2d default), score-MLP (0.18M params), VP SDE",
             _toy_model,
             _toy_data,
             steps=2000,
-            options=dict(batch_size=512, lr=1e-3, warmup_steps=100, ema_decay=0.999),
+            options=dict(batch_size=1024, lr=1e-3, warmup_steps=100, ema_decay=0.999),
         ),
     )
 }

@@ -205,3 +205,23 @@ def test_mlp_x_features_learn_ring_detail_a_plain_mlp_misses():
 
     plain, featured = held_out_mse(), held_out_mse(x_features=32, x_scale=0.5)
     assert featured < plain / 10, (featured, plain)
+
+
+def test_conditional_unet_labels_change_the_output_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = sdescore.ConditionalUNet(1, num_classes=3, channels=8, attention=False)
+    torch.nn.init.normal_(net.conv_out.weight, std=0.1)  # zero-initialised output otherwise
+    model = sdescore.ConditionalScoreModel(net, sdescore.VPSDE(), "eps", num_classes=3)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([0.3, 0.3])
+    with torch.no_grad():
+        a, b = model(x, t, torch.tensor([0, 0])), model(x, t, torch.tensor([0, 2]))
+    assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
+    with pytest.raises(ValueError, match="label"):
+        net(x, t, torch.tensor([0, 4]))  # 3 classes and the null label 3
+    with pytest.raises(TypeError, match="num_classes"):
+        sdescore.ConditionalUNet(1, num_classes=2.5)
+    sdescore.save_model(model, tmp_path / "c.pt")
+    back = sdescore.load_model(tmp_path / "c.pt")
+    assert type(back.net) is sdescore.ConditionalUNet and back.num_classes == 3
+    with torch.no_grad():
+        assert torch.equal(back(x, t, torch.tensor([0, 2])), b)
