@@ -2,6 +2,7 @@
 
     python benchmarks/peers.py [--n 16384] [--quick] [--figure PATH] [--k-diffusion DIR]
     python benchmarks/peers.py --sde [--n-sde 8192] [--quick] [--k-diffusion DIR]
+    python benchmarks/peers.py --digits [--model PATH] [--digits-n 500] [--figure PATH]
 
 Workload (as `benchmarks/samplers.py --nfe-table`): eight Gaussians, VPSDE(0.1, 20), the exact
 score, `n` shared prior draws for each of seeds 0-2, end time eps = 1e-3. Solver error = mean
@@ -28,11 +29,29 @@ Every library gets the same score, converted to its interface:
   the sigma grid ends at sigma(eps) (no final jump to 0); heun and dpm_2 make 2 calls a step
   (NFE // 2 steps); the 2m_sde and 3m_sde samplers run with eta = 0 (the ODE).
 - The official DPM-Solver file is not on the package index; diffusers' singlestep scheduler is
-  its closest installable stand-in.
+  its closest installable stand-in. Its figures on this workload (best configuration per NFE,
+  measured earlier for issue 22) are printed as a fixed row, labelled as not re-run.
+- sdescore's own rows: the default `Auto()`; `Auto()` with a grid fitted for each NFE by
+  `sdescore.optimize_schedule` on `--fit-draws` float64 prior draws of seed 1000 (never the
+  evaluation draws), at most min(40 NFE, 400) fitting solves, its wall time printed; `IPNDM()`.
 
 Tables: solver error at NFE 6-50 for each library's best configuration per NFE (and every
 configuration with `--all`), the smallest NFE at which the default reaches 1e-2 on all three
 seeds, and the per-call overhead at batch 1024 with a free score.
+
+`--digits`: the image case instead. The trained digits U-Net (`sdescore.pretrained.load(
+"digits8")`, or a file saved by `sdescore.save_model` given as `--model`), float32, `--digits-n`
+prior draws for each of seeds 0 and 1, eps = 1e-3. Solver error = mean |x - x_ref| per pixel
+against a 200-call UniPC-3 solve on the log-SNR grid from the same draws (its own error against
+400 calls is printed), max over seeds; FID-digits of the samples (quantized to the 17 levels and
+mapped to k/8 - 1, as `examples/digits.py` does) against the 450 test digits, per seed (the two
+seeds show its noise), with the FID of the reference samples and of as many real training
+digits (the floor). Rows at 5, 8, 10, 15 and 100 calls: `Auto()`; `Auto()` with a grid fitted
+per budget (not at 100) on `--digits-fit-draws` float32 draws of seed 1000 with at most 10 NFE
+solves, fit time printed; `IPNDM()`; diffusers' multistep schedulers (DPMSolverMultistep 2M/3M,
+UniPC-2/3 bh2, DEIS-3 on its three grids, set up as above; the eps-model they call is
+eps = -sigma(t) score(x, t), the network's own eps), the configuration chosen per NFE by solver
+error on 32 draws of seed 0, then measured like the others. About 10 minutes on one core.
 
 `--sde`: the reverse-SDE table instead (about 3.5 minutes of one core). Every sampler starts
 from the same `n-sde` prior draws per seed (0-2) and draws its noise from a generator seeded
@@ -483,7 +502,9 @@ DIGITS_DIFFUSERS = (
 def to_pixels(x: torch.Tensor) -> torch.Tensor:
     """Samples on [-1, 1] -> their 17 levels k (`sdescore.quantize`) -> k / 8 - 1, as the
     digits example does before FID-digits."""
-    return sdescore.quantize(x.float(), 17, (-1.0, 1.0)).float() / 8.0 - 1.0
+    # A few pixels overshoot [-1, 1] slightly: they belong to the end levels (as in the example).
+    levels = sdescore.quantize(x.float(), 17, (-1.0, 1.0), out_of_range="clamp")
+    return levels.float() / 8.0 - 1.0
 
 
 class DigitsWorkload:
@@ -528,9 +549,9 @@ class Subset:
 
 def load_digits_model(path):
     if path is None:
-        import sdescore.pretrained
+        from sdescore.pretrained import load
 
-        model = sdescore.pretrained.load("digits8")
+        model = load("digits8")
     else:
         model = sdescore.load_model(path).float().eval()
     return model.requires_grad_(False)
@@ -613,7 +634,7 @@ def fmt_fids(fids) -> str:
 
 
 def digits_tables(results, nfes, fitted, best, select_n, ref_fid):
-    width = 26
+    width = 30
     head = f"{'calls':<{width}}" + "".join(f"{k:>9}" for k in nfes)
     print("\nsolver error (mean |x - x_ref| per pixel, max over seeds)\n" + head)
     for name, row in results.items():
