@@ -561,7 +561,7 @@ def digits(args):
     """The image case: every sampler drives the same trained U-Net from the same prior draws."""
     quick = args.quick
     n, seeds = (64, (0,)) if quick else (args.digits_n, DIGITS_SEEDS)
-    nfes, ref_calls = ((5, 10), 40) if quick else (DIGITS_NFES, 200)
+    nfes, ref_calls = ((5, 10, 100), 100) if quick else (DIGITS_NFES, 200)
     fit_n, select_n = (8, 16) if quick else (args.digits_fit_draws, 32)
     model = load_digits_model(args.model)
     start = time.perf_counter()
@@ -818,7 +818,11 @@ def main():
     ap.add_argument("--n", type=int, default=16384)
     ap.add_argument("--n-sde", type=int, default=8192, help="draws per seed of the --sde table")
     ap.add_argument("--fit-draws", type=int, default=512, help="fitting draws (seed 1000)")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 512 draws, 1 seed, NFE 10")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 512 draws, 1 seed, NFE 10 (--digits: 64 draws, NFE 5, 10, 100)",
+    )
     ap.add_argument("--all", action="store_true", help="print every configuration's row")
     ap.add_argument("--figure", help="write the error-vs-NFE figure (png) here")
     ap.add_argument("--k-diffusion", help="directory holding an unpacked k_diffusion package")

@@ -22,7 +22,7 @@ def _run(*args, timeout=180):
     return out.stdout
 
 
-@pytest.mark.slow  # runs a benchmark script (about 6 s)
+@pytest.mark.slow  # runs a benchmark script (about 12 s)
 def test_peers_toy_quick_has_the_new_rows():
     out = _run("--quick")
     for row in ("sdescore fitted grid", "sdescore iPNDM", "official DPM-Solver", "fitting time"):
@@ -35,7 +35,7 @@ def test_peers_toy_quick_has_the_new_rows():
     assert fitted < default, (fitted, default)
 
 
-@pytest.mark.slow  # runs a benchmark script (about 30 s with a tiny untrained U-Net)
+@pytest.mark.slow  # runs a benchmark script (about 25 s with a tiny untrained U-Net)
 def test_peers_digits_quick_runs_on_a_saved_model(tmp_path):
     pytest.importorskip("sklearn")
     torch.manual_seed(0)
