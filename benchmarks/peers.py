@@ -2,6 +2,7 @@
 
     python benchmarks/peers.py [--n 16384] [--quick] [--figure PATH] [--k-diffusion DIR]
     python benchmarks/peers.py --sde [--n-sde 8192] [--quick] [--k-diffusion DIR]
+    python benchmarks/peers.py --digits [--model PATH] [--digits-n 500] [--figure PATH]
 
 Workload (as `benchmarks/samplers.py --nfe-table`): eight Gaussians, VPSDE(0.1, 20), the exact
 score, `n` shared prior draws for each of seeds 0-2, end time eps = 1e-3. Solver error = mean
@@ -28,11 +29,29 @@ Every library gets the same score, converted to its interface:
   the sigma grid ends at sigma(eps) (no final jump to 0); heun and dpm_2 make 2 calls a step
   (NFE // 2 steps); the 2m_sde and 3m_sde samplers run with eta = 0 (the ODE).
 - The official DPM-Solver file is not on the package index; diffusers' singlestep scheduler is
-  its closest installable stand-in.
+  its closest installable stand-in. Its figures on this workload (best configuration per NFE,
+  measured earlier for issue 22) are printed as a fixed row, labelled as not re-run.
+- sdescore's own rows: the default `Auto()`; `Auto()` with a grid fitted for each NFE by
+  `sdescore.optimize_schedule` on `--fit-draws` float64 prior draws of seed 1000 (never the
+  evaluation draws), at most min(40 NFE, 400) fitting solves, its wall time printed; `IPNDM()`.
 
 Tables: solver error at NFE 6-50 for each library's best configuration per NFE (and every
 configuration with `--all`), the smallest NFE at which the default reaches 1e-2 on all three
 seeds, and the per-call overhead at batch 1024 with a free score.
+
+`--digits`: the image case instead. The trained digits U-Net (`sdescore.pretrained.load(
+"digits8")`, or a file saved by `sdescore.save_model` given as `--model`), float32, `--digits-n`
+prior draws for each of seeds 0 and 1, eps = 1e-3. Solver error = mean |x - x_ref| per pixel
+against a 200-call UniPC-3 solve on the log-SNR grid from the same draws (its own error against
+400 calls is printed), max over seeds; FID-digits of the samples (quantized to the 17 levels and
+mapped to k/8 - 1, as `examples/digits.py` does) against the 450 test digits, per seed (the two
+seeds show its noise), with the FID of the reference samples and of as many real training
+digits (the floor). Rows at 5, 8, 10, 15 and 100 calls: `Auto()`; `Auto()` with a grid fitted
+per budget (not at 100) on `--digits-fit-draws` float32 draws of seed 1000 with at most 10 NFE
+solves, fit time printed; `IPNDM()`; diffusers' multistep schedulers (DPMSolverMultistep 2M/3M,
+UniPC-2/3 bh2, DEIS-3 on its three grids, set up as above; the eps-model they call is
+eps = -sigma(t) score(x, t), the network's own eps), the configuration chosen per NFE by solver
+error on 32 draws of seed 0, then measured like the others. About 10 minutes on one core.
 
 `--sde`: the reverse-SDE table instead (about 3.5 minutes of one core). Every sampler starts
 from the same `n-sde` prior draws per seed (0-2) and draws its noise from a generator seeded
@@ -65,12 +84,14 @@ from pathlib import Path
 import torch
 
 import sdescore
+from sdescore._shapes import append_dims
 from sdescore.interop import Denoiser
 from sdescore.metrics import sliced_wasserstein
 from sdescore.solvers.grid import TimeQuadratic
 from sdescore.toy import eight_gaussians
 
 EPS, N_TRAIN = 1e-3, 1000
+FIT_SEED = 1000  # the fitting draws' seed; evaluation uses seeds 0-2
 NFES = (6, 8, 10, 12, 15, 20, 30, 50)
 
 
@@ -106,6 +127,49 @@ def sdescore_solver(method):
     return solve
 
 
+class FittedGrids:
+    """`solver` with a time grid fitted by `sdescore.optimize_schedule` for each budget.
+
+    The grids are fitted on their own prior draws (`fit_n` float64 draws of seed `FIT_SEED`
+    for the toy), never on the evaluation draws, with at most `min(40 * nfe, max_solves)`
+    fitting solves; the wall time of each fit is kept in `seconds`.
+    """
+
+    def __init__(self, solver, fit_n, *, max_solves=400, per_call=40, dtype=torch.float64):
+        self.solver, self.fit_n, self.dtype = solver, fit_n, dtype
+        self.max_solves, self.per_call = max_solves, per_call
+        self.fits, self.seconds = {}, {}
+
+    def fit(self, w, nfe):
+        if nfe not in self.fits:
+            start = time.perf_counter()
+            self.fits[nfe] = sdescore.optimize_schedule(
+                w.pf, nfe, shape=(self.fit_n, *w.draws[0].shape[1:]), solver=self.solver,
+                generator=torch.Generator().manual_seed(FIT_SEED), eps=EPS,
+                max_solves=min(self.per_call * nfe, self.max_solves), dtype=self.dtype,
+            )  # fmt: skip
+            self.seconds[nfe] = time.perf_counter() - start
+        return self.fits[nfe]
+
+    def __call__(self, w, z, nfe, score=None):
+        if score is not None:
+            raise ValueError("a fitted grid belongs to its score; no overhead run")
+        return w.pf.sample(x_T=z, method=self.fit(w, nfe), eps=EPS)
+
+
+# Lu et al.'s official DPM-Solver file (`dpm_solver_pytorch.py`), its best configuration per
+# budget on this workload (same draws, reference and error), as measured for issue 22; it is not
+# on the package index, so it is not re-run here.
+OFFICIAL_DPM_SOLVER = {
+    6: 7.41e-2, 8: 3.99e-2, 10: 2.38e-2, 12: 1.62e-2, 15: 8.91e-3, 20: 4.89e-3, 30: 1.67e-3,
+    50: 5.51e-4,
+}  # fmt: skip
+OFFICIAL_LABEL = (
+    "official DPM-Solver file, best configuration, measured earlier on this workload "
+    "(not re-run: not on the package index)"
+)
+
+
 # --- diffusers ------------------------------------------------------------------------------
 
 
@@ -139,7 +203,9 @@ def diffusers_solver(cls_name, **kw):
         x = z.clone()
         for i, step_t in enumerate(sched.timesteps[:steps]):
             tb = ts[i].expand(x.shape[0])
-            eps = -w.sde.sigma(tb)[:, None] * score(x, tb)
+            # The eps-model diffusers expects: eps = -sigma(t) score(x, t) (for an "eps"
+            # ScoreModel, its network's own output).
+            eps = -append_dims(w.sde.sigma(tb), x.ndim) * score(x, tb)
             x = sched.step(eps, step_t, x, **noise).prev_sample
         return x
 
@@ -423,6 +489,219 @@ SDE_FIGURE_ROWS = (
 )
 
 
+# --- image case: the digits U-Net ------------------------------------------------------------
+
+DIGITS_NFES = (5, 8, 10, 15, 100)
+DIGITS_SEEDS = (0, 1)
+# diffusers' multistep schedulers: the singlestep ones and UniPC bh1 never led on the toy.
+DIGITS_DIFFUSERS = (
+    "DPMSolverMultistep 2M", "DPMSolverMultistep 3M", "UniPC-2 bh2", "UniPC-3 bh2", "DEIS-3",
+)  # fmt: skip
+
+
+def to_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Samples on [-1, 1] -> their 17 levels k (`sdescore.quantize`) -> k / 8 - 1, as the
+    digits example does before FID-digits."""
+    # A few pixels overshoot [-1, 1] slightly: they belong to the end levels (as in the example).
+    levels = sdescore.quantize(x.float(), 17, (-1.0, 1.0), out_of_range="clamp")
+    return levels.float() / 8.0 - 1.0
+
+
+class DigitsWorkload:
+    """Shared float32 prior draws (one set per seed), their converged solves and the test set."""
+
+    def __init__(self, model, n, seeds, ref_calls):
+        from sdescore.toy import digits_data
+
+        self.sde, self.score = model.sde, model
+        self.pf = self.sde.probability_flow(model)
+        self.draws = [
+            self.sde.prior_sampling((n, 1, 8, 8), generator=torch.Generator().manual_seed(s))
+            for s in seeds
+        ]
+        self.ref_solver = sdescore.UniPC(order=3, grid="logsnr", steps=ref_calls)
+        self.refs = [self.pf.sample(x_T=z, method=self.ref_solver, eps=EPS) for z in self.draws]
+        self.real = digits_data("test")[0]
+        self.train = digits_data("train")[0]
+
+    def fid(self, x) -> float:
+        from sdescore.metrics import fid_digits
+
+        return fid_digits(to_pixels(x), self.real).value
+
+    def measure(self, solve, nfe):
+        """(solver error, max over seeds; FID-digits per seed) of `solve` at `nfe` calls."""
+        xs = [solve(self, z, nfe) for z in self.draws]
+        err = max((x - r).abs().mean().item() for x, r in zip(xs, self.refs, strict=True))
+        return err, [self.fid(x) for x in xs]
+
+
+class Subset:
+    """The first `k` draws of a workload's first seed: where peers' configurations are chosen."""
+
+    def __init__(self, w, k):
+        self.sde, self.score, self.pf = w.sde, w.score, w.pf
+        self.z, self.ref = w.draws[0][:k], w.refs[0][:k]
+
+    def error(self, solve, nfe) -> float:
+        return (solve(self, self.z, nfe) - self.ref).abs().mean().item()
+
+
+def load_digits_model(path):
+    if path is None:
+        from sdescore.pretrained import load
+
+        model = load("digits8")
+    else:
+        model = sdescore.load_model(path).float().eval()
+    return model.requires_grad_(False)
+
+
+def digits(args):
+    """The image case: every sampler drives the same trained U-Net from the same prior draws."""
+    quick = args.quick
+    n, seeds = (64, (0,)) if quick else (args.digits_n, DIGITS_SEEDS)
+    nfes, ref_calls = ((5, 10, 100), 100) if quick else (DIGITS_NFES, 200)
+    fit_n, select_n = (8, 16) if quick else (args.digits_fit_draws, 32)
+    model = load_digits_model(args.model)
+    start = time.perf_counter()
+    torch.set_grad_enabled(False)
+    w = DigitsWorkload(model, n, seeds, ref_calls)
+    k = min(64, n)
+    check = w.pf.sample(
+        x_T=w.draws[0][:k], method=sdescore.UniPC(order=3, grid="logsnr", steps=2 * ref_calls),
+        eps=EPS,
+    )  # fmt: skip
+    ref_err = (check - w.refs[0][:k]).abs().mean().item()
+    ref_fid = [w.fid(r) for r in w.refs]
+    floor = [
+        w.fid(w.train[torch.randperm(len(w.train), generator=torch.Generator().manual_seed(s))[:n]])
+        for s in seeds
+    ]
+    print(
+        f"digits U-Net ({sum(p.numel() for p in model.parameters())} parameters, "
+        f"{model.parameterization}, {model.sde!r}), float32, {n} prior draws x seeds {seeds}, "
+        f"eps={EPS}\nreference: {ref_calls}-call UniPC-3 on the log-SNR grid from the same "
+        f"draws; its own error (mean |x - x_{2 * ref_calls}|, {k} draws): {ref_err:.1e}\n"
+        f"solver error = mean |x - x_ref| per pixel, max over seeds; FID-digits of the samples "
+        f"(quantized to 17 levels, k/8 - 1) against the {len(w.real)} test digits, per seed\n"
+        f"FID-digits of the reference samples: {fmt_fids(ref_fid)}; of {n} real training digits "
+        f"(the floor): {fmt_fids(floor)}"
+    )
+    fitted = FittedGrids(
+        sdescore.Auto(), fit_n, max_solves=math.inf, per_call=10, dtype=torch.float32
+    )  # float32: the network's dtype
+    rows = {
+        "sdescore default Auto()": sdescore_solver(sdescore.Auto()),
+        "sdescore Auto(), fitted grid": fitted,
+        "sdescore IPNDM()": sdescore_solver(sdescore.IPNDM()),
+    }
+    results, seconds = {}, {}
+    for name, solve in rows.items():
+        t0 = time.perf_counter()
+        results[name] = {k: w.measure(solve, k) for k in nfes if not (solve is fitted and k == 100)}
+        seconds[name] = time.perf_counter() - t0
+        print(f"  {name}: {seconds[name]:.0f} s", flush=True)
+    try:
+        import diffusers  # noqa: F401
+
+        configs = {
+            c: f for c, f in diffusers_configs().items() if c.split(",")[0] in DIGITS_DIFFUSERS
+        }
+        if quick:
+            configs = dict(list(configs.items())[:2])
+        sub, best = Subset(w, select_n), {}
+        t0 = time.perf_counter()
+        for k in nfes:
+            errs = {c: sub.error(f, k) for c, f in configs.items()}
+            best[k] = min(errs, key=lambda c: errs[c] if math.isfinite(errs[c]) else math.inf)
+        results["diffusers, best config"] = {k: w.measure(configs[best[k]], k) for k in nfes}
+        seconds["diffusers, best config"] = time.perf_counter() - t0
+    except ImportError:
+        best = None
+        print("diffusers not installed (pip install 'sdescore[bench]'): skipped")
+    digits_tables(results, nfes, fitted, best, select_n, ref_fid)
+    print(f"\nwall time of the image case: {time.perf_counter() - start:.0f} s (one thread)")
+    if args.figure:
+        digits_figure(results, nfes, ref_fid, floor, args.figure)
+
+
+def fmt_fids(fids) -> str:
+    mean = sum(fids) / len(fids)
+    return f"{mean:.3f}" + (
+        " (" + " / ".join(f"{f:.3f}" for f in fids) + ")" if len(fids) > 1 else ""
+    )
+
+
+def digits_tables(results, nfes, fitted, best, select_n, ref_fid):
+    width = 30
+    head = f"{'calls':<{width}}" + "".join(f"{k:>9}" for k in nfes)
+    print("\nsolver error (mean |x - x_ref| per pixel, max over seeds)\n" + head)
+    for name, row in results.items():
+        print(
+            f"{name:<{width}}"
+            + "".join(f"{row[k][0]:9.1e}" if k in row else f"{'-':>9}" for k in nfes)
+        )
+    print("\nFID-digits, mean over seeds\n" + head)
+    for name, row in results.items():
+        cells = (
+            f"{sum(row[k][1]) / len(row[k][1]):9.3f}" if k in row else f"{'-':>9}" for k in nfes
+        )
+        print(f"{name:<{width}}" + "".join(cells))
+    print("FID-digits per seed")
+    for name, row in results.items():
+        print(f"  {name}: " + "; ".join(f"{k}: {fmt_fids(row[k][1])}" for k in nfes if k in row))
+    print(
+        "fitting: optimize_schedule(Auto()) on "
+        f"{fitted.fit_n} float32 prior draws of seed {FIT_SEED} (held out), at most "
+        f"{fitted.per_call} * NFE solves; not fitted at 100 calls\n  wall time (s): "
+        + "; ".join(f"{k}: {v:.0f}" for k, v in fitted.seconds.items())
+    )
+    if best is not None:
+        print(
+            f"diffusers' configuration chosen per NFE by solver error on {select_n} draws of the "
+            "first seed: " + "; ".join(f"{k}: {c}" for k, c in best.items())
+        )
+    fit, default = results["sdescore Auto(), fitted grid"], results["sdescore default Auto()"]
+    if 10 in fit and 100 in default:
+        f10 = sum(fit[10][1]) / len(fit[10][1])
+        f100 = sum(default[100][1]) / len(default[100][1])
+        ref = sum(ref_fid) / len(ref_fid)
+        print(
+            f"\ntarget: FID-digits at 10 calls with a fitted grid within 10 % of the 100-call "
+            f"value: {f10:.3f} vs {f100:.3f} (Auto() at 100 calls; {ref:.3f} for the reference), "
+            f"{100 * (f10 / f100 - 1):+.1f} %: {'met' if f10 <= 1.1 * f100 else 'not met'}"
+        )
+
+
+def digits_figure(results, nfes, ref_fid, floor, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, row in results.items():
+        ks = [k for k in nfes if k in row]
+        style = "o-" if name.startswith("sdescore") else "s--"
+        axes[0].loglog(ks, [row[k][0] for k in ks], style, label=name)
+        axes[1].semilogx(ks, [sum(row[k][1]) / len(row[k][1]) for k in ks], style, label=name)
+    axes[1].axhline(sum(ref_fid) / len(ref_fid), color="gray", lw=0.8, ls=":", label="reference")
+    axes[1].axhline(sum(floor) / len(floor), color="black", lw=0.8, ls="--", label="real digits")
+    axes[0].set_ylabel("solver error (mean |x - x_ref| per pixel)")
+    axes[1].set_ylabel("FID-digits (mean over seeds)")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("score calls")
+        ax.minorticks_off()
+        ax.set_xticks(nfes, [str(k) for k in nfes])
+    axes[1].legend(fontsize=7)
+    fig.suptitle("digits U-Net (8x8), PF ODE, same prior draws for every sampler", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure written to {path}")
+
+
 # --- tables ---------------------------------------------------------------------------------
 
 
@@ -460,59 +739,61 @@ def overhead(w, libraries, calls=20, batch=1024):
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=16384)
-    ap.add_argument("--n-sde", type=int, default=8192, help="draws per seed of the --sde table")
-    ap.add_argument("--quick", action="store_true", help="smoke test: 512 draws, 1 seed, NFE 10")
-    ap.add_argument("--all", action="store_true", help="print every configuration's row")
-    ap.add_argument("--figure", help="write the error-vs-NFE figure (png) here")
-    ap.add_argument("--k-diffusion", help="directory holding an unpacked k_diffusion package")
-    ap.add_argument(
-        "--sde", action="store_true", help="the reverse-SDE table at 20-200 calls instead"
-    )
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    if args.sde:
-        kd = load_k_sampling(args.k_diffusion)
-        if kd is None:
-            print("k-diffusion not found (--k-diffusion DIR, see the docstring): skipped")
-        n, seeds, calls = (512, (0,), (20,)) if args.quick else (args.n_sde, (0, 1, 2), SDE_CALLS)
-        table, floor, se = sde_table(n, seeds, calls, kd)
-        if args.figure:
-            sde_figure(table, floor, se, calls, args.figure)
-        return None
-    n, seeds, nfes = (512, (0,), (10,)) if args.quick else (args.n, (0, 1, 2), NFES)
-    w = Workload(n, seeds)
-    libraries = {"sdescore default": {"Auto()": sdescore_solver(sdescore.Auto())}}
+def toy_libraries(args, kd):
+    """{library: {configuration: solve}} of the toy table, sdescore's rows first."""
+    fit_n, cap = (64, 40) if args.quick else (args.fit_draws, 400)
+    libraries = {
+        "sdescore default": {"Auto()": sdescore_solver(sdescore.Auto())},
+        "sdescore fitted grid": {"Auto(), fitted": FittedGrids(sdescore.Auto(), fit_n, max_solves=cap)},
+        "sdescore iPNDM": {"IPNDM()": sdescore_solver(sdescore.IPNDM())},
+    }  # fmt: skip
     try:
         import diffusers  # noqa: F401
 
         libraries["diffusers"] = diffusers_configs()
     except ImportError:
         print("diffusers not installed (pip install 'sdescore[bench]'): skipped")
-    kd = load_k_sampling(args.k_diffusion)
     if kd is None:
         print("k-diffusion not found (--k-diffusion DIR, see the docstring): skipped")
     else:
         libraries["k-diffusion"] = k_configs(kd)
     if args.quick:
         libraries = {lib: dict(list(c.items())[:2]) for lib, c in libraries.items()}
+    return libraries
+
+
+def toy(args, kd):
+    n, seeds, nfes = (512, (0,), (10,)) if args.quick else (args.n, (0, 1, 2), NFES)
+    w = Workload(n, seeds)
+    libraries = toy_libraries(args, kd)
+    fitted = libraries["sdescore fitted grid"]["Auto(), fitted"]
     print(
         f"eight Gaussians, VPSDE(0.1, 20), exact score, n={n} x {len(seeds)} seeds, eps={EPS}; "
-        "solver error = mean |x - x_ref| vs a converged PF-ODE solve, max over seeds"
+        "solver error = mean |x - x_ref| vs a converged PF-ODE solve, max over seeds\n"
+        f"fitted grids: optimize_schedule(Auto()) on {fitted.fit_n} float64 prior draws of seed "
+        f"{FIT_SEED} (held out), at most min(40 * NFE, {fitted.max_solves}) fitting solves"
     )
     if args.all:
         print(f"  {'configuration':<52}" + "".join(f"{k:>9}" for k in nfes))
     best = error_table(w, libraries, nfes, args.all)
     print(
-        f"\nbest configuration of each library per NFE\n{'library':<20}"
+        f"\nbest configuration of each library per NFE\n{'library':<24}"
         + "".join(f"{k:>9}" for k in nfes)
     )
     for lib, row in best.items():
-        print(f"{lib:<20}" + "".join(f"{row[k][0]:9.1e}" for k in nfes))
+        print(f"{lib:<24}" + "".join(f"{row[k][0]:9.1e}" for k in nfes))
+    print(
+        f"{'official DPM-Solver':<24}"
+        + "".join(f"{OFFICIAL_DPM_SOLVER[k]:9.1e}" if k in OFFICIAL_DPM_SOLVER else f"{'-':>9}"
+                  for k in nfes)
+        + f"\n  ^ {OFFICIAL_LABEL}"
+    )  # fmt: skip
+    print(
+        f"{'fitting time (s)':<24}" + "".join(f"{fitted.seconds[k]:9.1f}" for k in nfes)
+        + "\n  ^ wall time of each optimize_schedule call, this process (one thread)"
+    )  # fmt: skip
     for lib, row in best.items():
-        if lib != "sdescore default":
+        if not lib.startswith("sdescore"):
             print(f"  {lib} best configs: " + "; ".join(f"{k}: {row[k][1]}" for k in nfes))
     if not args.quick:
         solve = libraries["sdescore default"]["Auto()"]
@@ -522,12 +803,52 @@ def main():
         print(
             f"\nsmallest NFE at which the default reaches solver error <= 1e-2 on all seeds: {reach}"
         )
-    fastest = {lib: next(iter(c.items())) for lib, c in libraries.items()}
+    fastest = {
+        lib: next(iter(c.items())) for lib, c in libraries.items() if lib != "sdescore fitted grid"
+    }
     print("\nper-call overhead at batch 1024, free score (20 calls, best of 3), microseconds")
     for lib, cname, us in overhead(w, fastest):
         print(f"  {lib:<18} {cname:<40} {us:8.0f}")
     if args.figure:
         figure(best, nfes, args.figure)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=16384)
+    ap.add_argument("--n-sde", type=int, default=8192, help="draws per seed of the --sde table")
+    ap.add_argument("--fit-draws", type=int, default=512, help="fitting draws (seed 1000)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 512 draws, 1 seed, NFE 10 (--digits: 64 draws, NFE 5, 10, 100)",
+    )
+    ap.add_argument("--all", action="store_true", help="print every configuration's row")
+    ap.add_argument("--figure", help="write the error-vs-NFE figure (png) here")
+    ap.add_argument("--k-diffusion", help="directory holding an unpacked k_diffusion package")
+    ap.add_argument(
+        "--sde", action="store_true", help="the reverse-SDE table at 20-200 calls instead"
+    )
+    ap.add_argument("--digits", action="store_true", help="the image case (digits U-Net) instead")
+    ap.add_argument("--model", help="--digits: a saved model file (default: pretrained digits8)")
+    ap.add_argument("--digits-n", type=int, default=500, help="--digits: draws per seed")
+    ap.add_argument(
+        "--digits-fit-draws", type=int, default=32, help="--digits: fitting draws (seed 1000)"
+    )
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if args.digits:
+        return digits(args)
+    kd = load_k_sampling(args.k_diffusion)
+    if args.sde:
+        if kd is None:
+            print("k-diffusion not found (--k-diffusion DIR, see the docstring): skipped")
+        n, seeds, calls = (512, (0,), (20,)) if args.quick else (args.n_sde, (0, 1, 2), SDE_CALLS)
+        table, floor, se = sde_table(n, seeds, calls, kd)
+        if args.figure:
+            sde_figure(table, floor, se, calls, args.figure)
+        return None
+    return toy(args, kd)
 
 
 def figure(best, nfes, path):
@@ -536,20 +857,26 @@ def figure(best, nfes, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for lib, row in best.items():
         ax.loglog(
             nfes,
             [row[k][0] for k in nfes],
-            "o-",
-            label=lib + (" (best config)" if lib != "sdescore default" else ""),
+            "o-" if lib.startswith("sdescore") else "s--",
+            label=lib + ("" if lib.startswith("sdescore") else " (best config)"),
         )
+    off = [k for k in nfes if k in OFFICIAL_DPM_SOLVER]
+    ax.loglog(
+        off, [OFFICIAL_DPM_SOLVER[k] for k in off], "x:", color="black",
+        label="official DPM-Solver file (best config; earlier run)",
+    )  # fmt: skip
     ax.axhline(1e-2, color="gray", lw=0.8, ls="--")
     ax.set_xlabel("score calls (NFE)")
     ax.set_ylabel("solver error (mean |x - x_ref|)")
     ax.set_title("eight Gaussians, VPSDE(0.1, 20), exact score")
+    ax.minorticks_off()
     ax.set_xticks(nfes, [str(k) for k in nfes])
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"figure written to {path}")
