@@ -89,6 +89,7 @@ from ._common import (
     check_order,
     step_collapsed,
 )
+from ._exp_abm_examples import per_example_solve
 from .base import Solver
 from .grid import Grid, TimeQuadratic, as_grid
 
@@ -133,6 +134,16 @@ DEFAULT_TOLERANCE = 2e-5
 ERROR_FLOOR = 0.1
 # Gauss-Legendre nodes for the moments of the shape-times-polynomial products over a step.
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
+# The step-control constants, as the per-example solve (`_exp_abm_examples`) takes them.
+_CONSTS = dict(
+    gauss=_GAUSS_LEGENDRE,
+    max_step=_MAX_STEP,
+    max_growth=_MAX_GROWTH,
+    min_shrink=_MIN_SHRINK,
+    safety=_SAFETY,
+    pi_current=_PI_CURRENT,
+    pi_previous=_PI_PREVIOUS,
+)
 
 
 @dataclass(frozen=True)
@@ -262,6 +273,7 @@ def exp_abm_likelihood(
     fresh_probes: Callable[[], torch.Tensor] | None = None,
     max_evals: int = DEFAULT_MAX_EVALS,
     grid: list[float] | None = None,
+    per_example: bool = False,
 ) -> ExpABMSolution:
     r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the module).
 
@@ -293,6 +305,9 @@ def exp_abm_likelihood(
             (strictly decreasing, ends exact); when given, no step control: one step per
             interval, `len(grid)` network passes, no host synchronisation in the loop, and
             the tolerances and limits are not used.
+        per_example: a step size, clock and error test per example instead of one for the
+            batch (`solvers._exp_abm_examples`); a pass evaluates only the examples not yet
+            at T. Adaptive only (not with `grid`).
 
     Returns:
         An `ExpABMSolution`; its `error` combines, over the accepted steps, each example's
@@ -347,6 +362,16 @@ def exp_abm_likelihood(
             f"evaluation {evaluation}); check that the score function returns finite values "
             "for t in [eps, T]"
         )
+
+    if per_example and grid is None:
+        x, delta, nfe, error = per_example_solve(
+            score, sde, x, eps=eps, probes=probes, fresh_probes=fresh_probes,
+            exact_chunk=exact_chunk, tolerances=(rtol_s, atol_s), order=order,
+            first_step=first_step, max_steps=max_steps, max_evals=max_evals, consts=_CONSTS,
+            where=f"likelihood (exp_abm per example, rtol={rtol}, atol={atol})",
+            in_dtype=in_dtype,
+        )  # fmt: skip
+        return _finish(sde, eps, x, delta, error, nfe, probes, fresh_probes, in_dtype)
 
     def evaluate(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise prediction and $h$ at `y`; with `fresh_probes`, $h$ stacks the fixed
@@ -466,12 +491,20 @@ def exp_abm_likelihood(
             step *= min(_MAX_GROWTH, max(_MIN_SHRINK, _SAFETY * factor))
         else:  # plain rule after a rejection, never growing
             step *= min(1.0, max(_MIN_SHRINK, _SAFETY * r ** (-1.0 / (k + 1))))
+    return _finish(sde, eps, x, delta, error, nfe, probes, fresh_probes, in_dtype)
+
+
+def _finish(sde, eps, x, delta, error, nfe, probes, fresh_probes, in_dtype) -> ExpABMSolution:
+    """The solution from the integrated state: the linear part $d\\log(\\alpha_T/
+    \\alpha_\\varepsilon)$ added, the control probes' rows dropped, the error estimate formed."""
+    f64 = torch.float64
     log_ratio = float(
         sde.log_alpha(torch.tensor(sde.T, dtype=f64)) - sde.log_alpha(torch.tensor(eps, dtype=f64))
     )
     if fresh_probes is not None:
-        delta = delta[n_control:]
+        delta = delta[probes.shape[0] :]
     estimate = error[0].abs() + ERROR_FLOOR * error[1]
+    d = x[0].numel()
     return ExpABMSolution(
         x.to(in_dtype), (delta + d * log_ratio).to(in_dtype), nfe, estimate.to(in_dtype)
     )
@@ -538,6 +571,12 @@ class ExpABM(Solver):
             `"time_uniform"`, `"karras"`) or explicit times from eps to T (`steps - 1`
             intervals); default `"time_quadratic"` (docs/likelihood.md, "A fixed budget").
             Only with `steps` (or explicit times, which fix it).
+        per_example: step control per example (default `False`: one step for the batch): each
+            example has its own clock, step size and error test, and a network pass evaluates
+            only the examples not yet at T, each at its own time (the score gets `t: (B,)`
+            with different values). An example's result no longer depends on its batch, and
+            a hard example no longer shrinks the others' steps (docs/likelihood.md,
+            "Per-example step control"). Adaptive only (not with `steps`).
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -557,6 +596,7 @@ class ExpABM(Solver):
         max_evals: int = DEFAULT_MAX_EVALS,
         steps: int | None = None,
         grid=None,
+        per_example: bool = False,
     ):
         self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
             rtol, atol, max_steps, max_evals
@@ -573,6 +613,17 @@ class ExpABM(Solver):
                 f"default 0.05), got {first_step!r}"
             )
         self.first_step = float(first_step)
+        if not isinstance(per_example, bool):
+            raise TypeError(
+                f"per_example must be True or False (step control per example or for the "
+                f"batch), got {type(per_example).__name__}"
+            )
+        if per_example and self.steps is not None:
+            raise ValueError(
+                f"per_example=True controls adaptive steps; a fixed budget (steps="
+                f"{self.steps}) has none to control: give one or the other"
+            )
+        self.per_example = per_example
 
     def integrate(self, p) -> torch.Tensor:
         raise ValueError(
