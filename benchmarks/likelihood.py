@@ -536,6 +536,52 @@ def error_estimate_table(quick):
     return rows
 
 
+DIGITS_SOLVERS = [
+    ("steps=40 time_quadratic", dict(steps=40)),
+    ("steps=40 logsnr", dict(steps=40, grid="logsnr")),
+    ("default (rtol = atol = 2e-5)", dict()),
+    ("per_example", dict(per_example=True)),
+    ("target=0.005", dict(target=0.005)),
+    ("target=0.01", dict(target=0.01)),
+]
+
+
+def digits_table(path, quick):
+    """Issue 23, items 2a, 2b, 3 on the trained digits U-Net: the 450 test images in batches of
+    64, one dequantization draw (seed 0), one fixed Rademacher probe per image (the same draw,
+    seed 100 + batch, in every solve: the ODE solved is the same, so differences are solver
+    error, not probe noise); reference dopri5 at rtol = atol = 1e-6, step control on (x, log p).
+    Per batch and solver: score calls, mean / worst |error| (bits/dim), share of images with
+    |error| <= the estimate, mean estimate / mean |error|; and the wall seconds."""
+    from sdescore.pretrained.recipes import digits_levels
+
+    model = sdescore.load_model(path).float().eval()
+    levels, _ = digits_levels("test")
+    y = sdescore.dequantize(levels, 17, (-1.0, 1.0), generator=torch.Generator().manual_seed(0))[0]
+    batches = y.split(64)[: 2 if quick else None]
+    d = y[0].numel()
+    est = sdescore.Hutchinson(1, resample=False)
+    for i, xb in enumerate(batches):
+
+        def run(solver, i=i, xb=xb):
+            g = torch.Generator().manual_seed(100 + i)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                r = sdescore.likelihood(model, xb, estimator=est, solver=solver, generator=g)
+            return r, time.perf_counter() - t0
+
+        ref, ref_sec = run(sdescore.TorchDiffEq("dopri5", rtol=1e-6, atol=1e-6))
+        yield (i, len(xb), "dopri5 1e-6 (reference)", ref.nfe, 0.0, 0.0, None, None, ref_sec)
+
+        for name, opts in DIGITS_SOLVERS:
+            r, sec = run(sdescore.ExpABM(**opts))
+            err = ((r.log_prob.double() - ref.log_prob.double()) / (d * math.log(2))).abs()
+            e = r.bits_per_dim_error.double()
+            cov = (e >= err).double().mean().item()
+            yield (i, len(xb), name, r.nfe, err.mean().item(), err.max().item(), cov,
+                   (e.mean() / err.mean()).item(), sec)  # fmt: skip
+
+
 def issue23(args):
     print("# Issue 23, item 1: eight Gaussians, B = 4096, float32, exact score, one thread;")
     print("# each configuration alone, 3 runs in a row, median wall seconds")
@@ -557,6 +603,25 @@ def issue23(args):
               f"| {ratio:.1f} |", flush=True)  # fmt: skip
 
 
+def digits(args):
+    if not os.path.exists(args.digits):
+        print(f"# {args.digits}: no such file; the digits U-Net tables are skipped")
+        return
+    print(f"# Issue 23 on the trained digits U-Net ({args.digits}): test images in batches")
+    print("# of 64, one dequantization draw, one fixed Rademacher probe per image (the same in")
+    print("# every solve); error against dopri5 at rtol = atol = 1e-6, bits/dim; covered: share")
+    print("# of images with |error| <= estimate; est / err: mean estimate / mean |error|;")
+    print(f"# torch threads {torch.get_num_threads()}")
+    print()
+    print("| batch | B | solver | calls | mean err | worst err | covered | est / err | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for i, n, name, nfe, mean, worst, cov, ratio, sec in digits_table(args.digits, args.quick):
+        c = "" if cov is None else f"{cov:.2f}"
+        q = "" if ratio is None else f"{ratio:.1f}"
+        print(f"| {i} | {n} | {name} | {nfe} | {mean:.1e} | {worst:.1e} | {c} | {q} "
+              f"| {sec:.1f} |", flush=True)  # fmt: skip
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 256 only, one repeat")
@@ -576,8 +641,15 @@ def main():
         "--issue23", action="store_true",
         help="only issue 23's tables: toy wall time, fixed budgets, error estimate",
     )  # fmt: skip
+    ap.add_argument(
+        "--digits", metavar="PATH",
+        help="only issue 23's tables on the trained digits U-Net saved at PATH (save_model)",
+    )  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.digits:
+        digits(args)
+        return
     if args.issue23:
         issue23(args)
         return
