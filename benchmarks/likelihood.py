@@ -582,6 +582,42 @@ def digits_table(path, quick):
                    (e.mean() / err.mean()).item(), sec)  # fmt: skip
 
 
+def mlp_equal_error_table(quick):
+    """Issue 23, item 2c: the trained MLP (`trained_toy_model`, 32 test points, float64, exact
+    trace), score calls against mean |error| (bits/dim, against dopri5 at 1e-10) for dopri5 and
+    the default solver at several tolerances and targets; for each ExpABM row, dopri5's calls
+    at the same mean error (log-log interpolation between its rows) and the ratio."""
+    model, x = trained_toy_model(300 if quick else 1500)
+    model, x = model.double(), x.double()
+    d = x[0].numel()
+    ref = likelihood(
+        model, x, estimator="exact", method="dopri5", rtol=1e-10, atol=1e-10, max_steps=100_000
+    ).log_prob
+
+    def run(solver):
+        r = sdescore.likelihood(model, x, estimator="exact", solver=solver)
+        err = ((r.log_prob - ref) / (d * math.log(2))).abs()
+        return r.nfe, err.mean().item(), err.max().item()
+
+    dopri = [(tol, *run(sdescore.TorchDiffEq("dopri5", rtol=tol, atol=tol)))
+             for tol in (1e-4, 1e-5, 1e-6, 1e-7)]  # fmt: skip
+    lc = np.log([c for _, c, _, _ in dopri])
+    le = np.log([e for _, _, e, _ in dopri])
+    rows = [(f"dopri5 {tol:.0e}", c, e, w, None, None) for tol, c, e, w in dopri]
+    abm = [
+        (f"exp_abm {tol:.0e}", sdescore.ExpABM(rtol=tol, atol=tol)) for tol in (1e-4, 1e-5, 1e-6)
+    ]
+    abm.append(("exp_abm default (2e-5)", sdescore.ExpABM()))
+    abm += [(f"exp_abm target={t}", sdescore.ExpABM(target=t)) for t in (1e-3, 1e-4, 1e-5)]
+    for name, solver in abm:
+        c, e, w = run(solver)
+        # dopri5's error falls with its calls: interpolate log calls against log error.
+        c_d = float(np.exp(np.interp(np.log(e), le[::-1], lc[::-1])))
+        inside = le.min() <= np.log(e) <= le.max()
+        rows.append((name, c, e, w, c_d if inside else None, c / c_d if inside else None))
+    return rows
+
+
 def issue23(args):
     print("# Issue 23, item 1: eight Gaussians, B = 4096, float32, exact score, one thread;")
     print("# each configuration alone, 3 runs in a row, median wall seconds")
@@ -591,6 +627,17 @@ def issue23(args):
     for name, nfe, med, ratio, mae, worst in toy_wall_table(1 if args.quick else 3):
         print(f"| {name} | {nfe} | {med:.3f} | {ratio:.2f} | {mae:.2e} | {worst:.2e} |",
               flush=True)  # fmt: skip
+    print()
+    print("# Issue 23, item 2c: the trained MLP (eight Gaussians, 32 points, float64, exact")
+    print("# trace), mean / worst |error| in bits/dim against dopri5 at 1e-10; dopri5 calls at")
+    print("# equal error: log-log interpolation between the dopri5 rows (blank outside them)")
+    print()
+    print("| solver | calls | mean err | worst err | dopri5 calls at that error | ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, c, e, w, c_d, ratio in mlp_equal_error_table(args.quick):
+        cd = "" if c_d is None else f"{c_d:.0f}"
+        q = "" if ratio is None else f"{ratio:.2f}"
+        print(f"| {name} | {c} | {e:.1e} | {w:.1e} | {cd} | {q} |", flush=True)
     print()
     print("# Issue 23, items 2a and 3: fixed budgets and the error estimate (exact trace,")
     print("# float64, error against the oracle in bits/dim; covered = share of examples with")
