@@ -9,13 +9,6 @@ once it has arrived and a hard one no longer shrinks everybody's steps. An examp
 does not depend on the rest of its batch (up to the floating-point reduction order of the
 network).
 
-With a `target` (nats per example; `ExpABM(target=...)` in bits/dim) the step test is on the
-log-density alone: a step is accepted when its share of the example's error estimate
-(`ERROR_FLOOR` in `solvers.exp_abm`: the signed gap plus the floor times the gaps' magnitudes)
-is within `TARGET_SHARE` of the target, and the next step is sized by the plain rule (integral
-control, no PI memory: the PI controller grows the step by a few per cent a step while the
-error ratio sits at 0.05-0.1, which cost passes at no gain in accuracy here).
-
 The weights differ per example, so their quadrature and Vandermonde solves run batched in numpy
 on the host, together with the per-example bookkeeping; the state, the nodes' values and the
 log-density stay on the device. One host synchronisation per pass (the accept decisions), as in
@@ -84,15 +77,13 @@ def per_example_solve(
     consts: dict,
     where: str,
     in_dtype: torch.dtype,
-    target: float | None = None,
 ):
     r"""Integrate $(x, \Delta\log p)$ from `eps` to T with a step per example (see the module).
 
     Returns `(latent, delta, nfe, error)`: latent `(B, *D)` and `delta` (`(B,)`, or `(k, B)`
     per estimation probe, without the $d \log(\alpha_T/\alpha_\varepsilon)$ term) in the work
     dtype, the network passes, and the `(2, B)` accumulated gaps (signed, magnitudes; nats).
-    `consts` holds `solvers.exp_abm`'s step-control constants; the score sees `in_dtype`;
-    `target` (nats), when given, replaces the tolerances' tests (see the module)."""
+    `consts` holds `solvers.exp_abm`'s step-control constants; the score sees `in_dtype`."""
     rtol_s, atol_s = tolerances
     batch, d = x.shape[0], x[0].numel()
     f64, dev = torch.float64, x.device
@@ -222,12 +213,7 @@ def per_example_solve(
         err_q = (gap.abs() / (atol_s * d)).reshape(-1, n_act).amax(0)
         sg_t = torch.as_tensor(sigma_t, **to_dev)
         s_gap = (eps_t * dx).reshape(n_act, -1).sum(1) / sg_t
-        if target is None:
-            err = torch.maximum(torch.maximum(err_x, err_q), s_gap.abs() / (atol_s * d))
-        else:  # the step's share of the error estimate within a fixed share of the target
-            q = gap.reshape(-1, n_act).mean(0)
-            est = (q + s_gap).abs() + consts["floor"] * (q.abs() + s_gap.abs())
-            err = est / (consts["target_share"] * target)
+        err = torch.maximum(torch.maximum(err_x, err_q), s_gap.abs() / (atol_s * d))
         # The one sync per pass: every active example's error ratio and noise fraction.
         r, phi = torch.stack([err, phi_of(h_t).to(err.dtype)]).cpu().numpy()
         if not np.isfinite(r).all():
@@ -251,7 +237,7 @@ def per_example_solve(
             lam[b], alpha_s[b] = lam_t[g], alpha_t[g]
             log_c[b] = shape_constant(phi[g], lam_t[g])
             kp1 = k[g] + 1
-            pi_cur, pi_prev = consts["pi"] if target is None else (1.0, 0.0)
+            pi_cur, pi_prev = consts["pi"]
             factor = r[g] ** (-pi_cur / kp1)
             prev = r_prev[b]
             factor = np.where(np.isnan(prev), factor, factor * prev ** (pi_prev / kp1))

@@ -132,13 +132,11 @@ DEFAULT_TOLERANCE = 2e-5
 # 0.2 at which the estimate covered the true error of >= 95 % of the examples of every
 # workload of benchmarks/likelihood.py --error-estimate (docs/likelihood.md, "Error estimate").
 ERROR_FLOOR = 0.1
-# ExpABM(target=tau): a step is accepted when its share of the example's error estimate is at
-# most TARGET_SHARE * tau. Measured (benchmarks/likelihood.py --issue23, exact oracle, eight
-# Gaussians and the sharp mixtures under VP, sub-VP, VE): at tau = 0.005 bits/dim the worst
-# example's true error was <= tau / 2 and the mean <= tau / 5; 0.1 cost 10-20 % more passes
-# for 3x smaller errors; 0.25 is the largest share at which tau = 0.02 was met on every example
-# but one 8x8 mixture image (0.021).
-TARGET_SHARE = 0.25
+# ExpABM(target=tau): step control per example at rtol = atol = TARGET_TOLERANCE * tau. Per
+# example, the worst error was about 100x the tolerance, the mean 25-50x (float64, exact trace
+# or fixed probes: eight Gaussians, the sharp mixtures under VP, sub-VP, VE at 2e-5, and the
+# digits U-Net at 1e-4 and 2e-4 against dopri5 at 1e-6); a factor 2 below that for safety.
+TARGET_TOLERANCE = 1.0 / 200.0
 # Gauss-Legendre nodes for the moments of the shape-times-polynomial products over a step.
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
 # The step-control constants, as the per-example solve (`_exp_abm_examples`) takes them.
@@ -148,7 +146,6 @@ _CONSTS = dict(
     max_growth=_MAX_GROWTH,
     min_shrink=_MIN_SHRINK,
     floor=ERROR_FLOOR,
-    target_share=TARGET_SHARE,
     safety=_SAFETY,
     pi=(_PI_CURRENT, _PI_PREVIOUS),
 )
@@ -282,7 +279,6 @@ def exp_abm_likelihood(
     max_evals: int = DEFAULT_MAX_EVALS,
     grid: list[float] | None = None,
     per_example: bool = False,
-    target: float | None = None,
 ) -> ExpABMSolution:
     r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the module).
 
@@ -317,8 +313,6 @@ def exp_abm_likelihood(
         per_example: a step size, clock and error test per example instead of one for the
             batch (`solvers._exp_abm_examples`); a pass evaluates only the examples not yet
             at T. Adaptive only (not with `grid`).
-        target: an error target per example in bits/dim (step control per example on the
-            log-density's error estimate, `TARGET_SHARE`), replacing the tolerances' tests.
 
     Returns:
         An `ExpABMSolution`; its `error` combines, over the accepted steps, each example's
@@ -374,13 +368,13 @@ def exp_abm_likelihood(
             "for t in [eps, T]"
         )
 
-    if (per_example or target is not None) and grid is None:
+    if per_example and grid is None:
         x, delta, nfe, error = per_example_solve(
             score, sde, x, eps=eps, probes=probes, fresh_probes=fresh_probes,
             exact_chunk=exact_chunk, tolerances=(rtol_s, atol_s), order=order,
             first_step=first_step, max_steps=max_steps, max_evals=max_evals, consts=_CONSTS,
-            where=f"likelihood (exp_abm per example, rtol={rtol}, atol={atol}, target={target})",
-            in_dtype=in_dtype, target=None if target is None else target * d * math.log(2.0),
+            where=f"likelihood (exp_abm per example, rtol={rtol}, atol={atol})",
+            in_dtype=in_dtype,
         )  # fmt: skip
         return _finish(sde, eps, x, delta, error, nfe, probes, fresh_probes, in_dtype)
 
@@ -589,11 +583,11 @@ class ExpABM(Solver):
             a hard example no longer shrinks the others' steps (docs/likelihood.md,
             "Per-example step control"). Adaptive only (not with `steps`).
         target: an accuracy target in bits/dim per example, a float in (0, 1), instead of
-            rtol/atol: step control per example (implies `per_example`) on the log-density's
-            own error estimate, each step's share of it within `TARGET_SHARE` (1/4) of the
-            target; `LikelihoodResult.bits_per_dim_error` reports the estimate. Not a
-            guarantee: measured, the true error stayed below the target (docs/likelihood.md,
-            "An accuracy target"). Default `None` (the tolerances).
+            rtol/atol: step control per example (implies `per_example`) at
+            rtol = atol = `TARGET_TOLERANCE` * target (1/200 of it). Not a guarantee: the
+            measured worst error was about half the target (docs/likelihood.md, "An accuracy
+            target"); `LikelihoodResult.bits_per_dim_error` estimates each example's.
+            Default `None` (the tolerances).
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -658,6 +652,13 @@ class ExpABM(Solver):
                     f"{self.steps}) has none to control: give one or the other"
                 )
             target = float(target)
+            tol = TARGET_TOLERANCE * target
+            if {rtol, atol} - {tol, DEFAULT_TOLERANCE}:
+                raise ValueError(
+                    f"target={target!r} sets the tolerances (rtol = atol = {tol:.3g}); give "
+                    f"either target or rtol/atol, got rtol={rtol!r}, atol={atol!r} too"
+                )
+            self.rtol = self.atol = tol
             per_example = True
         self.per_example, self.target = per_example, target
 
