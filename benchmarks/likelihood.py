@@ -552,6 +552,7 @@ DIGITS_SOLVERS = [
     ("steps=40 time_quadratic", dict(steps=40)),
     ("steps=40 logsnr", dict(steps=40, grid="logsnr")),
     ("steps=40 time_quadratic order=2", dict(steps=40, order=2)),
+    ("steps=40 logsnr order=2", dict(steps=40, grid="logsnr", order=2)),
     ("default (rtol = atol = 2e-5)", dict()),
     ("per_example", dict(per_example=True)),
     ("target=0.02", dict(target=0.02)),
@@ -563,7 +564,8 @@ def digits_table(path, quick):
     """Issue 23, items 2a, 2b, 3 on the trained digits U-Net: the 450 test images in batches of
     64, one dequantization draw (seed 0), one fixed Rademacher probe per image (the same draw,
     seed 100 + batch, in every solve: the ODE solved is the same, so differences are solver
-    error, not probe noise); reference dopri5 at rtol = atol = 1e-6, step control on (x, log p).
+    error, not probe noise); reference dopri5 at rtol = atol = 1e-7, step control on (x, log p)
+    (the issue's 1e-6 was itself 0.26 bits/dim off on one test image; it is a row here).
     Per batch and solver: score calls, mean / worst |error| (bits/dim), share of images with
     |error| <= the estimate, mean estimate / mean |error|; and the wall seconds."""
     from sdescore.pretrained.recipes import digits_levels
@@ -586,13 +588,29 @@ def digits_table(path, quick):
                 )
             return r, time.perf_counter() - t0, counted.images / len(xb)
 
-        ref, ref_sec, work = run(sdescore.TorchDiffEq("dopri5", rtol=1e-6, atol=1e-6))
-        yield (i, len(xb), "dopri5 1e-6 (reference)", ref.nfe, work, 0.0, 0.0, None, None,
+        ref, ref_sec, work = run(sdescore.TorchDiffEq("dopri5", rtol=1e-7, atol=1e-7))
+        yield (i, len(xb), "dopri5 1e-7 (reference)", ref.nfe, work, 0.0, 0.0, None, None,
                ref_sec)  # fmt: skip
 
-        for name, opts in DIGITS_SOLVERS:
-            r, sec, work = run(sdescore.ExpABM(**opts))
+        solvers = [("dopri5 1e-6", sdescore.TorchDiffEq("dopri5", rtol=1e-6, atol=1e-6))]
+        solvers += [(name, sdescore.ExpABM(**opts)) for name, opts in DIGITS_SOLVERS]
+        for name, solver in solvers:
+            r, sec, work = run(solver)
             err = ((r.log_prob.double() - ref.log_prob.double()) / (d * math.log(2))).abs()
+            if r.bits_per_dim_error is None:  # dopri5 has no estimate
+                yield (
+                    i,
+                    len(xb),
+                    name,
+                    r.nfe,
+                    work,
+                    err.mean().item(),
+                    err.max().item(),
+                    None,
+                    None,
+                    sec,
+                )
+                continue
             e = r.bits_per_dim_error.double()
             cov = (e >= err).double().mean().item()
             yield (i, len(xb), name, r.nfe, work, err.mean().item(), err.max().item(), cov,
@@ -673,7 +691,7 @@ def digits(args):
         return
     print(f"# Issue 23 on the trained digits U-Net ({args.digits}): test images in batches")
     print("# of 64, one dequantization draw, one fixed Rademacher probe per image (the same in")
-    print("# every solve); error against dopri5 at rtol = atol = 1e-6, bits/dim; covered: share")
+    print("# every solve); error against dopri5 at rtol = atol = 1e-7, bits/dim; covered: share")
     print("# of images with |error| <= estimate; est / err: mean estimate / mean |error|;")
     print(f"# torch threads {torch.get_num_threads()}")
     print()
