@@ -480,8 +480,9 @@ def batch_dependence(dtype, n_shared=64, b=4096):
 
 def toy_wall_table(repeats=3, n=4096):
     """Issue 23, item 1: wall time of the default against the 2021 method on eight Gaussians
-    (B = 4096, float32, exact score, one thread). Each configuration runs alone, `repeats`
-    times in a row; the median wall seconds, and the ratio of medians to the reference's."""
+    (B = 4096, float32, exact score, one thread). The configurations run round-robin, `repeats`
+    rounds, so that each sees the same background load; the median wall seconds, and the ratio
+    of medians to the reference's."""
     sde, data = sdescore.VPSDE(0.1, 20.0), eight_gaussians()
     x = data.sample(n, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
     exact = data.log_prob(x.double())
@@ -491,15 +492,17 @@ def toy_wall_table(repeats=3, n=4096):
         ("default exp_abm, exact trace", dict(estimator="exact")),
         ("dopri5 1e-5, exact trace", dict(DOPRI, estimator="exact")),
     ]
-    rows, base = [], None
-    for name, kw in configs:
-        score = Counting(data.score_fn(sde))
-        walls = []
-        for _ in range(repeats):
+    walls = [[] for _ in configs]
+    outs = [None] * len(configs)
+    for _ in range(repeats):
+        for j, (_, kw) in enumerate(configs):
+            score = Counting(data.score_fn(sde))
             t0 = time.perf_counter()
-            logp, nfe = run_one(kw, score, sde, x)
-            walls.append(time.perf_counter() - t0)
-        med = sorted(walls)[len(walls) // 2]
+            outs[j] = run_one(kw, score, sde, x)
+            walls[j].append(time.perf_counter() - t0)
+    rows, base = [], None
+    for (name, _), w, (logp, nfe) in zip(configs, walls, outs, strict=True):
+        med = sorted(w)[len(w) // 2]
         base = med if base is None else base
         err = (logp.double() - exact).abs()
         rows.append((name, nfe, med, med / base, err.mean().item(), err.max().item()))
@@ -524,8 +527,8 @@ def _estimate_workloads(quick):
 
 
 def error_estimate_table(quick):
-    """Issue 23, items 2a and 3: per workload and solver (the default, rtol = atol = 1e-6 and
-    fixed budgets of 20, 40, 80 calls), the calls, the mean / worst error (bits/dim, exact
+    """Issue 23, items 2a, 2b and 3: per workload and solver (the default, rtol = atol = 1e-6,
+    fixed budgets of 20, 40, 80 calls, per-example steps and targets), the calls, the mean / worst error (bits/dim, exact
     trace, against the oracle), the share of examples whose |error| is below the estimate,
     and mean estimate / mean |error| (how far from vacuous)."""
     solvers = [
@@ -535,6 +538,9 @@ def error_estimate_table(quick):
         ("steps=40", sdescore.ExpABM(steps=40)),
         ("steps=80", sdescore.ExpABM(steps=80)),
         ("steps=40 logsnr", sdescore.ExpABM(steps=40, grid="logsnr")),
+        ("per_example", sdescore.ExpABM(per_example=True)),
+        ("target=0.02", sdescore.ExpABM(target=0.02)),
+        ("target=0.005", sdescore.ExpABM(target=0.005)),
     ]
     rows = []
     for label, data, sde, x in _estimate_workloads(quick):
@@ -655,7 +661,7 @@ def mlp_equal_error_table(quick):
 
 def issue23(args):
     print("# Issue 23, item 1: eight Gaussians, B = 4096, float32, exact score, one thread;")
-    print("# each configuration alone, 3 runs in a row, median wall seconds")
+    print("# the configurations round-robin, 3 rounds, median wall seconds")
     print()
     print("| method | evals | median wall s | / ref-2021 | MAE nats | worst nats |")
     print("|---|---|---|---|---|---|")

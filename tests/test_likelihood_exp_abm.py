@@ -699,3 +699,21 @@ def test_per_example_and_target_survive_serialisation():
     # the target sets per-example control and the tolerances (TARGET_TOLERANCE * target)
     solver = sdescore.ExpABM(target=0.02)
     assert solver.per_example and solver.rtol == solver.atol == pytest.approx(1e-4)
+
+
+@pytest.mark.slow
+def test_the_digits_benchmark_skips_a_missing_model(tmp_path):
+    """benchmarks/likelihood.py --digits PATH says so and exits cleanly without the model."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    missing = tmp_path / "digits8.pt"
+    env = dict(os.environ, PYTHONPATH=str(root))
+    out = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "likelihood.py"), "--digits", str(missing)],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    assert f"{missing}: no such file; the digits U-Net tables are skipped" in out.stdout
