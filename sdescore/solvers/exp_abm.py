@@ -133,9 +133,9 @@ DEFAULT_TOLERANCE = 2e-5
 # workload of benchmarks/likelihood.py --error-estimate (docs/likelihood.md, "Error estimate").
 ERROR_FLOOR = 0.1
 # ExpABM(target=tau): step control per example at rtol = atol = TARGET_TOLERANCE * tau. Per
-# example, the worst error was about 100x the tolerance, the mean 25-50x (float64, exact trace
-# or fixed probes: eight Gaussians, the sharp mixtures under VP, sub-VP, VE at 2e-5, and the
-# digits U-Net at 1e-4 and 2e-4 against dopri5 at 1e-6); a factor 2 below that for safety.
+# example, the worst error came out near 100x the tolerance and the mean 25-50x (exact trace or
+# fixed probes: eight Gaussians and the sharp mixtures under VP, sub-VP, VE at 2e-5, a digits
+# U-Net at 1e-4 and 2e-4); 1/200 leaves a factor 2 (docs/likelihood.md has what it gave).
 TARGET_TOLERANCE = 1.0 / 200.0
 # Gauss-Legendre nodes for the moments of the shape-times-polynomial products over a step.
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
@@ -580,14 +580,16 @@ class ExpABM(Solver):
             example has its own clock, step size and error test, and a network pass evaluates
             only the examples not yet at T, each at its own time (the score gets `t: (B,)`
             with different values). An example's result no longer depends on its batch, and
-            a hard example no longer shrinks the others' steps (docs/likelihood.md,
-            "Per-example step control"). Adaptive only (not with `steps`).
+            a hard example no longer shrinks the others' steps; at the same tolerance the
+            mean error is larger than with one step for the batch (docs/likelihood.md,
+            "Per-example step control and an accuracy target"). Adaptive only (not with
+            `steps`).
         target: an accuracy target in bits/dim per example, a float in (0, 1), instead of
             rtol/atol: step control per example (implies `per_example`) at
-            rtol = atol = `TARGET_TOLERANCE` * target (1/200 of it). Not a guarantee: the
-            measured worst error was about half the target (docs/likelihood.md, "An accuracy
-            target"); `LikelihoodResult.bits_per_dim_error` estimates each example's.
-            Default `None` (the tolerances).
+            rtol = atol = `TARGET_TOLERANCE` * target (1/200 of it). Not a guarantee: an
+            example can miss it (measured in docs/likelihood.md, "Per-example step control and
+            an accuracy target"); `LikelihoodResult.bits_per_dim_error` estimates each
+            example's error. Default `None` (the tolerances).
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
