@@ -98,6 +98,7 @@ __all__ = [
     "ERROR_FLOOR",
     "ExpABM",
     "ExpABMSolution",
+    "TARGET_TOLERANCE",
     "exp_abm_likelihood",
     "internal_tolerances",
 ]
