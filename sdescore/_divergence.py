@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 NOISES = ("rademacher", "gaussian")
+# Up to this many vector-Jacobian products on the CPU are taken one backward call each.
+_LOOP_PRODUCTS = 4
 
 
 def draw_probes(
@@ -90,6 +92,16 @@ def check_graph(value, x: torch.Tensor, what: str) -> None:
 
 def _vjps(v, xg, vectors: torch.Tensor, create_graph: bool) -> torch.Tensor:
     """The products `vectors[j]^T (dv/dx)` for each `j`, `(k, B, *D)`, on one forward graph."""
+    if vectors.shape[0] <= _LOOP_PRODUCTS and xg.device.type == "cpu":
+        # A few products on the CPU: one backward call each beats vmap's batched backward
+        # (measured, one thread: 2 products 20-25 % faster on a 2-D mixture score and an MLP,
+        # B = 4096, and 10 % on an 8x8 UNet, B = 64; 4 products 10-15 %).
+        return torch.stack(
+            [
+                torch.autograd.grad(v, xg, u, retain_graph=True, create_graph=create_graph)[0]
+                for u in vectors
+            ]
+        )
     if vectors.shape[0] == 1:  # a single product needs no vmap (measured ~7% faster)
         (out,) = torch.autograd.grad(
             v, xg, vectors[0], retain_graph=True, create_graph=create_graph

@@ -180,6 +180,7 @@ def _solve(pf, y, *, estimator, eps, generator, solver, resample, differentiable
                 fresh_probes=fresh, rtol=solver.rtol, atol=solver.atol,
                 max_steps=solver.max_steps, order=solver.order, first_step=solver.first_step,
                 max_evals=solver.max_evals, grid=solver.lambda_nodes(pf.sde, eps),
+                per_example=solver.per_example,
             )  # fmt: skip
         latent, aux, nfe, error = sol.latent, sol.delta, sol.nfe, sol.error
     else:

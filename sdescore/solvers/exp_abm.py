@@ -89,6 +89,7 @@ from ._common import (
     check_order,
     step_collapsed,
 )
+from ._exp_abm_examples import per_example_solve
 from .base import Solver
 from .grid import Grid, TimeQuadratic, as_grid
 
@@ -97,6 +98,7 @@ __all__ = [
     "ERROR_FLOOR",
     "ExpABM",
     "ExpABMSolution",
+    "TARGET_TOLERANCE",
     "exp_abm_likelihood",
     "internal_tolerances",
 ]
@@ -131,8 +133,23 @@ DEFAULT_TOLERANCE = 2e-5
 # 0.2 at which the estimate covered the true error of >= 95 % of the examples of every
 # workload of benchmarks/likelihood.py --error-estimate (docs/likelihood.md, "Error estimate").
 ERROR_FLOOR = 0.1
+# ExpABM(target=tau): step control per example at rtol = atol = TARGET_TOLERANCE * tau. Per
+# example, the worst error came out near 100x the tolerance and the mean 25-50x (exact trace or
+# fixed probes: eight Gaussians and the sharp mixtures under VP, sub-VP, VE at 2e-5, a digits
+# U-Net at 1e-4 and 2e-4); 1/200 leaves a factor 2 (docs/likelihood.md has what it gave).
+TARGET_TOLERANCE = 1.0 / 200.0
 # Gauss-Legendre nodes for the moments of the shape-times-polynomial products over a step.
 _GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
+# The step-control constants, as the per-example solve (`_exp_abm_examples`) takes them.
+_CONSTS = dict(
+    gauss=_GAUSS_LEGENDRE,
+    max_step=_MAX_STEP,
+    max_growth=_MAX_GROWTH,
+    min_shrink=_MIN_SHRINK,
+    floor=ERROR_FLOOR,
+    safety=_SAFETY,
+    pi=(_PI_CURRENT, _PI_PREVIOUS),
+)
 
 
 @dataclass(frozen=True)
@@ -262,6 +279,7 @@ def exp_abm_likelihood(
     fresh_probes: Callable[[], torch.Tensor] | None = None,
     max_evals: int = DEFAULT_MAX_EVALS,
     grid: list[float] | None = None,
+    per_example: bool = False,
 ) -> ExpABMSolution:
     r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the module).
 
@@ -293,6 +311,9 @@ def exp_abm_likelihood(
             (strictly decreasing, ends exact); when given, no step control: one step per
             interval, `len(grid)` network passes, no host synchronisation in the loop, and
             the tolerances and limits are not used.
+        per_example: a step size, clock and error test per example instead of one for the
+            batch (`solvers._exp_abm_examples`); a pass evaluates only the examples not yet
+            at T. Adaptive only (not with `grid`).
 
     Returns:
         An `ExpABMSolution`; its `error` combines, over the accepted steps, each example's
@@ -347,6 +368,16 @@ def exp_abm_likelihood(
             f"evaluation {evaluation}); check that the score function returns finite values "
             "for t in [eps, T]"
         )
+
+    if per_example and grid is None:
+        x, delta, nfe, error = per_example_solve(
+            score, sde, x, eps=eps, probes=probes, fresh_probes=fresh_probes,
+            exact_chunk=exact_chunk, tolerances=(rtol_s, atol_s), order=order,
+            first_step=first_step, max_steps=max_steps, max_evals=max_evals, consts=_CONSTS,
+            where=f"likelihood (exp_abm per example, rtol={rtol}, atol={atol})",
+            in_dtype=in_dtype,
+        )  # fmt: skip
+        return _finish(sde, eps, x, delta, error, nfe, probes, fresh_probes, in_dtype)
 
     def evaluate(y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise prediction and $h$ at `y`; with `fresh_probes`, $h$ stacks the fixed
@@ -466,12 +497,20 @@ def exp_abm_likelihood(
             step *= min(_MAX_GROWTH, max(_MIN_SHRINK, _SAFETY * factor))
         else:  # plain rule after a rejection, never growing
             step *= min(1.0, max(_MIN_SHRINK, _SAFETY * r ** (-1.0 / (k + 1))))
+    return _finish(sde, eps, x, delta, error, nfe, probes, fresh_probes, in_dtype)
+
+
+def _finish(sde, eps, x, delta, error, nfe, probes, fresh_probes, in_dtype) -> ExpABMSolution:
+    """The solution from the integrated state: the linear part $d\\log(\\alpha_T/
+    \\alpha_\\varepsilon)$ added, the control probes' rows dropped, the error estimate formed."""
+    f64 = torch.float64
     log_ratio = float(
         sde.log_alpha(torch.tensor(sde.T, dtype=f64)) - sde.log_alpha(torch.tensor(eps, dtype=f64))
     )
     if fresh_probes is not None:
-        delta = delta[n_control:]
+        delta = delta[probes.shape[0] :]
     estimate = error[0].abs() + ERROR_FLOOR * error[1]
+    d = x[0].numel()
     return ExpABMSolution(
         x.to(in_dtype), (delta + d * log_ratio).to(in_dtype), nfe, estimate.to(in_dtype)
     )
@@ -538,6 +577,20 @@ class ExpABM(Solver):
             `"time_uniform"`, `"karras"`) or explicit times from eps to T (`steps - 1`
             intervals); default `"time_quadratic"` (docs/likelihood.md, "A fixed budget").
             Only with `steps` (or explicit times, which fix it).
+        per_example: step control per example (default `False`: one step for the batch): each
+            example has its own clock, step size and error test, and a network pass evaluates
+            only the examples not yet at T, each at its own time (the score gets `t: (B,)`
+            with different values). An example's result no longer depends on its batch, and
+            a hard example no longer shrinks the others' steps; at the same tolerance the
+            mean error is larger than with one step for the batch (docs/likelihood.md,
+            "Per-example step control and an accuracy target"). Adaptive only (not with
+            `steps`).
+        target: an accuracy target in bits/dim per example, a float in (0, 1), instead of
+            rtol/atol: step control per example (implies `per_example`) at
+            rtol = atol = `TARGET_TOLERANCE` * target (1/200 of it). Not a guarantee: an
+            example can miss it (measured in docs/likelihood.md, "Per-example step control and
+            an accuracy target"); `LikelihoodResult.bits_per_dim_error` estimates each
+            example's error. Default `None` (the tolerances).
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -557,6 +610,8 @@ class ExpABM(Solver):
         max_evals: int = DEFAULT_MAX_EVALS,
         steps: int | None = None,
         grid=None,
+        per_example: bool = False,
+        target: float | None = None,
     ):
         self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
             rtol, atol, max_steps, max_evals
@@ -573,6 +628,42 @@ class ExpABM(Solver):
                 f"default 0.05), got {first_step!r}"
             )
         self.first_step = float(first_step)
+        if not isinstance(per_example, bool):
+            raise TypeError(
+                f"per_example must be True or False (step control per example or for the "
+                f"batch), got {type(per_example).__name__}"
+            )
+        if per_example and self.steps is not None:
+            raise ValueError(
+                f"per_example=True controls adaptive steps; a fixed budget (steps="
+                f"{self.steps}) has none to control: give one or the other"
+            )
+        if target is not None:
+            if isinstance(target, bool) or not isinstance(target, (int, float)):
+                raise TypeError(
+                    f"target must be an error target in bits/dim (a float in (0, 1)) or None, "
+                    f"got {type(target).__name__}"
+                )
+            if not 0.0 < target < 1.0:
+                raise ValueError(
+                    f"target must be an error target in bits/dim in (0, 1) (e.g. 0.005), got "
+                    f"{target!r}"
+                )
+            if self.steps is not None:
+                raise ValueError(
+                    f"target={target!r} controls adaptive steps; a fixed budget (steps="
+                    f"{self.steps}) has none to control: give one or the other"
+                )
+            target = float(target)
+            tol = TARGET_TOLERANCE * target
+            if {rtol, atol} - {tol, DEFAULT_TOLERANCE}:
+                raise ValueError(
+                    f"target={target!r} sets the tolerances (rtol = atol = {tol:.3g}); give "
+                    f"either target or rtol/atol, got rtol={rtol!r}, atol={atol!r} too"
+                )
+            self.rtol = self.atol = tol
+            per_example = True
+        self.per_example, self.target = per_example, target
 
     def integrate(self, p) -> torch.Tensor:
         raise ValueError(
