@@ -747,11 +747,14 @@ def main():
         help="only issue 23's tables: toy wall time, fixed budgets, error estimate",
     )  # fmt: skip
     ap.add_argument(
-        "--digits", metavar="PATH",
-        help="only issue 23's tables on the trained digits U-Net saved at PATH (save_model)",
+        "--digits", metavar="PATH", nargs="?", const="pretrained",
+        help="only issue 23's tables on the trained digits U-Net: the shipped "
+        "sdescore.pretrained 'digits8' (no PATH), or a file saved by save_model at PATH",
     )  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.digits == "pretrained":
+        args.digits = str(sdescore.pretrained.weights_path("digits8"))
     if args.digits:
         digits(args)
         return

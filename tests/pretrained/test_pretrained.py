@@ -110,7 +110,8 @@ def test_the_floor_bounds_an_image_and_barely_moves_a_typical_one():
 @pytest.mark.slow
 def test_digits8_bits_per_dim_on_a_test_subset_is_the_cards():
     # The first 16 test images, one dequantization draw (seed 0), exact trace: measured at
-    # 16 images when the file was written (see docs/pretrained.md for the whole split).
+    # 16 images when the file was written (docs/pretrained.md has the whole split); 0.01
+    # bits/dim is far above the solver tolerance and float differences across machines.
     from sdescore.pretrained.recipes import digits_levels
 
     model = pretrained.load("digits8")
@@ -121,7 +122,7 @@ def test_digits8_bits_per_dim_on_a_test_subset_is_the_cards():
     assert bpd.mean().item() == pytest.approx(SUBSET_BPD, abs=0.01)
 
 
-SUBSET_BPD = None
+SUBSET_BPD = 1.9234  # 130 calls of the default solver when measured
 
 
 @pytest.mark.slow
