@@ -56,9 +56,9 @@ def _mean_se(v: torch.Tensor) -> dict:
     }
 
 
-def digits_card(model, *, quick: bool = False, seed: int = 0) -> dict:
-    """The card numbers of a digits model (see the module docstring); `quick` uses 64 test
-    images, 2 probes and 64 samples (for tests)."""
+def digits_card(model, *, quick: bool = False, probes: int = 8, seed: int = 0) -> dict:
+    """The card numbers of a digits model (see the module docstring) with `probes` Hutchinson
+    probes per image; `quick` uses 64 test images, 2 probes and 64 samples (for tests)."""
     import sdescore
     from sdescore.dequantization import dequantize
 
@@ -72,7 +72,7 @@ def digits_card(model, *, quick: bool = False, seed: int = 0) -> dict:
     y = dequantize(test, DIGITS_BINS, DIGITS_RANGE, generator=gen)[0]
     card: dict = {"test_images": n}
     t0 = time.perf_counter()
-    probes = 2 if quick else 8
+    probes = 2 if quick else probes
     lik = sdescore.likelihood(
         score, y, sde=model.sde, estimator=sdescore.Hutchinson(probes=probes), generator=gen
     )
@@ -161,6 +161,7 @@ def main(argv=None) -> None:
     p.add_argument("--weights", default=None, help="a model file (default: the shipped one)")
     p.add_argument("--out", default=".", help="folder for NAME.card.json")
     p.add_argument("--quick", action="store_true", help="a small subset (seconds)")
+    p.add_argument("--probes", type=int, default=8, help="Hutchinson probes per image (8)")
     args = p.parse_args(argv)
     if args.weights is None:
         model = load(args.name)

@@ -102,7 +102,7 @@ RECIPES: dict[str, Recipe] = {
             "8x8 digits (17 grey levels on [-1, 1]), unconditional eps-UNet (0.49M params), VP SDE",
             lambda: _digits_model(False),
             lambda: _digits_data(False),
-            steps=9000,
+            steps=6000,
             options={**_DIGITS_OPTIONS, "loss_kwargs": _LIKELIHOOD_WEIGHTING},
         ),
         Recipe(
