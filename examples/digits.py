@@ -418,7 +418,7 @@ def inpainting(ema, sde, test, args, dev, out) -> dict:
 
 def to_pixels(samples: torch.Tensor) -> torch.Tensor:
     """Continuous samples on [-1, 1] -> their levels k (`sdescore.quantize`) -> k / 8 - 1."""
-    return sdescore.quantize(samples.float(), BINS, RANGE).float() / 8.0 - 1.0
+    return sdescore.quantize(samples.float(), BINS, RANGE, out_of_range="clamp").float() / 8.0 - 1.0
 
 
 def sample_quality_table(ema, sde, gmm, test, train, args, job) -> list[dict]:

@@ -123,7 +123,8 @@ def _fid_rows(model, score, test, train, n, seed) -> dict:
     with torch.no_grad():
         for calls in (10, 20, 50, 100):
             x = ode.sample((n, 1, 8, 8), steps=calls, generator=g)
-            pix = sdescore.quantize(x.float(), DIGITS_BINS, DIGITS_RANGE).float() / 8.0 - 1.0
+            pix = sdescore.quantize(x.float(), DIGITS_BINS, DIGITS_RANGE, out_of_range="clamp")
+            pix = pix.float() / 8.0 - 1.0
             rows[str(calls)] = round(fid_digits(pix, real).value, 3)
     return rows
 
@@ -171,7 +172,7 @@ def main(argv=None) -> None:
     card = (
         toy_card(model, quick=args.quick)
         if args.name == "eight_gaussians"
-        else digits_card(model, quick=args.quick)
+        else digits_card(model, quick=args.quick, probes=args.probes)
     )
     card["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(args.out)
