@@ -2,7 +2,7 @@
 
     python examples/digits.py               # UNet, VP SDE, ~15 min on 2 CPU cores
     python examples/digits.py --quick       # CI-sized (< 90 s)
-    python examples/digits.py --pretrained  # no training: the shipped models, in seconds
+    python examples/digits.py --pretrained  # no training: the shipped models (~100 s, 1 core)
 
 Trains `ScoreModel(UNet, VPSDE, "eps")` with `sdescore.train` (every batch dequantized afresh,
 EMA, checkpoints in --out), or with `--pretrained` loads the shipped `sdescore.pretrained`
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--pretrained",
         action="store_true",
-        help="skip training: sample, inpaint, guide and score the shipped models (seconds)",
+        help="skip training: sample, inpaint, guide and score the shipped models (~100 s)",
     )
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

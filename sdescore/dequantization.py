@@ -212,7 +212,13 @@ def to_levels(k, bins: int, dtype) -> torch.Tensor:
     if k.is_floating_point():
         check_finite_tensor(k, "x")
         if not bool((y == y.round()).all()):
-            raise ValueError("with bins=..., x must hold integer levels; got non-integer values")
+            frac = (y - y.round()).abs().max().item()
+            raise ValueError(
+                f"with bins={bins}, x must hold the integer levels 0 .. {bins - 1}; got "
+                f"non-integer values (up to {frac:.3g} from the nearest integer, range "
+                f"[{y.min().item():.4g}, {y.max().item():.4g}]): pass levels, or continuous "
+                "data without dequantization"
+            )
     if not bool(((y >= 0) & (y <= bins - 1)).all()):
         raise ValueError(
             f"with bins={bins}, x must lie in [0, {bins - 1}], "

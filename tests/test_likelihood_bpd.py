@@ -115,7 +115,12 @@ def test_dequantize_and_bad_levels():
     score = data.score_fn(sde)
     with pytest.raises(ValueError, match=r"must lie in \[0, 7\]"):
         sdescore.likelihood(score, torch.tensor([[8.0, 0.0]]), sde=sde, dequantization=8)
-    with pytest.raises(ValueError, match="integer levels"):
+    # the message names the bin count and what was received (it printed "bins=..." literally)
+    with pytest.raises(
+        ValueError,
+        match=r"with bins=8, x must hold the integer levels 0 \.\. 7; "
+        r"got non-integer values \(up to 0\.5 .*range \[0, 0\.5\]",
+    ):
         sdescore.likelihood(score, torch.tensor([[0.5, 0.0]]), sde=sde, dequantization=8)
     with pytest.raises(ValueError, match="bins must be an int >= 2"):
         sdescore.likelihood(score, torch.tensor([[0.0, 0.0]]), sde=sde, dequantization=1)

@@ -190,6 +190,16 @@ class ConditionalUNet(UNet):
         self.label_embed = nn.Embedding(num_classes + 1, 4 * self.config["channels"])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The network's output `(B, C, H, W)` for images `x: (B, C, H, W)`, times `t: (B,)` (a
+        tensor, as `ConditionalScoreModel` passes it) and labels `y: (B,)` integers in `[0, K]`
+        (K: the null label). Call the model, not the network, for floats and scalar labels."""
         self._check_input(x)
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.ndim != 1:
+            got = (
+                f"{y.dtype} tensor of shape {tuple(y.shape)}"
+                if isinstance(y, torch.Tensor)
+                else type(y).__name__
+            )
+            raise TypeError(f"y must be a (B,) integer tensor of labels, got {got}")
         check_label_range(y, self.config["num_classes"])
         return self._unet(x, self.embed(t.to(x.dtype)) + self.label_embed(y))

@@ -16,8 +16,6 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-import torch
-
 from .recipes import DIGITS_BINS, DIGITS_RANGE, RECIPES
 
 __all__ = ["DIGITS_BINS", "DIGITS_RANGE", "list_pretrained", "load", "weights_path"]
@@ -37,8 +35,12 @@ def weights_path(name: str) -> Path:
         TypeError: `name` is not a string.
         ValueError: no model of that name ships (the message lists those that do).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str (one of {list(RECIPES)}), got {type(name).__name__}")
+    if not isinstance(name, str) or name.endswith((".pt", ".pth")):
+        what = type(name).__name__ if not isinstance(name, str) else f"the file name {name!r}"
+        raise TypeError(
+            f"name must be a str, one of {list(RECIPES)}, got {what}; to load a model file "
+            "(e.g. one written by python -m sdescore.pretrained.train), use sdescore.load_model(path)"
+        )
     if name not in RECIPES:
         near = difflib.get_close_matches(name, list(RECIPES), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
@@ -54,13 +56,16 @@ def load(name: str, *, map_location=None):
 
     Args:
         name: one of `list_pretrained()`.
-        map_location: the device to put it on (default CPU).
+        map_location: the device to put it on, anything `torch.device` takes (`"cpu"`,
+            `"cuda"`, `"cuda:1"`, a `torch.device`); default CPU.
 
     Returns:
         A fresh model on every call (changing one never changes another or the file).
 
     Raises:
-        TypeError, ValueError: an unknown name (the message lists the shipped ones).
+        TypeError, ValueError: an unknown name (the message lists the shipped ones), a path
+            given as the name (use `sdescore.load_model`), or a `map_location` this machine
+            lacks (e.g. `"cuda"` without CUDA).
         FileNotFoundError: the package was installed without its weights.
         ValueError: a damaged or altered weights file (checksum, keys or shapes), as `load_model`.
     """
@@ -73,5 +78,4 @@ def load(name: str, *, map_location=None):
             f"reinstall sdescore, or retrain them: python -m sdescore.pretrained.train {name} "
             "--into-package"
         )
-    model = load_model(path).float().eval()
-    return model if map_location is None else model.to(torch.device(map_location))
+    return load_model(path, map_location=map_location).float().eval()

@@ -41,8 +41,9 @@ class Recipe:
 
 
 def digits_levels(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The integer grey levels 0..16 `(N, 1, 8, 8)` (float32) and labels `(N,)` of a split of
-    `sdescore.toy.digits_data` (needs scikit-learn)."""
+    """The grey levels 0..16 `(N, 1, 8, 8)` (a float32 tensor of whole numbers, what
+    `dequantize` and `likelihood(..., dequantization=17)` take) and the labels `(N,)` of a split
+    of `sdescore.toy.digits_data` (needs scikit-learn)."""
     from ..toy import digits_data
 
     x, y = digits_data(split)

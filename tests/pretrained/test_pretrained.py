@@ -83,6 +83,24 @@ def test_bad_names_are_named():
         pretrained.load("cifar10")
     with pytest.raises(TypeError, match="name must be a str"):
         pretrained.load(3)
+    # a retrained file's path is not a name: point to load_model
+    with pytest.raises(TypeError, match=r"use sdescore.load_model\(path\)"):
+        pretrained.load("retrained/digits8.pt")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a CPU-only machine")
+def test_a_device_this_machine_lacks_is_named():
+    with pytest.raises(ValueError, match="map_location='cuda' is not a device available"):
+        pretrained.load("eight_gaussians", map_location="cuda")
+
+
+def test_the_conditional_network_checks_its_labels():
+    net = pretrained.load("digits8-cond").net
+    x, t = torch.zeros(2, 1, 8, 8), torch.full((2,), 0.5)
+    with pytest.raises(TypeError, match=r"y must be a \(B,\) integer tensor of labels, got int"):
+        net(x, t, 3)
+    with pytest.raises(TypeError, match="got torch.float32 tensor"):
+        net(x, t, torch.zeros(2))
 
 
 def test_a_damaged_or_missing_file_is_refused(tmp_path, monkeypatch):
