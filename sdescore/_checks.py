@@ -327,6 +327,18 @@ def check_input_dtype(module: torch.nn.Module, x: torch.Tensor, name: str = "x")
         )
 
 
+def check_label_tensor(name: str, y, expected: str) -> None:
+    """`y` a 1-d integer tensor of labels; else a `TypeError` saying `name must be {expected}`
+    and what was received (its dtype and shape, or its type)."""
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.ndim != 1:
+        got = (
+            f"{y.dtype} tensor of shape {tuple(y.shape)}"
+            if isinstance(y, torch.Tensor)
+            else type(y).__name__
+        )
+        raise TypeError(f"{name} must be {expected}, got {got}")
+
+
 def check_label_range(y: torch.Tensor, num_classes: int) -> None:
     """Inside a network: labels in `[0, K]` (K the null label), checked for CPU tensors only.
 

@@ -440,15 +440,6 @@ def test_a_nan_at_eps_is_named_at_eps_with_its_count():
 # --- A fixed budget (ExpABM(steps=...)) and the per-example error estimate (issue 23) ---------
 
 
-class _Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.fn(x, t)
-
-
 @pytest.mark.parametrize("steps", [2, 7, 40])
 @pytest.mark.parametrize("grid", [None, "logsnr", "time_uniform"])
 def test_a_fixed_budget_takes_exactly_its_score_calls(steps, grid):

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_bool, check_input_dtype, check_int, check_label_range, check_real
+from .._checks import (
+    check_bool,
+    check_input_dtype,
+    check_int,
+    check_label_range,
+    check_label_tensor,
+    check_real,
+)
 from .embeddings import GaussianFourierFeatures
 
 __all__ = ["ConditionalUNet", "UNet"]
@@ -194,12 +201,6 @@ class ConditionalUNet(UNet):
         tensor, as `ConditionalScoreModel` passes it) and labels `y: (B,)` integers in `[0, K]`
         (K: the null label). Call the model, not the network, for floats and scalar labels."""
         self._check_input(x)
-        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.ndim != 1:
-            got = (
-                f"{y.dtype} tensor of shape {tuple(y.shape)}"
-                if isinstance(y, torch.Tensor)
-                else type(y).__name__
-            )
-            raise TypeError(f"y must be a (B,) integer tensor of labels, got {got}")
+        check_label_tensor("y", y, "a (B,) integer tensor of labels")
         check_label_range(y, self.config["num_classes"])
         return self._unet(x, self.embed(t.to(x.dtype)) + self.label_embed(y))

@@ -28,6 +28,15 @@ from .recipes import DIGITS_BINS, DIGITS_RANGE, digits_levels
 
 __all__ = ["digits_card", "floored_bits_per_dim", "main", "toy_card"]
 
+_LOG_W = math.log((DIGITS_RANGE[1] - DIGITS_RANGE[0]) / DIGITS_BINS)  # log bin width
+
+
+def _levels_bpd(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
+    """Bits/dim of the 17 levels from the density of their dequantized points (nats)."""
+    from ..dequantization import bits_per_dim
+
+    return bits_per_dim(log_prob.double() + dim * _LOG_W, dim)
+
 
 def floored_bits_per_dim(log_prob: torch.Tensor, dim: int, *, weight: float = 1e-3) -> torch.Tensor:
     r"""Bits/dim of the 17-level digits under the mixture $(1 - w)\,p + w\,u$ of the model's
@@ -42,8 +51,7 @@ def floored_bits_per_dim(log_prob: torch.Tensor, dim: int, *, weight: float = 1e
     log_u = -dim * math.log(DIGITS_RANGE[1] - DIGITS_RANGE[0])
     lp = log_prob.double()
     mix = torch.logaddexp(lp + math.log1p(-weight), torch.full_like(lp, log_u + math.log(weight)))
-    log_w = math.log((DIGITS_RANGE[1] - DIGITS_RANGE[0]) / DIGITS_BINS)
-    return -(mix + dim * log_w) / (dim * math.log(2))
+    return _levels_bpd(mix, dim)
 
 
 def _mean_se(v: torch.Tensor) -> dict:
@@ -77,8 +85,7 @@ def digits_card(model, *, quick: bool = False, probes: int = 8, seed: int = 0) -
         score, y, sde=model.sde, estimator=sdescore.Hutchinson(probes=probes), generator=gen
     )
     d = y[0].numel()
-    log_w = math.log((DIGITS_RANGE[1] - DIGITS_RANGE[0]) / DIGITS_BINS)
-    bpd = -(lik.log_prob.double() + d * log_w) / (d * math.log(2))
+    bpd = _levels_bpd(lik.log_prob, d)
     card["pf_ode_bits_per_dim"] = _mean_se(bpd)
     card["pf_ode_probe_stderr_bits_per_dim"] = round(
         (lik.log_prob_stderr.double() ** 2).mean().sqrt().item() / (d * math.log(2)) / n**0.5, 5
@@ -100,7 +107,7 @@ def digits_card(model, *, quick: bool = False, probes: int = 8, seed: int = 0) -
     )
     card["pf_ode_iw_s4_bits_per_dim"] = _mean_se(iw.bits_per_dim)
     bound = sdescore.elbo(score, y, sde=model.sde, samples=8 if quick else 64, generator=gen)
-    elbo_bpd = (bound.nll_bound.double() - d * log_w) / (d * math.log(2))
+    elbo_bpd = _levels_bpd(-bound.nll_bound, d)
     card["elbo_bits_per_dim"] = _mean_se(elbo_bpd)
     card["fid_digits"] = _fid_rows(model, score, test, train, 64 if quick else n, seed)
     return card

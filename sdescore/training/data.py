@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_state
+from .._checks import check_label_tensor, check_state
 from ..dequantization import check_bins, dequantize, to_levels
 from ..distributed import shard
 
@@ -108,13 +108,7 @@ def check_labels(labels, data):
         if isinstance(data, torch.Tensor):
             raise ValueError("labels=True is for iterables of (x, y) batches; pass the tensor")
         return True
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.ndim != 1:
-        got = (
-            f"{labels.dtype} tensor of shape {tuple(labels.shape)}"
-            if isinstance(labels, torch.Tensor)
-            else type(labels).__name__
-        )
-        raise TypeError(f"labels must be an integer tensor (N,) or True, got {got}")
+    check_label_tensor("labels", labels, "an integer tensor (N,) or True")
     if not isinstance(data, torch.Tensor) or labels.shape[0] != data.shape[0]:
         n = data.shape[0] if isinstance(data, torch.Tensor) else "an iterable"
         raise ValueError(
