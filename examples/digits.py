@@ -75,6 +75,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def unconverged(args) -> bool:
+    """Whether the figures show a CI-sized model (`--quick` without `--pretrained`: the shipped
+    model is the converged one, only the evaluation is smaller)."""
+    return args.quick and not args.pretrained
+
+
 def load_levels(seed: int):
     """Integer levels 0..16 `(N, 1, 8, 8)` (float32) of the fixed train/validation/test split."""
     try:
@@ -269,7 +275,7 @@ def run_example(args, job) -> dict:
     written = ["metrics.json"]
     if job.is_main and not args.no_plots:
         written += figures(
-            out, samples, res, test, all_train, idx_s, d_s, d_t, result, table, args.quick
+            out, samples, res, test, all_train, idx_s, d_s, d_t, result, table, unconverged(args)
         )
         written += ["inpainting.png"] * ("class_agreement" in report["inpainting"])
         written += ["guidance.png"] * ("guidance" in report)
@@ -339,7 +345,7 @@ def guidance(args, dev, out, w: float = 2.0, per_class: int = 8) -> dict:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(8, 8.6), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(8, 5), layout="constrained")
         for ax, (weight, x) in zip(axes, grids.items(), strict=True):
             grid = sdescore.toy.image_grid(x.clamp(*RANGE), nrow=per_class, pad_value=-1.0)
             ax.imshow(grid[0], cmap="gray_r", vmin=-1, vmax=1)
@@ -409,7 +415,7 @@ def inpainting(ema, sde, test, args, dev, out) -> dict:
                       vmin=-1, vmax=1)  # fmt: skip
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
-        mark = quick_mark(args.quick).replace(" [", "\n[")
+        mark = quick_mark(unconverged(args)).replace(" [", "\n[")
         fig.suptitle("inpainting: the top half is known" + mark, fontsize=9)
         fig.savefig(out / "inpainting.png", dpi=120, bbox_inches="tight")
         plt.close(fig)
