@@ -28,6 +28,8 @@ import sdescore
 from sdescore import DiscreteVPSDE
 from sdescore.interop import from_diffusers
 from sdescore.solvers import dpm_solver as dpm
+from sdescore.solvers._common import Recorder
+from sdescore.solvers.base import Problem
 
 N = 1000
 CONFIG = {"num_train_timesteps": N, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
@@ -59,8 +61,8 @@ def ddim_agreement(unet, steps, float64_table):
     for i, k in enumerate(sched.timesteps):
         ref = sched.step(unet(x, k).sample, k, x).prev_sample
         ours = dpm.dpm_solver(
-            model.sde, model, x, t0=ts[i].item(), t1=ts[i + 1].item(), steps=1, order=1,
-            grid="time_uniform", prediction="noise", record=lambda t, y: None,
+            Problem(model.sde, model, x, ts[i].item(), ts[i + 1].item(), 1, None, Recorder(False)),
+            order=1, grid="time_uniform", prediction="noise",
         )  # fmt: skip
         worst = max(worst, (ours - ref).abs().max().item())
         x = ref

@@ -94,39 +94,30 @@ def _points(
 
 
 def dpm_solver(
-    sde: GaussianSDE,
-    score,
-    x: torch.Tensor,
+    p: Problem,
     *,
-    t0: float,
-    t1: float,
-    steps: int,
     order: int,
     grid: Grid,
     prediction: str,
-    record,
     proportional: bool = False,
     end_low: bool = False,
 ) -> torch.Tensor:
-    r"""Integrate the PF ODE from `t0` to `t1` with exactly `steps` score evaluations.
+    r"""Singlestep DPM-Solver for the problem `p`: the PF ODE from `p.t0` to `p.t1` with exactly
+    `p.steps` score evaluations (Lu et al.'s NFE), split into steps by `dpm_orders`.
 
     Args:
-        sde: a `GaussianSDE`.
-        score: a counted score function `(x, t) -> (B, *D)`.
-        x: the state `(B, *D)` at `t0`.
-        t0: start time.
-        t1: end time (either order).
-        steps: the number of score evaluations (Lu et al.'s NFE), split by `dpm_orders`.
+        p: the `Problem` (a `GaussianSDE`, a counted score, the state at `t0`, the recorder of
+            the states at step boundaries).
         order: 1, 2 or 3.
         grid: the step boundaries (`sdescore.solvers.grid`).
         prediction: Taylor-expand the data prediction `"data"` (DPM-Solver++, Lu et al. 2022b,
             the same expansion in $\hat x_0$ with $e^{-h}$ in place of $e^{h}$) or the noise
             prediction `"noise"` (Lu et al. 2022).
-        record: a `Recorder` for the trajectory (states at step boundaries).
-        proportional: each step's length proportional to its order (on the grid.s
+        proportional: each step's length proportional to its order (on the grid's
             `steps`-cell grid, Lu et al.'s code); `False`: equal steps whatever their order.
         end_low: see `dpm_orders`.
     """
+    sde, score, x, t0, t1, steps = p.sde, p.score, p.x, p.t0, p.t1, p.steps
     grid = as_grid(grid)
     predict = _data if prediction == "data" else _eps
     orders = dpm_orders(steps, order, end_low=end_low)
@@ -149,12 +140,12 @@ def dpm_solver(
         stage_t = sde.t_from_log_snr(stage_lam).to(ts.dtype)
     pts = _points(sde, torch.cat([ts, stage_t]), x, prediction)
     bounds, stages = pts[: len(ts)], pts[len(ts) :]
-    record(ts[0], x)
+    p.record(ts[0], x)
     j = 0
     for i, k in enumerate(orders):
         x = _step(predict, score, x, bounds[i], bounds[i + 1], stages[j : j + k - 1])
         j += k - 1
-        record(ts[i + 1], x)
+        p.record(ts[i + 1], x)
     return x
 
 
@@ -361,6 +352,6 @@ class DPMSolver(Solver):
             return dpm_solver_multistep(p, order=order, grid=self.grid, damped=damped)
         reference = self.allocation == "order"
         return dpm_solver(
-            p.sde, p.score, p.x, t0=p.t0, t1=p.t1, steps=p.steps, order=order, grid=self.grid,
-            prediction=self.prediction, record=p.record, proportional=reference, end_low=reference,
+            p, order=order, grid=self.grid, prediction=self.prediction,
+            proportional=reference, end_low=reference,
         )  # fmt: skip

@@ -35,7 +35,6 @@ from typing import ClassVar, final
 import torch
 
 from .._checks import check_bool, check_choice, check_int
-from ..sdes.gaussian import GaussianSDE
 from ._common import check_order, require_gaussian
 from .base import Problem, Solver
 from .dpm_solver import DEFAULT_GRID
@@ -108,38 +107,29 @@ def _update(x, s, t, hist, new, p: int, variant: str) -> torch.Tensor:
 
 
 def unipc(
-    sde: GaussianSDE,
-    score,
-    x: torch.Tensor,
+    p: Problem,
     *,
-    t0: float,
-    t1: float,
-    steps: int,
     order: int,
     grid: Grid,
     variant: str,
-    record,
     corrector: bool = True,
     lower_order_final: bool = True,
 ) -> torch.Tensor:
-    r"""Integrate the PF ODE from `t0` to `t1` with UniPC, one score call per step.
+    r"""UniPC for the problem `p`: the PF ODE from `p.t0` to `p.t1` in `p.steps` steps, one score
+    call each.
 
     Args:
-        sde: a `GaussianSDE`.
-        score: a counted score function `(x, t) -> (B, *D)`.
-        x: the state `(B, *D)` at `t0`.
-        t0: start time.
-        t1: end time (either order).
-        steps: steps = score calls.
+        p: the `Problem` (a `GaussianSDE`, a counted score, the state at `t0`, the recorder of
+            the states at step boundaries).
         order: the predictor's order p (1-3); the first steps use lower orders (warm-up).
         grid: the step boundaries (`sdescore.solvers.grid`).
         variant: `"bh1"` or `"bh2"` (see the module docstring).
         corrector: apply UniC after every step but the last (`False`: UniP alone).
         lower_order_final: the last steps use orders $\min(p, \text{steps left})$.
-        record: a `Recorder`.
     """
+    sde, score, x, steps, record = p.sde, p.score, p.x, p.steps, p.record
     grid = as_grid(grid)
-    ts = grid.times(sde, t0, t1, steps, x)
+    ts = grid.times(sde, p.t0, p.t1, steps, x)
     tb = ts.to(x.dtype)[:, None].expand(len(ts), x.shape[0]).unbind(0)
     # All coefficients as float64 numbers: one host read before the loop, none inside it.
     coef = torch.stack([sde.alpha(ts), sde.sigma(ts), sde.log_snr(ts)], 1).tolist()
@@ -212,16 +202,10 @@ class UniPC(Solver):
             p.sde, f"method {self!r}", instead="use a torchdiffeq method such as 'dopri5'"
         )
         return unipc(
-            p.sde,
-            p.score,
-            p.x,
-            t0=p.t0,
-            t1=p.t1,
-            steps=p.steps,
+            p,
             order=self.order,
             grid=self.grid,
             variant=self.variant,
-            record=p.record,
             lower_order_final=self.lower_order_final,
         )
 

@@ -9,6 +9,8 @@ import sdescore
 from sdescore import DiscreteVPSDE
 from sdescore.interop import TimestepNet, from_diffusers, sde_from_scheduler
 from sdescore.solvers import dpm_solver as dpm
+from sdescore.solvers._common import Recorder
+from sdescore.solvers.base import Problem
 from sdescore.toy import GaussianMixture
 
 N = 1000
@@ -104,8 +106,8 @@ def test_ddim_steps_equal_ddim_scheduler():
     for i, step_k in enumerate(k):
         ref = sched.step(unet(x, step_k).sample, step_k, x).prev_sample
         ours = dpm.dpm_solver(
-            sde, model, x, t0=ts[i].item(), t1=ts[i + 1].item(), steps=1, order=1,
-            grid="time_uniform", prediction="noise", record=lambda t, y: None,
+            Problem(sde, model, x, ts[i].item(), ts[i + 1].item(), 1, None, Recorder(False)),
+            order=1, grid="time_uniform", prediction="noise",
         )  # fmt: skip
         assert torch.allclose(ours, ref, rtol=1e-10, atol=1e-10), i
         x = ref

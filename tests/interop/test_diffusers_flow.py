@@ -9,6 +9,8 @@ import sdescore
 from sdescore import RectifiedFlowSDE
 from sdescore.interop import FlowTimestepNet, flow_sampling_times, from_diffusers_flow
 from sdescore.solvers import dpm_solver as dpm
+from sdescore.solvers._common import Recorder
+from sdescore.solvers.base import Problem
 
 F64 = {"dtype": torch.float64}
 
@@ -88,8 +90,8 @@ def test_sampling_times_are_the_schedulers_sigmas(options, mu):
 def _first_order(model, x, s, t):
     """Our first-order step s -> t: DPM-Solver++(1), i.e. DDIM in data prediction."""
     return dpm.dpm_solver(
-        model.sde, model, x, t0=s, t1=t, steps=1, order=1, grid="time_uniform",
-        prediction="data", record=lambda t, y: None,
+        Problem(model.sde, model, x, s, t, 1, None, Recorder(False)),
+        order=1, grid="time_uniform", prediction="data",
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import torch
 
 import sdescore
 from sdescore.solvers._common import Recorder
+from sdescore.solvers.base import Problem
 from sdescore.solvers.grid import Karras
 from sdescore.solvers.unipc import _phi, _weights, unipc
 from sdescore.toy import eight_gaussians
@@ -60,8 +61,8 @@ def test_unipc_order(order, variant, corrector, expected):
     errs = []
     for n in ns:
         x = unipc(
-            VP, score, z, t0=VP.T, t1=EPS, steps=n, order=order, grid="time_quadratic",
-            variant=variant, corrector=corrector, record=Recorder(False), lower_order_final=False,
+            Problem(VP, score, z, VP.T, EPS, n, None, Recorder(False)), order=order,
+            grid="time_quadratic", variant=variant, corrector=corrector, lower_order_final=False,
         )  # fmt: skip
         errs.append((x - exact).abs().max().item())
     assert abs(_slope(ns, errs) - expected) <= 0.3, (errs, _slope(ns, errs))
