@@ -1,0 +1,116 @@
+"""Why the default sampler's grid is quadratic in t: the toy and the digits U-Net disagree.
+
+    python benchmarks/default_grid.py [--quick]
+
+Issue 22 asks that the unfitted default, `Auto()`, be nowhere behind the official DPM-Solver
+row of `benchmarks/peers.py` (eight Gaussians, exact score); it is behind at 6 and 15 calls.
+Grids denser near the data than the default's, boundaries uniform in $t^{1/p}$ for p > 2 (p = 2
+is `TimeQuadratic`, the default), close that gap on the toy. This script measures what they
+do on both workloads, with the default's order rule (UniPC-2 below 16 calls, UniPC-3 from 16)
+and with UniPC-3 throughout:
+
+- toy: the workload of `benchmarks/peers.py` (VPSDE(0.1, 20), exact score, 16384 prior draws for
+  each of seeds 0-2, solver error = mean |x - x_ref| against a 900-call solve from the same
+  draws, max over seeds);
+- digits: the shipped `digits8` U-Net (float32), 200 prior draws for each of seeds 0 and 1,
+  solver error = mean |x - x_ref| per pixel against a 200-call UniPC-3 solve on the log-SNR
+  grid, max over seeds (as `peers.py --digits`, with fewer draws).
+
+Prints one table per workload: solver error by grid exponent and score calls, with the
+official row for the toy. About 5 minutes of one core (`--quick`: 2048 toy draws, 50 digits).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+import sdescore
+from sdescore.solvers.grid import Times
+from sdescore.toy import eight_gaussians
+
+EPS = 1e-3
+EXPONENTS = (2.0, 2.5, 3.0, 3.5)
+OFFICIAL = {
+    6: 7.41e-2,
+    8: 3.99e-2,
+    10: 2.38e-2,
+    12: 1.62e-2,
+    15: 8.91e-3,
+    20: 4.89e-3,
+    30: 1.67e-3,
+    50: 5.51e-4,
+}  # fmt: skip  (benchmarks/peers.py, OFFICIAL_DPM_SOLVER)
+
+
+def power_grid(sde, nfe: int, p: float) -> Times:
+    """`nfe` steps with boundaries uniform in t^(1/p) from T down to EPS (p = 2: TimeQuadratic)."""
+    u = torch.linspace(0, 1, nfe + 1, dtype=torch.float64)
+    return Times(((1 - u) * sde.T ** (1 / p) + u * EPS ** (1 / p)) ** p)
+
+
+def rows(pf, draws, refs, nfes):
+    table = {}
+    for p in EXPONENTS:
+        for rule in ("Auto order rule", "UniPC-3"):
+            errs = []
+            for nfe in nfes:
+                order = 3 if rule == "UniPC-3" or nfe >= 16 else 2
+                solver = sdescore.UniPC(order=order, grid=power_grid(pf.sde, nfe, p))
+                errs.append(
+                    max(
+                        (pf.sample(x_T=z, method=solver, eps=EPS) - r).abs().mean().item()
+                        for z, r in zip(draws, refs, strict=True)
+                    )
+                )
+            table[f"p = {p:g}, {rule}" + (" (default)" if p == 2 and rule[0] == "A" else "")] = errs
+    return table
+
+
+def show(title, nfes, table, extra=None):
+    print(f"\n# {title}\n")
+    print("| grid, orders | " + " | ".join(str(n) for n in nfes) + " |")
+    print("|---" * (len(nfes) + 1) + "|")
+    for name, errs in {**table, **(extra or {})}.items():
+        print(f"| {name} | " + " | ".join(f"{e:.2e}" for e in errs) + " |", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    sde = sdescore.VPSDE(0.1, 20.0)
+    pf = sde.probability_flow(eight_gaussians(radius=4.0, std=0.5).score_fn(sde))
+    n = 2048 if args.quick else 16384
+    draws = [
+        sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s)) for s in (0, 1, 2)
+    ]
+    ref = sdescore.DPMSolver(order=3, multistep=False, grid="logsnr", steps=900)
+    refs = [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
+    nfes = (6, 8, 10, 12, 15, 20, 30, 50)
+    official = {
+        "official DPM-Solver file, best configuration (peers.py)": [OFFICIAL[k] for k in nfes]
+    }
+    show("eight Gaussians, exact score: solver error", nfes, rows(pf, draws, refs, nfes), official)
+
+    from sdescore.pretrained import load
+
+    model = load("digits8").requires_grad_(False)
+    pf = model.sde.probability_flow(model)
+    n = 50 if args.quick else 200
+    draws = [
+        model.sde.prior_sampling((n, 1, 8, 8), generator=torch.Generator().manual_seed(s))
+        for s in (0, 1)
+    ]
+    ref = sdescore.UniPC(order=3, grid="logsnr", steps=200)
+    with torch.no_grad():
+        refs = [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
+        nfes = (5, 6, 8, 10, 15, 20, 30)
+        show("digits8 U-Net: solver error per pixel", nfes, rows(pf, draws, refs, nfes))
+
+
+if __name__ == "__main__":
+    main()
