@@ -37,7 +37,11 @@ def exp_abm_likelihood(
     grid: list[float] | None = None,
     per_example: bool = False,
 ) -> ExpABMSolution:
-    r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the module).
+    r"""Integrate $(x, \Delta\log p)$ of the PF ODE from `eps` to `sde.T` (see the package).
+
+    The public entry of the scheme; its keywords mirror `ExpABM`'s options, which `likelihood`
+    passes on. It builds the batch's `LikelihoodSystem` and the `AdaptiveOptions`, then runs
+    the per-example solve, the fixed-step loop or the adaptive one.
 
     Args:
         score: the score function `(x, t) -> (B, *D)`, `t: (B,)`.
@@ -68,8 +72,8 @@ def exp_abm_likelihood(
             interval, `len(grid)` network passes, no host synchronisation in the loop, and
             the tolerances and limits are not used.
         per_example: a step size, clock and error test per example instead of one for the
-            batch (`per_example`); a pass evaluates only the examples not yet
-            at T. Adaptive only (not with `grid`).
+            batch (`solvers.exp_abm.per_example`); a pass evaluates only the examples not
+            yet at T. Adaptive only (not with `grid`).
 
     Returns:
         An `ExpABMSolution`; its `error` combines, over the accepted steps, each example's
