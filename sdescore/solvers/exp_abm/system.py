@@ -1,0 +1,129 @@
+r"""One batch's $(x, \Delta\log p)$ system as `ExpABM` integrates it, in log-SNR $\lambda$."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import final
+
+import torch
+
+from ..._divergence import value_and_divergence
+from ...sdes.gaussian import GaussianSDE
+from .._common import NonFiniteError
+
+__all__ = ["LikelihoodSystem"]
+
+
+@final
+class LikelihoodSystem:
+    r"""The score, the SDE, the probes and the ends in log-SNR of one solve from `eps` to T,
+    with what both step-control modes ask of them.
+
+    The state, the nodes and the log-density accumulate in the work dtype, float64 where the
+    device has it; the score sees x's own dtype. A float32 state rounds x by ~6e-8 at every
+    step, which near the data (sigma ~ 1e-6 under sub-VP) moved log p by up to 0.1 bits/dim.
+
+    Args:
+        score: the score function `(x, t) -> (B, *D)`, `t: (B,)`.
+        sde: a `GaussianSDE` (it supplies $\alpha, \sigma, \lambda$ and $t(\lambda)$).
+        x: the data `(B, *D)` at time `eps` (read for its shape, dtype and device only).
+        eps: start time in `(0, T)`.
+        probes: `(k, B, *D)` Hutchinson probes held fixed (the step control's), or `None`
+            for the exact trace.
+        fresh_probes: a callable returning new `(k, B, *D)` probes for every evaluation, or
+            `None`.
+        exact_chunk: basis vectors per backward call for the exact trace.
+    """
+
+    def __init__(
+        self,
+        score: Callable,
+        sde: GaussianSDE,
+        x: torch.Tensor,
+        *,
+        eps: float,
+        probes: torch.Tensor | None,
+        fresh_probes: Callable[[], torch.Tensor] | None,
+        exact_chunk: int | None,
+    ):
+        f64 = torch.float64
+        self.score, self.sde, self.eps = score, sde, eps
+        self.probes, self.fresh_probes, self.exact_chunk = probes, fresh_probes, exact_chunk
+        self.batch, self.d = x.shape[0], x[0].numel()
+        self.in_dtype = x.dtype
+        self.work = f64 if x.device.type != "mps" else x.dtype
+        self.lam0 = float(sde.log_snr(torch.tensor(eps, dtype=f64)))
+        self.lam1 = float(sde.log_snr(torch.tensor(sde.T, dtype=f64)))
+        self.span = self.lam0 - self.lam1
+        self.n_control = 0 if probes is None else probes.shape[0]
+        self._cache: dict[float, tuple[float, float, float]] = {}
+
+    def coefficients(self, lam: float) -> tuple[float, float, float]:
+        """`(t, alpha, sigma)` at log-SNR `lam`, in float64 on the host (no device sync);
+        cached, since each step needs them twice (the inversion of lambda may be a bisection).
+        Strictly inside (lam1, lam0) the public `t_from_log_snr`'s clamps and checks are
+        no-ops, so the SDE's own inverse and coefficients are called directly (the same
+        numbers, without a range computation and a NaN check per call)."""
+        cache, sde = self._cache, self.sde
+        if lam not in cache:
+            if lam == self.lam0:
+                t = self.eps
+            elif lam == self.lam1:
+                t = sde.T
+            else:
+                lt = torch.tensor(lam, dtype=torch.float64)
+                t = float(sde._t_from_log_snr(lt).clamp(self.eps, sde.T))
+            tt = torch.tensor(t, dtype=torch.float64)
+            if len(cache) > 1:
+                cache.clear()  # only the current step's two points are ever needed again
+            cache[lam] = (t, float(sde._log_alpha(tt).exp()), float(sde._sigma(tt)))
+        return cache[lam]
+
+    def evaluate(self, y: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise prediction and $h$ at `y` (every example at `lam`); with `fresh_probes`, $h$
+        stacks the fixed probes' rows (control) above the fresh ones' (estimate)."""
+        t, _, sigma = self.coefficients(lam)
+        probes = self.probes
+        vecs = probes if self.fresh_probes is None else torch.cat([probes, self.fresh_probes()])
+        tb = torch.full((self.batch,), t, dtype=self.in_dtype, device=y.device)
+        s, div = value_and_divergence(
+            self.score, y.to(self.in_dtype), tb, vecs, chunk=self.exact_chunk
+        )
+        return s.to(self.work) * -sigma, div.to(self.work) * -(sigma * sigma)
+
+    def control(self, h: torch.Tensor) -> torch.Tensor:
+        """The step-control rows of $h$ (`(B,)` or `(k, B)`; never the fresh probes)."""
+        return h if self.fresh_probes is None else h[: self.n_control]
+
+    def noise_fraction(self, h: torch.Tensor) -> torch.Tensor:
+        r"""The batch mean of $h/d$ on the step-control rows (never the fresh probes)."""
+        return self.control(h).mean() / self.d
+
+    @staticmethod
+    def log_shape_constant(phi: float, lam: float) -> float:
+        r"""$\log C$ of the shape $g = 1/(1 + C e^{2\lambda})$ through $g(\lambda) = \varphi$;
+        $\varphi$ outside (0, 1) (a Hutchinson estimate, a mode switch) is clipped."""
+        phi = min(max(phi, 1e-12), 1.0 - 1e-12)
+        return math.log1p(-phi) - math.log(phi) - 2.0 * lam
+
+    def local_error(
+        self, gap: torch.Tensor, eps_t: torch.Tensor, dx: torch.Tensor, sigma_t: float
+    ) -> torch.Tensor:
+        r"""`(2, B)` nats: the step's signed gap (the log-density quadrature's, mean over the
+        control probes, plus x's as it reaches log p, $\hat\epsilon\cdot\delta/\sigma$)
+        and the sum of the two gaps' magnitudes; see `ERROR_FLOOR`."""
+        batch = self.batch
+        q = gap.reshape(-1, batch).mean(0)
+        s = (eps_t * dx).reshape(batch, -1).sum(1) / sigma_t
+        return torch.stack([q + s, q.abs() + s.abs()])
+
+    def nonfinite(self, bad: torch.Tensor, lam: float, evaluation: int) -> NonFiniteError:
+        """The error for NaN/Inf in the examples `bad` at log-SNR `lam`."""
+        t_bad = self.coefficients(lam)[0]
+        return NonFiniteError(
+            f"likelihood (exp_abm): the score or its divergence is NaN/Inf for "
+            f"{int(bad.sum())} of {self.batch} examples at t = {t_bad:.6g} (lambda = {lam:.4g}, "
+            f"evaluation {evaluation}); check that the score function returns finite values "
+            "for t in [eps, T]"
+        )
