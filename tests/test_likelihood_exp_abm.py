@@ -437,6 +437,23 @@ def test_a_nan_at_eps_is_named_at_eps_with_its_count():
         sdescore.likelihood(bad_first, x, sde=SDES["vp"], method="exp_abm")
 
 
+@pytest.mark.parametrize(
+    "solver",
+    [sdescore.ExpABM(), sdescore.ExpABM(steps=8), sdescore.ExpABM(per_example=True)],
+    ids=["adaptive", "fixed budget", "per example"],
+)
+def test_a_nan_mid_solve_counts_each_example_once(solver):
+    # The fixed-budget solve checked a (2, B) error and a (B,) mask together and counted
+    # each bad example twice ("4 of 5").
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def bad_late(y, t):  # NaN for the first two examples from t = 0.5 on
+        return torch.where((t[:, None] > 0.5) & (torch.arange(5)[:, None] < 2), torch.nan, -y)
+
+    with pytest.raises(NonFiniteError, match=r"NaN/Inf for 2 of 5 examples"):
+        sdescore.likelihood(bad_late, x, sde=SDES["vp"], solver=solver)
+
+
 # --- A fixed budget (ExpABM(steps=...)) and the per-example error estimate (issue 23) ---------
 
 

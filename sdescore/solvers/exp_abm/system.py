@@ -119,11 +119,13 @@ class LikelihoodSystem:
         return torch.stack([q + s, q.abs() + s.abs()])
 
     def nonfinite(self, bad: torch.Tensor, lam: float, evaluation: int) -> NonFiniteError:
-        """The error for NaN/Inf in the examples `bad` at log-SNR `lam`."""
+        """The error for NaN/Inf in the examples `bad` (`(B,)`, or `(n, B)` rows of channels or
+        probes: an example counts once) at log-SNR `lam`."""
         t_bad = self.coefficients(lam)[0]
+        count = int(bad.reshape(-1, self.batch).any(0).sum())
         return NonFiniteError(
             f"likelihood (exp_abm): the score or its divergence is NaN/Inf for "
-            f"{int(bad.sum())} of {self.batch} examples at t = {t_bad:.6g} (lambda = {lam:.4g}, "
+            f"{count} of {self.batch} examples at t = {t_bad:.6g} (lambda = {lam:.4g}, "
             f"evaluation {evaluation}); check that the score function returns finite values "
             "for t in [eps, T]"
         )
