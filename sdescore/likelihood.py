@@ -46,7 +46,7 @@ from .dequantization import (
 )
 from .estimators import ExactTrace, Hutchinson, as_estimator
 from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype
-from .sdes.base import SDE
+from .sdes.base import SDE, same_sde
 from .solvers._common import NonFiniteError
 from .solvers.exp_abm import ExpABM, exp_abm_likelihood
 from .solvers.torchdiffeq import odeint_drift
@@ -106,7 +106,7 @@ def resolve_sde(model, sde) -> SDE:
         return own
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdescore.SDE, got {type(sde).__name__}")
-    if isinstance(own, SDE) and own is not sde:
+    if isinstance(own, SDE) and not same_sde(own, sde):
         raise ValueError(
             f"sde={sde!r} differs from the model's own SDE {own!r}; leave sde=None to use the "
             "model's, or wrap a plain score function"

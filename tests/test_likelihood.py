@@ -204,6 +204,24 @@ def test_generator_makes_it_reproducible():
     assert torch.equal(r[0].log_prob, r[1].log_prob)
 
 
+def test_an_equal_sde_is_the_models_own():
+    # sde= was compared with the model's SDE by identity: VPSDE(0.1, 20.0) given again for a
+    # model built on VPSDE(0.1, 20.0) was refused as "differing" from an identical repr.
+    data = mixture_2d()
+    x = sample(data, 4)
+    model = sdescore.ScoreModel(data.score_fn(sdescore.VPSDE(0.1, 20.0)), sdescore.VPSDE(0.1, 20.0))
+    ours = sdescore.likelihood(model, x, sde=sdescore.VPSDE(0.1, 20.0), estimator="exact")
+    own = sdescore.likelihood(model, x, estimator="exact")
+    assert torch.equal(ours.log_prob, own.log_prob)
+    for other in (
+        sdescore.VPSDE(0.1, 19.0),
+        sdescore.SubVPSDE(0.1, 20.0),
+        sdescore.VESDE(0.01, 50.0),
+    ):
+        with pytest.raises(ValueError, match="differs from the model's own SDE"):
+            sdescore.likelihood(model, x, sde=other)
+
+
 def test_bad_inputs():
     sde, data = SDES["vp"], mixture_2d()
     score = data.score_fn(sde)

@@ -10,7 +10,7 @@ import torch
 from .._checks import check_bool, check_real, check_shape, check_state
 from .._shapes import batch_sum, flat_dim
 
-__all__ = ["SDE"]
+__all__ = ["SDE", "same_sde"]
 
 
 class SDE(abc.ABC):
@@ -91,3 +91,37 @@ class SDE(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(T={self.T})"
+
+    def _parameters(self) -> dict:
+        """What defines this SDE, for `same_sde`: its public attributes (numbers, and
+        callables, which compare by identity). Subclasses holding their definition in private
+        attributes (a table) add it."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def same_sde(a: SDE, b: SDE) -> bool:
+    """Whether `a` and `b` define the same SDE: the same object, or the same class with equal
+    parameters (`VPSDE(0.1, 20.0)` twice), tensors compared by value, callables by identity."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    pa, pb = a._parameters(), b._parameters()
+    if pa.keys() != pb.keys():
+        return False
+    for k, va in pa.items():
+        vb = pb[k]
+        if isinstance(va, torch.Tensor) or isinstance(vb, torch.Tensor):
+            if not (
+                isinstance(va, torch.Tensor)
+                and isinstance(vb, torch.Tensor)
+                and va.shape == vb.shape
+                and torch.equal(va.detach().cpu(), vb.detach().cpu())
+            ):
+                return False
+        elif callable(va) or callable(vb):
+            if va is not vb:
+                return False
+        elif va != vb:
+            return False
+    return True

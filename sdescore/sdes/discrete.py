@@ -213,6 +213,9 @@ class DiscreteVPSDE(GaussianSDE):
     def prior_std(self) -> float:
         return 1.0
 
+    def _parameters(self) -> dict:
+        return {**super()._parameters(), "log_alpha": self._base["la"]}
+
     def __repr__(self) -> str:
         last = math.exp(2 * self._base["la"][-1].item())
         return f"DiscreteVPSDE(num_timesteps={self.num_timesteps}, alphas_cumprod[-1]={last:.4g})"

@@ -177,3 +177,22 @@ def test_linear_sde_refuses_a_negative_diffusion():
     # Issue 25, item 16: g < 0 was accepted silently (the kernel only sees g^2).
     with pytest.raises(ValueError, match=r"g\(t\) must be >= 0.*got g\(0\) = -1"):
         sdescore.LinearSDE(lambda t: -0.5 + 0 * t, lambda t: -1 + 0 * t)
+
+
+def test_same_sde_compares_definitions():
+    from sdescore.sdes.base import same_sde
+
+    assert same_sde(sdescore.VPSDE(0.1, 20.0), sdescore.VPSDE(0.1, 20.0))
+    assert same_sde(sdescore.VESDE(0.01, 50.0), sdescore.VESDE(0.01, 50.0))
+    assert not same_sde(sdescore.VPSDE(0.1, 20.0), sdescore.VPSDE(0.1, 25.0))
+    assert not same_sde(sdescore.VPSDE(0.1, 20.0), sdescore.SubVPSDE(0.1, 20.0))
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    a, b = sdescore.DiscreteVPSDE(betas), sdescore.DiscreteVPSDE(betas.clone())
+    a.alpha(torch.tensor([0.5], dtype=torch.float64))  # a filled cache does not count
+    assert same_sde(a, b)
+    assert not same_sde(a, sdescore.DiscreteVPSDE(betas * 1.01))
+    f, g = (lambda t: -0.5 * (0.1 + 19.9 * t)), (lambda t: (0.1 + 19.9 * t).sqrt())
+    assert same_sde(sdescore.LinearSDE(f, g), sdescore.LinearSDE(f, g))
+    assert not same_sde(
+        sdescore.LinearSDE(f, g), sdescore.LinearSDE(lambda t: -0.5 * (0.1 + 19.9 * t), g)
+    )
