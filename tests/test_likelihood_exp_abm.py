@@ -689,6 +689,8 @@ def test_per_example_nan_and_limits_are_named():
         (dict(target=1.5), ValueError, r"in \(0, 1\).*1.5"),
         (dict(target=0.01, steps=40), ValueError, "target=0.01 controls adaptive steps"),
         (dict(target=0.01, rtol=1e-3), ValueError, "target=0.01 sets the tolerances.*0.001"),
+        # was silently turned into per_example=True
+        (dict(target=0.01, per_example=False), ValueError, "per_example=False .* contradicts"),
     ],
 )
 def test_bad_per_example_and_target_are_named(kwargs, err, match):

@@ -41,7 +41,8 @@ class ExpABM(Solver):
             `"time_uniform"`, `"karras"`) or explicit times from eps to T (`steps - 1`
             intervals); default `"time_quadratic"` (docs/likelihood.md, "A fixed budget").
             Only with `steps` (or explicit times, which fix it).
-        per_example: step control per example (default `False`: one step for the batch): each
+        per_example: step control per example (default: `False`, one step for the batch, or
+            `True` with `target`; `False` with a target is refused): each
             example has its own clock, step size and error test, and a network pass evaluates
             only the examples not yet at T, each at its own time (the score gets `t: (B,)`
             with different values). An example's result no longer depends on its batch, and
@@ -74,7 +75,7 @@ class ExpABM(Solver):
         max_evals: int = DEFAULT_MAX_EVALS,
         steps: int | None = None,
         grid=None,
-        per_example: bool = False,
+        per_example: bool | None = None,
         target: float | None = None,
     ):
         self.rtol, self.atol, self.max_steps, self.max_evals = check_adaptive(
@@ -92,7 +93,7 @@ class ExpABM(Solver):
                 f"default 0.05), got {first_step!r}"
             )
         self.first_step = float(first_step)
-        if not isinstance(per_example, bool):
+        if per_example is not None and not isinstance(per_example, bool):
             raise TypeError(
                 f"per_example must be True or False (step control per example or for the "
                 f"batch), got {type(per_example).__name__}"
@@ -125,9 +126,14 @@ class ExpABM(Solver):
                     f"target={target!r} sets the tolerances (rtol = atol = {tol:.3g}); give "
                     f"either target or rtol/atol, got rtol={rtol!r}, atol={atol!r} too"
                 )
+            if per_example is False:
+                raise ValueError(
+                    f"target={target!r} controls the steps of each example; per_example=False "
+                    "(one step for the batch) contradicts it: leave per_example out"
+                )
             self.rtol = self.atol = tol
             per_example = True
-        self.per_example, self.target = per_example, target
+        self.per_example, self.target = bool(per_example), target
 
     def integrate(self, p) -> torch.Tensor:
         raise ValueError(
