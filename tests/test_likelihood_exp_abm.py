@@ -454,6 +454,23 @@ def test_a_nan_mid_solve_counts_each_example_once(solver):
         sdescore.likelihood(bad_late, x, sde=SDES["vp"], solver=solver)
 
 
+
+@pytest.mark.parametrize("per_example", [False, True])
+def test_running_out_of_steps_names_the_outliers(per_example):
+    # A point far outside the data (found by a user's trial: one such point made a batch of 64
+    # fail after 10 000 calls) is named as the likely cause when the solve runs out of steps.
+    data, sde = eight_gaussians(), SDES["vp"]
+    x = data.sample(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    far = x.clone()
+    far[3] = torch.tensor([400.0, 0.0], dtype=torch.float64)
+    solver = sdescore.ExpABM(max_evals=12, per_example=per_example)
+    with pytest.raises(MaxStepsError, match=r"example\(s\) 3 lie far outside .*solver='dopri5'"):
+        sdescore.likelihood(data.score_fn(sde), far, sde=sde, estimator="exact", solver=solver)
+    with pytest.raises(MaxStepsError) as info:  # no outlier: no such hint
+        sdescore.likelihood(data.score_fn(sde), x, sde=sde, estimator="exact", solver=solver)
+    assert "far outside" not in str(info.value)
+
+
 # --- A fixed budget (ExpABM(steps=...)) and the per-example error estimate (issue 23) ---------
 
 

@@ -23,7 +23,7 @@ import torch
 from ..._divergence import value_and_divergence
 from .._common import COLLAPSE, MaxStepsError, NonFiniteError, budget_exceeded, step_collapsed
 from .step_control import STEP_CONTROL, AdaptiveOptions, StepControl
-from .system import LikelihoodSystem
+from .system import LikelihoodSystem, with_outlier_hint
 from .weights import batched_node_weights
 
 __all__ = ["per_example_solve"]
@@ -150,10 +150,16 @@ def per_example_solve(
     r_prev = np.full(batch, np.nan)
     log_c = _log_shape_constant(_noise_fraction(system, h0).cpu().numpy(), lam)
     done = np.zeros(batch, dtype=bool)
+    last = None  # (examples, noise predictions) of the last pass, to name outliers on failure
     while not done.all():
         act = np.flatnonzero(~done)
         st = np.maximum(step[act], -control.max_step)
-        _check_limits(system, options, nfe, lam[act], st, where)
+        try:
+            _check_limits(system, options, nfe, lam[act], st, where)
+        except MaxStepsError as e:
+            keep = None if last is None else np.isin(last[0], act)
+            rows = None if last is None else last[1][torch.as_tensor(keep, device=dev)]
+            raise with_outlier_hint(e, rows, None if last is None else last[0][keep], d) from None
         la = lam[act]
         land = (la + st <= lam1) | (la + st - lam1 < 1e-3 * np.abs(st))
         st = np.where(land, lam1 - la, st)
@@ -176,6 +182,7 @@ def per_example_solve(
         q_pred = (wp_h.reshape(n_hist, *ext_h, n_act) * hh).sum(0)
         eps_t, h_t = _evaluate(system, x_pred, idx, t_t, sigma_t)
         nfe += 1
+        last = (act, eps_t)
         comb = (wc_e[1:].reshape(n_hist, n_act, *ext) * he).sum(0)
         x_corr = lin - _bcast(scale, xa) * (_bcast(wc_e[0], xa) * eps_t + comb)
         q_corr = wc_h[0] * h_t + (wc_h[1:].reshape(n_hist, *ext_h, n_act) * hh).sum(0)

@@ -12,7 +12,7 @@ import torch
 from .._common import COLLAPSE, MaxStepsError, budget_exceeded, step_collapsed
 from .multistep import March, Trial, predict_correct
 from .step_control import STEP_CONTROL, AdaptiveOptions, StepControl
-from .system import LikelihoodSystem
+from .system import LikelihoodSystem, with_outlier_hint
 from .weights import moments, node_weights, node_weights_on_device
 
 __all__ = ["adaptive_steps", "fixed_steps"]
@@ -31,8 +31,12 @@ def adaptive_steps(
     log_c = system.log_shape_constant(float(system.noise_fraction(march.history[0].h)), lam0)
     lam, step = lam0, -abs(options.first_step)
     r_prev = None  # the previous accepted error ratio, for the PI control
+    last_eps = None  # the last step's noise prediction, to name outliers if the solve fails
     while lam > lam1:
-        _check_limits(system, options, march.nfe, lam, step)
+        try:
+            _check_limits(system, options, march.nfe, lam, step)
+        except MaxStepsError as e:
+            raise with_outlier_hint(e, last_eps, range(system.batch), system.d) from None
         step = max(step, -control.max_step)
         if lam + step <= lam1 or (lam + step - lam1) < 1e-3 * abs(step):
             step = lam1 - lam  # land exactly on T
@@ -43,6 +47,7 @@ def adaptive_steps(
         weigh = partial(node_weights, moments=step_moments, lam=lam, log_c=log_c)
         trial = predict_correct(system, march, lam, step, lam_t, k, weigh)
         r, phi = _error_ratio(system, march, trial, options)
+        last_eps = trial.eps_t
         if r <= 1.0:
             local = system.local_error(trial.gap, trial.eps_t, trial.dx, trial.sigma_t)
             march.error = march.error + local

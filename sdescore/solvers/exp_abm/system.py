@@ -10,9 +10,41 @@ import torch
 
 from ..._divergence import value_and_divergence
 from ...sdes.gaussian import GaussianSDE
-from .._common import NonFiniteError
+from .._common import MaxStepsError, NonFiniteError
 
-__all__ = ["LikelihoodSystem"]
+__all__ = ["LikelihoodSystem", "OUTLIER_RATIO", "with_outlier_hint"]
+
+# An example whose noise prediction has |eps|^2 above this many times d is named as an outlier
+# when a solve runs out of steps: in-distribution points have |eps|^2 near d (a chi-square).
+OUTLIER_RATIO = 100.0
+
+
+def with_outlier_hint(
+    error: MaxStepsError, eps_t: torch.Tensor | None, examples, d: int
+) -> MaxStepsError:
+    r"""`error` with the outliers among `examples` named, from their last noise predictions
+    `eps_t` (`(n, *D)`, one row per entry of `examples`; one host read, after the solve
+    failed): an example with $|\hat\epsilon|^2 \gg d$ lies far outside what the model knows;
+    its log-density, of the order of $-|\hat\epsilon|^2/2$ nats, is controlled to `atol * d`
+    nats absolute, a relative accuracy that only tiny steps reach (or none, in float32), and
+    in a shared-step solve it sets every example's steps."""
+    if eps_t is None:
+        return error
+    sq = eps_t.detach().reshape(len(examples), -1).double().square().sum(1).cpu()
+    far = (sq > OUTLIER_RATIO * d).nonzero().flatten().tolist()
+    if not far:
+        return error
+    worst = max(far, key=lambda j: float(sq[j]))
+    names = ", ".join(str(int(examples[j])) for j in far[:8]) + (" ..." if len(far) > 8 else "")
+    return MaxStepsError(
+        f"{error} The likely cause: example(s) {names} lie far outside the model's data "
+        f"(|noise prediction|^2 = {float(sq[worst]):.3g} for example {int(examples[worst])}, "
+        f"against about d = {d} in distribution): their log-densities, of the order of "
+        "-|noise prediction|^2 / 2 nats, are controlled to atol * d nats absolute, which only "
+        "tiny steps reach. Score such points apart from the others (with one step for the "
+        "batch they set every example's steps), or with solver='dopri5', whose tolerances are "
+        "relative to the state."
+    )
 
 
 @final
