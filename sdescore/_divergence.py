@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import check_choice, check_int, check_output_shape, check_state
+from ._checks import check_choice, check_generator, check_int, check_output_shape, check_state
 from ._shapes import flat_dim
 
 __all__ = [
@@ -55,6 +55,7 @@ def draw_probes(
     check_state(x)
     check_choice("noise", noise, NOISES)
     check_int("probes", probes)
+    check_generator("generator", generator)
     shape = (probes, *x.shape)
     if noise == "gaussian":
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)

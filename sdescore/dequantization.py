@@ -12,7 +12,15 @@ import warnings
 
 import torch
 
-from ._checks import check_choice, check_finite_tensor, check_int, check_real, check_state
+from ._checks import (
+    check_choice,
+    check_dtype,
+    check_finite_tensor,
+    check_generator,
+    check_int,
+    check_real,
+    check_state,
+)
 
 __all__ = ["Dequantization", "as_dequantization", "bits_per_dim", "dequantize", "quantize"]
 
@@ -117,7 +125,8 @@ def dequantize(
         `(y, log_width)`: the dequantized point `(B, *D)` and $\log w$.
     """
     bins, (a, b) = check_bins(bins, data_range)
-    y = to_levels(k, bins, dtype)
+    check_generator("generator", generator)
+    y = to_levels(k, bins, check_dtype("dtype", dtype))
     u = torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     width = (b - a) / bins
     return a + width * (y + u), math.log(width)

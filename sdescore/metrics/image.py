@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from .._checks import check_callable, check_int
+from .._checks import check_callable, check_generator, check_int
 from ..models.mode import evaluation_mode
 from ._common import SampleMetric, check_pair, check_samples
 from .digits import DigitsLogits, digits_feature_net
@@ -242,6 +242,7 @@ def kid(
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
         ValueError, TypeError: for bad images, or `subset_size` above either set's size.
     """
+    check_generator("generator", generator)
     feats = _paired_setup(samples, real, feature_net, transform, batch_size)
     check_int("subsets", subsets)
     n = min(samples.shape[0], real.shape[0])
@@ -315,6 +316,7 @@ def inception_score(
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
         ValueError, TypeError: for non-image inputs, fewer images than `splits`, NaN.
     """
+    check_generator("generator", generator)
     check_int("splits", splits)
     _check_images(samples, "samples", min_samples=max(2, splits))
     net = _setup(logits_net, transform, batch_size, samples)

@@ -19,7 +19,9 @@ import torch
 
 from .._checks import (
     check_bool,
+    check_dtype,
     check_end_time,
+    check_generator,
     check_int,
     check_shape,
     check_state,
@@ -410,6 +412,8 @@ def _name(method, solver) -> str:
 
 def _start(sde, shape, x_T, *, generator, device, dtype) -> torch.Tensor:
     """The start state: `x_T` if given (checked against `shape`), else a draw from the prior."""
+    check_generator("generator", generator)
+    dtype = check_dtype("dtype", dtype)
     if x_T is None:
         if shape is None:
             raise ValueError("give the sample shape (B, *D) as `shape`, or a start state `x_T`")
