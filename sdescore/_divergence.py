@@ -54,7 +54,7 @@ def draw_probes(
     """
     check_state(x)
     check_choice("noise", noise, NOISES)
-    check_int("probes", probes)
+    probes = check_int("probes", probes)
     check_generator("generator", generator)
     shape = (probes, *x.shape)
     if noise == "gaussian":
@@ -179,7 +179,7 @@ def divergence_exact(
     d = flat_dim(x)
     if chunk is None:
         chunk = min(d, 4096)
-    check_int("chunk", chunk)
+    chunk = check_int("chunk", chunk)
     b = x.shape[0]
     div = torch.zeros(b, dtype=x.dtype, device=x.device)
     with torch.enable_grad():

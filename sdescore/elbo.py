@@ -205,8 +205,8 @@ def elbo(
         )
         log_volume = flat_dim(x) * log_w
     check_generator("generator", generator)
-    check_int("samples", samples, minimum=2)
-    check_int("batch_size", batch_size, allow_none=True)
+    samples = check_int("samples", samples, minimum=2)
+    batch_size = check_int("batch_size", batch_size, allow_none=True)
     eps = check_end_time(eps, sde.T)
 
     x = x.detach()

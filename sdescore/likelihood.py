@@ -314,7 +314,7 @@ def likelihood(
     sde = resolve_sde(model, sde)
     estimator = as_estimator(estimator)
     deq = as_dequantization(dequantization)
-    check_int("batch_size", batch_size, allow_none=True)
+    batch_size = check_int("batch_size", batch_size, allow_none=True)
     check_bool("differentiable", differentiable)
     check_generator("generator", generator)
     eps = check_end_time(eps, sde.T)

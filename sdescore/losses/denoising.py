@@ -103,7 +103,7 @@ def dsm_loss(
 
 
 def _grid_time(sde, x0, num, t_min, generator, name):
-    check_int(name, num)
+    num = check_int(name, num)
     t_min = check_real("t_min", t_min, nonnegative=True)
     if t_min >= sde.T:
         raise ValueError(f"t_min must be < T = {sde.T}, got {t_min}")

@@ -91,7 +91,7 @@ def ssm_loss(
     sde = resolve(model, x0, sde)
     check_generator("generator", generator)
     weighting = check_weighting(weighting)
-    check_int("num_projections", num_projections)
+    num_projections = check_int("num_projections", num_projections)
     check_choice("projection", projection, PROJECTIONS)
     check_bool("variance_reduction", variance_reduction)
     with torch.enable_grad():

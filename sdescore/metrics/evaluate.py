@@ -158,7 +158,7 @@ def evaluate(
     eo, elbo = _options("elbo", elbo)
     examples = check_int("likelihood['examples']", lo.pop("examples", 256), allow_none=True)
     check_generator("generator", generator)
-    check_int("num_samples", num_samples, allow_none=True)
+    num_samples = check_int("num_samples", num_samples, allow_none=True)
     check_bool("return_samples", return_samples)
     world = _world_size(distributed)
     # One process draws everything from `generator`. Several ranks need streams of their own

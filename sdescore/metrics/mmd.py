@@ -90,7 +90,7 @@ def mmd(
     """
     xf, yf = check_pair(x, y)
     check_generator("generator", generator)
-    check_int("permutations", permutations, minimum=0)
+    permutations = check_int("permutations", permutations, minimum=0)
     if bandwidth is not None:
         bandwidth = check_real("bandwidth", bandwidth, positive=True)
     n, m = xf.shape[0], yf.shape[0]

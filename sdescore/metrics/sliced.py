@@ -102,7 +102,7 @@ def sliced_wasserstein(
     """
     xf, yf = check_pair(x, y, ("x", "y"))
     check_generator("generator", generator)
-    check_int("projections", projections, minimum=2)
+    projections = check_int("projections", projections, minimum=2)
     rf = None if reference is None else check_pair(reference, y, ("reference", "y"))[0]
     # Work in units of a power of two above the largest coordinate: exact for data of any
     # ordinary scale, and squared distances cannot overflow for large (finite) ones.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_int, check_output_shape, check_real
+from .._checks import check_int, check_output_shape, check_real, is_int
 from .._shapes import append_dims
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
@@ -306,8 +306,9 @@ def check_order(order, highest: int = 3) -> int:
     """A solver's `order`: an int from 1 to `highest` (`TypeError` for another type, booleans
     included; `ValueError` out of range)."""
     valid = ", ".join(map(str, range(1, highest))) + f" or {highest}"
-    if isinstance(order, bool) or not isinstance(order, int):
+    if not is_int(order):
         raise TypeError(f"order must be an int {valid}, got {type(order).__name__}")
+    order = int(order)
     if not 1 <= order <= highest:
         raise ValueError(f"order must be {valid}, got {order!r}")
     return order
