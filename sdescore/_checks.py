@@ -22,8 +22,11 @@ __all__ = [
     "check_bool",
     "check_callable",
     "check_choice",
+    "check_dtype",
     "check_end_time",
+    "check_generator",
     "check_int",
+    "is_int",
     "check_shape",
     "check_finite_tensor",
     "check_output_shape",
@@ -56,15 +59,63 @@ def check_real(name: str, value, *, positive: bool = False, nonnegative: bool = 
     return value
 
 
+def is_int(value) -> bool:
+    """Whether `value` is an integer: a Python or numpy int (`numbers.Integral`), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_int(name: str, value, *, minimum: int = 1, allow_none: bool = False):
-    """Return `value` if it is an int >= `minimum` (or None when `allow_none`), else raise."""
+    """Return `value` as a Python int if it is an integer >= `minimum` (a numpy integer
+    included, bools and floats refused), or None when `allow_none`; else raise."""
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return value
+
+
+def check_dtype(name: str, dtype) -> torch.dtype | None:
+    """A floating-point `torch.dtype` for a draw (or None: torch's default), else raise.
+
+    Raises:
+        TypeError: `dtype` is not a `torch.dtype` (a string such as `"float64"`, a numpy dtype).
+        ValueError: an integer, bool or complex `torch.dtype`.
+    """
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype):
+        hint = f" (torch.{dtype})" if isinstance(dtype, str) and hasattr(torch, dtype) else ""
+        raise TypeError(
+            f"{name} must be a floating-point torch.dtype such as torch.float32{hint} or None, "
+            f"got {type(dtype).__name__} {dtype!r}"
+        )
+    if not dtype.is_floating_point:
+        raise ValueError(
+            f"{name} must be a floating-point torch.dtype (torch.float16, torch.bfloat16, "
+            f"torch.float32 or torch.float64) or None, got {dtype}"
+        )
+    return dtype
+
+
+def check_generator(name: str, generator) -> torch.Generator | None:
+    """A `torch.Generator` or None, else a `TypeError` naming `name` and the type received.
+
+    Only the type is checked: the generator's device is matched against the data's where it
+    is used (torch's own error).
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        hint = (
+            f"; to seed, pass torch.Generator().manual_seed({generator})"
+            if is_int(generator)
+            else ""
+        )
+        raise TypeError(
+            f"{name} must be a torch.Generator or None, got {type(generator).__name__}{hint}"
+        )
+    return generator
 
 
 def check_bool(name: str, value) -> bool:
@@ -92,15 +143,11 @@ def check_shape(shape) -> tuple[int, ...]:
     """A state shape `(B, *D)` of positive ints; an int, list or `torch.Size` is accepted."""
     if isinstance(shape, (torch.Size, list)):
         shape = tuple(shape)
-    if isinstance(shape, int) and not isinstance(shape, bool):
+    if is_int(shape):
         shape = (shape,)
-    if (
-        not isinstance(shape, tuple)
-        or not shape
-        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape)
-    ):
+    if not isinstance(shape, tuple) or not shape or any(not is_int(s) or s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive ints (B, *D), got {shape!r}")
-    return shape
+    return tuple(int(s) for s in shape)
 
 
 def check_callable(name: str, fn, *, example: str | None = None) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import check_choice, check_int, check_output_shape, check_state
+from ._checks import check_choice, check_generator, check_int, check_output_shape, check_state
 from ._shapes import flat_dim
 
 __all__ = [
@@ -54,7 +54,8 @@ def draw_probes(
     """
     check_state(x)
     check_choice("noise", noise, NOISES)
-    check_int("probes", probes)
+    probes = check_int("probes", probes)
+    check_generator("generator", generator)
     shape = (probes, *x.shape)
     if noise == "gaussian":
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -178,7 +179,7 @@ def divergence_exact(
     d = flat_dim(x)
     if chunk is None:
         chunk = min(d, 4096)
-    check_int("chunk", chunk)
+    chunk = check_int("chunk", chunk)
     b = x.shape[0]
     div = torch.zeros(b, dtype=x.dtype, device=x.device)
     with torch.enable_grad():

@@ -12,7 +12,16 @@ import warnings
 
 import torch
 
-from ._checks import check_choice, check_finite_tensor, check_int, check_real, check_state
+from ._checks import (
+    check_choice,
+    check_dtype,
+    check_finite_tensor,
+    check_generator,
+    check_int,
+    check_real,
+    check_state,
+    is_int,
+)
 
 __all__ = ["Dequantization", "as_dequantization", "bits_per_dim", "dequantize", "quantize"]
 
@@ -63,7 +72,7 @@ def as_dequantization(value) -> Dequantization | None:
     """
     if value is None or isinstance(value, Dequantization):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_int(value):
         return Dequantization(value)
     raise TypeError(
         "dequantization must be None (continuous data), a number of bins (e.g. 256) or "
@@ -82,7 +91,7 @@ def bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
         TypeError: `dim` is not an int (a float such as 3.5 included).
         ValueError: `dim` < 1 (0 would give Inf, a negative dim a sign flip).
     """
-    check_int("dim", dim)
+    dim = check_int("dim", dim)
     return -log_prob / (dim * math.log(2.0))
 
 
@@ -117,7 +126,8 @@ def dequantize(
         `(y, log_width)`: the dequantized point `(B, *D)` and $\log w$.
     """
     bins, (a, b) = check_bins(bins, data_range)
-    y = to_levels(k, bins, dtype)
+    check_generator("generator", generator)
+    y = to_levels(k, bins, check_dtype("dtype", dtype))
     u = torch.rand(y.shape, generator=generator, device=y.device, dtype=y.dtype)
     width = (b - a) / bins
     return a + width * (y + u), math.log(width)
@@ -191,7 +201,7 @@ def check_continuous_data(x) -> None:
 
 
 def check_bins(bins, data_range) -> tuple[int, tuple[float, float]]:
-    check_int("bins", bins, minimum=2)
+    bins = check_int("bins", bins, minimum=2)
     if not isinstance(data_range, (tuple, list)) or len(data_range) != 2:
         raise ValueError(f"data_range must be a pair (a, b), got {data_range!r}")
     a = check_real("data_range[0]", data_range[0])

@@ -179,8 +179,8 @@ def shard(n: int, rank: int | None = None, world_size: int | None = None) -> sli
     where = env()
     rank = where.rank if rank is None else rank
     world = where.world_size if world_size is None else world_size
-    check_int("n", n, minimum=0)
-    check_int("world_size", world)
+    n = check_int("n", n, minimum=0)
+    world = check_int("world_size", world)
     if not 0 <= rank < world:
         raise ValueError(f"rank must be in [0, {world}), got {rank}")
     return slice(rank * n // world, (rank + 1) * n // world)

@@ -32,10 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._checks import (
-    check_end_time,
-    check_int,
-)
+from ._checks import check_end_time, check_generator, check_int
 from ._divergence import draw_probes, value_and_divergence
 from ._shapes import append_dims, batch_sum, flat_dim
 from .dequantization import as_dequantization, bits_per_dim, check_continuous_data, dequantize
@@ -207,8 +204,9 @@ def elbo(
             x, deq.bins, deq.data_range, generator=generator, dtype=full_model_dtype(model)
         )
         log_volume = flat_dim(x) * log_w
-    check_int("samples", samples, minimum=2)
-    check_int("batch_size", batch_size, allow_none=True)
+    check_generator("generator", generator)
+    samples = check_int("samples", samples, minimum=2)
+    batch_size = check_int("batch_size", batch_size, allow_none=True)
     eps = check_end_time(eps, sde.T)
 
     x = x.detach()

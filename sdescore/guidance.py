@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_time, check_callable, check_real, check_state
+from ._checks import as_time, check_callable, check_real, check_state, is_int
 from .models.conditional import check_labels
 
 __all__ = ["ClassifierFreeGuidance", "ClassifierGuidance"]
@@ -26,8 +26,8 @@ __all__ = ["ClassifierFreeGuidance", "ClassifierGuidance"]
 
 def _labels(y):
     """Labels fixed at construction: an int, or a 0-d / `(B,)` integer tensor (checked later)."""
-    if isinstance(y, int) and not isinstance(y, bool):
-        return torch.tensor([y])
+    if is_int(y):
+        return torch.tensor([int(y)])
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be an int or an integer tensor (B,), got {type(y).__name__}")
     if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
@@ -166,8 +166,9 @@ class ClassifierFreeGuidance:
             null_label = own
             if null_label is None:
                 raise ValueError("null_label is required when model has no .null_label attribute")
-        if not isinstance(null_label, int) or isinstance(null_label, bool) or null_label < 1:
+        if not is_int(null_label) or null_label < 1:
             raise TypeError(f"null_label must be an int >= 1, got {null_label!r}")
+        null_label = int(null_label)
         if own is not None and null_label != own:
             # Another label is either a real class (guidance silently against that class) or
             # no label at all (an index error inside the network).

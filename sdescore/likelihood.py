@@ -29,6 +29,7 @@ from ._checks import (
     check_bool,
     check_callable,
     check_end_time,
+    check_generator,
     check_int,
     check_output_shape,
     moved_keywords,
@@ -313,8 +314,9 @@ def likelihood(
     sde = resolve_sde(model, sde)
     estimator = as_estimator(estimator)
     deq = as_dequantization(dequantization)
-    check_int("batch_size", batch_size, allow_none=True)
+    batch_size = check_int("batch_size", batch_size, allow_none=True)
     check_bool("differentiable", differentiable)
+    check_generator("generator", generator)
     eps = check_end_time(eps, sde.T)
     if differentiable and solver is None and method is None:
         solver = "dopri5"  # the default ExpABM runs without a graph

@@ -8,6 +8,7 @@ closed-form expressions that autograd differentiates on its own.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -161,3 +162,57 @@ def test_nll_fine_tuning_lowers_held_out_bits_per_dim():
     after = held_out()
     # measured: before 2.33, after 2.03 bits/dim (seed 0)
     assert after < before - 0.05, (before, after)
+
+
+@pytest.fixture
+def warn_always():
+    # torch gives "requires_grad=True to a scalar" once per process: every time here, so that
+    # a test that ran before cannot hide it
+    before = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    yield
+    torch.set_warn_always(before)
+
+
+def test_a_long_differentiable_adaptive_solve_emits_no_warning(warn_always):
+    # The step-collapse watch read the time with float() every 240 evaluations; in a
+    # differentiable solve the time carries a graph, and torch warned "Converting a tensor with
+    # requires_grad=True to a scalar" from sdescore/solvers/torchdiffeq.py
+    w = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    mix = sdescore.toy.eight_gaussians()
+    sde = sdescore.VPSDE()
+    score = mix.score_fn(sde)
+    x = mix.sample(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    solver = sdescore.TorchDiffEq("dopri5", rtol=1e-9, atol=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = sdescore.likelihood(
+            lambda x, t: w * score(x, t), x, sde=sde, estimator="exact", differentiable=True,
+            solver=solver,
+        )  # fmt: skip
+        res.log_prob.mean().backward()
+    assert res.nfe > 2 * 240  # the watch ran at least twice
+    assert w.grad is not None and torch.isfinite(w.grad)
+
+
+def test_a_differentiable_solve_that_fails_raises_its_error_not_a_warning(warn_always):
+    # The same read on the failure path: the NaN watch's saved time carried the graph, so
+    # naming the failing time warned (an exception under -W error) instead of the NonFiniteError
+    w = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    mix = sdescore.toy.eight_gaussians()
+    sde = sdescore.VPSDE()
+    score, calls = mix.score_fn(sde), [0]
+
+    def breaks_late(x, t):
+        calls[0] += 1
+        out = w * score(x, t)
+        return out * math.nan if calls[0] > 300 else out
+
+    x = mix.sample(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(sdescore.NonFiniteError, match=r"at call 301 .* \(t = 0\.\d+\)"):
+            sdescore.likelihood(
+                breaks_late, x, sde=sde, estimator="exact", differentiable=True,
+                solver=sdescore.TorchDiffEq("dopri5", rtol=1e-9, atol=1e-9),
+            )  # fmt: skip

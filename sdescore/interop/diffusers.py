@@ -286,7 +286,7 @@ def flow_sampling_times(
         TypeError: not a flow-matching scheduler.
     """
     cfg = _flow_config(scheduler)
-    check_int("num_inference_steps", num_inference_steps)
+    num_inference_steps = check_int("num_inference_steps", num_inference_steps)
     if isinstance(scheduler, Mapping):
         options = {k: v for k, v in cfg.items() if not k.startswith("_")}
         scheduler = _import_diffusers().FlowMatchEulerDiscreteScheduler.from_config(options)

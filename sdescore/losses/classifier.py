@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_callable, check_int, check_real, check_seed
+from .._checks import check_callable, check_generator, check_int, check_real, check_seed
 from ..models.conditional import check_labels
 from ._common import reduce, resolve, sample_time
 
@@ -48,6 +48,7 @@ def classifier_loss(
         TypeError: labels that are not integers, an `sde` that is not a `GaussianSDE`.
     """
     sde = resolve(classifier, x0, sde)
+    check_generator("generator", generator)
     t = sample_time(sde, x0, t, eps, generator)
     x_t, _, _ = sde.perturb(x0, t, noise=noise, generator=generator)
     logits = classifier(x_t, t)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_callable, check_real, check_state
+from .._checks import check_callable, check_generator, check_real, check_state
 from ..models.conditional import ConditionalScoreModel, check_labels
 from .denoising import dsm_loss
 
@@ -61,6 +61,7 @@ def label_dropout_loss(
     """
     if not isinstance(model, ConditionalScoreModel):
         raise TypeError(f"model must be a ConditionalScoreModel, got {type(model).__name__}")
+    check_generator("generator", generator)
     check_callable("loss", loss)
     check_state(x0, "x0")
     p = check_real("p_uncond", p_uncond, nonnegative=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_bool, check_int, check_real, check_sigma_positive
+from .._checks import check_bool, check_generator, check_int, check_real, check_sigma_positive
 from .._shapes import append_dims, batch_sum
 from ._common import call_model, check_weighting, reduce, resolve, sample_time, weight
 
@@ -82,6 +82,7 @@ def dsm_loss(
         reduction: `"none"` (per-example `(B,)`), `"mean"` or `"sum"`.
     """
     sde = resolve(model, x0, sde)
+    check_generator("generator", generator)
     weighting = check_weighting(weighting)
     check_bool("importance_sampling", importance_sampling)
     if importance_sampling:
@@ -102,7 +103,7 @@ def dsm_loss(
 
 
 def _grid_time(sde, x0, num, t_min, generator, name):
-    check_int(name, num)
+    num = check_int(name, num)
     t_min = check_real("t_min", t_min, nonnegative=True)
     if t_min >= sde.T:
         raise ValueError(f"t_min must be < T = {sde.T}, got {t_min}")
@@ -135,6 +136,7 @@ def ncsn_loss(
         t_min: time of the smallest level; must have $\sigma(t_{min}) > 0$ (use $> 0$ for VP).
     """
     sde = resolve(model, x0, sde)
+    check_generator("generator", generator)
     i, t0, h = _grid_time(sde, x0, num_scales, t_min, generator, "num_scales")
     if float(sde.sigma(t0)) <= 0:
         raise ValueError(f"sigma(t_min) must be > 0 for {sde!r}, got t_min={t0}; pass t_min > 0")
@@ -165,6 +167,7 @@ def ddpm_loss(
         num_steps: N.
     """
     sde = resolve(model, x0, sde)
+    check_generator("generator", generator)
     i, _, _ = _grid_time(sde, x0, num_steps, 0.0, generator, "num_steps")
     t = (i + 1).to(x0.dtype) * (sde.T / num_steps)
     r, _ = _residual(model, sde, x0, t, None, generator)

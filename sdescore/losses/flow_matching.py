@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from .._checks import check_generator
 from .._shapes import append_dims, batch_sum
 from ..models.score_model import ScoreModel
 from ._common import call_model, call_weighting, reduce, resolve, sample_time
@@ -89,6 +90,7 @@ def flow_matching_loss(
         raise ValueError(
             f"weighting must be one of {FM_WEIGHTINGS} or a callable w(t), got {weighting!r}"
         )
+    check_generator("generator", generator)
     t = sample_time(sde, x0, t, eps, generator)
     x_t, z, _ = sde.perturb(x0, t, noise=noise, generator=generator)
     da, ds = sde.alpha_sigma_derivatives(t)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_bool, check_choice, check_int
+from .._checks import check_bool, check_choice, check_generator, check_int
 from .._shapes import batch_sum
 from ._common import call_model, check_weighting, reduce, resolve, sample_time, weight
 
@@ -47,6 +47,7 @@ def ism_loss(
     The other arguments are those of `dsm_loss` (without importance sampling).
     """
     sde = resolve(model, x0, sde)
+    check_generator("generator", generator)
     weighting = check_weighting(weighting)
     with torch.enable_grad():
         x_t, s, t, std = _score_at_samples(model, sde, x0, t, eps, generator)
@@ -88,8 +89,9 @@ def ssm_loss(
         variance_reduction: use the SSM-VR form.
     """
     sde = resolve(model, x0, sde)
+    check_generator("generator", generator)
     weighting = check_weighting(weighting)
-    check_int("num_projections", num_projections)
+    num_projections = check_int("num_projections", num_projections)
     check_choice("projection", projection, PROJECTIONS)
     check_bool("variance_reduction", variance_reduction)
     with torch.enable_grad():

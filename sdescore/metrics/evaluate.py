@@ -22,6 +22,7 @@ from .._checks import (
     check_bool,
     check_choice,
     check_finite_tensor,
+    check_generator,
     check_int,
     check_state,
     moved_keywords,
@@ -156,7 +157,8 @@ def evaluate(
     lo, likelihood = _options("likelihood", likelihood)
     eo, elbo = _options("elbo", elbo)
     examples = check_int("likelihood['examples']", lo.pop("examples", 256), allow_none=True)
-    check_int("num_samples", num_samples, allow_none=True)
+    check_generator("generator", generator)
+    num_samples = check_int("num_samples", num_samples, allow_none=True)
     check_bool("return_samples", return_samples)
     world = _world_size(distributed)
     # One process draws everything from `generator`. Several ranks need streams of their own

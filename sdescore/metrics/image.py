@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from .._checks import check_callable, check_int
+from .._checks import check_callable, check_generator, check_int
 from ..models.mode import evaluation_mode
 from ._common import SampleMetric, check_pair, check_samples
 from .digits import DigitsLogits, digits_feature_net
@@ -88,7 +88,7 @@ def _setup(feature_net, transform, batch_size, probe: torch.Tensor):
         raise TypeError(f"feature_net must be a torch.nn.Module, got {type(feature_net).__name__}")
     if transform is not None:
         check_callable("transform", transform)
-    check_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     feats = _Features(feature_net, transform)
     if not hasattr(feats, "num_features"):
         # torchmetrics would probe with a 299x299 RGB image; probe with the user's own data.
@@ -242,12 +242,13 @@ def kid(
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
         ValueError, TypeError: for bad images, or `subset_size` above either set's size.
     """
+    check_generator("generator", generator)
     feats = _paired_setup(samples, real, feature_net, transform, batch_size)
-    check_int("subsets", subsets)
+    subsets = check_int("subsets", subsets)
     n = min(samples.shape[0], real.shape[0])
     if subset_size is None:
         subset_size = min(n // 2, 1000) if n >= 4 else n
-    check_int("subset_size", subset_size, minimum=2)
+    subset_size = check_int("subset_size", subset_size, minimum=2)
     if subset_size > n:
         raise ValueError(f"subset_size must be <= min(N, M) = {n}, got {subset_size}")
     seed = _seed(generator)
@@ -315,7 +316,8 @@ def inception_score(
         ImportError: without torchmetrics (`pip install "sdescore[metrics]"`).
         ValueError, TypeError: for non-image inputs, fewer images than `splits`, NaN.
     """
-    check_int("splits", splits)
+    check_generator("generator", generator)
+    splits = check_int("splits", splits)
     _check_images(samples, "samples", min_samples=max(2, splits))
     net = _setup(logits_net, transform, batch_size, samples)
     seed = _seed(generator)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_int, check_real
+from .._checks import check_generator, check_int, check_real
 from ._common import SampleMetric, check_pair
 
 __all__ = ["mmd", "mmd_squared"]
@@ -89,7 +89,8 @@ def mmd(
         ValueError, TypeError: as for `mmd_squared`, or a negative `permutations`.
     """
     xf, yf = check_pair(x, y)
-    check_int("permutations", permutations, minimum=0)
+    check_generator("generator", generator)
+    permutations = check_int("permutations", permutations, minimum=0)
     if bandwidth is not None:
         bandwidth = check_real("bandwidth", bandwidth, positive=True)
     n, m = xf.shape[0], yf.shape[0]

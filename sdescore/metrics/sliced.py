@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_generator, check_int
 from ._common import SampleMetric, check_pair
 
 __all__ = ["sliced_wasserstein", "wasserstein2_1d"]
@@ -101,7 +101,8 @@ def sliced_wasserstein(
         ValueError, TypeError: for fewer than 2 points, different point shapes, NaN/Inf.
     """
     xf, yf = check_pair(x, y, ("x", "y"))
-    check_int("projections", projections, minimum=2)
+    check_generator("generator", generator)
+    projections = check_int("projections", projections, minimum=2)
     rf = None if reference is None else check_pair(reference, y, ("reference", "y"))[0]
     # Work in units of a power of two above the largest coordinate: exact for data of any
     # ordinary scale, and squared distances cannot overflow for large (finite) ones.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._checks import as_time, check_int, check_label_range, check_state
+from .._checks import as_time, check_int, check_label_range, check_state, is_int
 from ..sdes.base import SDE
 from .mlp import MLPScoreNet
 from .score_model import ScoreModel
@@ -37,7 +37,8 @@ def check_labels(y, batch: int, num_classes: int, *, allow_null: bool, device=No
     """
     top = num_classes if allow_null else num_classes - 1
     what = f"[0, {top}]" + (f" ({num_classes} is the null label)" if allow_null else "")
-    if isinstance(y, int) and not isinstance(y, bool):
+    if is_int(y):
+        y = int(y)
         if not 0 <= y <= top:
             raise ValueError(f"y must lie in {what}, got {y}")
         return torch.full((batch,), y, dtype=torch.long, device=device)

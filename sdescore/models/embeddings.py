@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_int, check_real, check_seed
+from .._checks import check_int, check_real, check_seed, is_int
 
 __all__ = ["GaussianFourierFeatures", "RandomFourierFeatures"]
 
@@ -33,8 +33,9 @@ class GaussianFourierFeatures(nn.Module):
 
     def __init__(self, dim: int = 64, scale: float = 16.0, *, seed: int = 0):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2 or dim % 2:
+        if not is_int(dim) or dim < 2 or dim % 2:
             raise ValueError(f"dim must be an even int >= 2, got {dim!r}")
+        dim = int(dim)
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive finite number, got {scale!r}")
         g = torch.Generator().manual_seed(check_seed("seed", seed))
@@ -72,8 +73,8 @@ class RandomFourierFeatures(nn.Module):
 
     def __init__(self, in_dim: int, features: int, scale: float = 1.0, *, seed: int = 0):
         super().__init__()
-        check_int("in_dim", in_dim)
-        check_int("features", features)
+        in_dim = check_int("in_dim", in_dim)
+        features = check_int("features", features)
         scale = check_real("scale", scale, positive=True)
         g = torch.Generator().manual_seed(check_seed("seed", seed))
         self.register_buffer("B", torch.randn(in_dim, features, generator=g) * scale)

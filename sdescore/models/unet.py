@@ -13,6 +13,7 @@ from .._checks import (
     check_label_range,
     check_label_tensor,
     check_real,
+    is_int,
 )
 from .embeddings import GaussianFourierFeatures
 
@@ -91,17 +92,18 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        check_int("in_channels", in_channels)
-        check_int("channels", channels)
+        in_channels = check_int("in_channels", in_channels)
+        channels = check_int("channels", channels)
         check_bool("attention", attention)
-        check_int("embed_dim", embed_dim, minimum=2)
+        embed_dim = check_int("embed_dim", embed_dim, minimum=2)
         fourier_scale = check_real("fourier_scale", fourier_scale, positive=True)
         dropout = check_real("dropout", dropout, nonnegative=True)
         if dropout >= 1:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         mult = tuple(channel_mult)
-        if not mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in mult):
+        if not mult or any(not is_int(m) or m < 1 for m in mult):
             raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {mult}")
+        mult = tuple(int(m) for m in mult)
         self.config = {
             "in_channels": in_channels,
             "channels": channels,

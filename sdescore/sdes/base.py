@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .._checks import check_bool, check_real, check_shape, check_state
+from .._checks import check_bool, check_dtype, check_generator, check_real, check_shape, check_state
 from .._shapes import batch_sum, flat_dim
 
 __all__ = ["SDE", "same_sde"]
@@ -60,6 +60,8 @@ class SDE(abc.ABC):
 
     def prior_sampling(self, shape, *, generator=None, device=None, dtype=None) -> torch.Tensor:
         """Draw `shape = (B, *D)` samples from the prior $N(0, s^2 I)$."""
+        check_generator("generator", generator)
+        dtype = check_dtype("dtype", dtype)
         z = torch.randn(check_shape(shape), generator=generator, device=device, dtype=dtype)
         return z * self.prior_std
 

@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from .._checks import as_time, as_time_only, check_state, external_stacklevel
+from .._checks import as_time, as_time_only, check_generator, check_state, external_stacklevel
 from .._shapes import append_dims
 from .base import SDE
 
@@ -260,6 +260,7 @@ class GaussianSDE(SDE):
         """
         mean, std = self.marginal_prob(x0, t)
         if noise is None:
+            check_generator("generator", generator)
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         elif not isinstance(noise, torch.Tensor) or noise.shape != x0.shape:
             got = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__

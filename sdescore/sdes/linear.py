@@ -63,7 +63,7 @@ class LinearSDE(GaussianSDE):
         super().__init__(T=T)
         check_callable("f", f)
         check_callable("g", g)
-        check_int("panels", panels)
+        panels = check_int("panels", panels)
         self.f, self.g, self.panels = f, g, panels
         self._h = self.T / panels
         self._cache: dict = {}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_int, check_output_shape, check_real
+from .._checks import check_int, check_output_shape, check_real, is_int
 from .._shapes import append_dims
 from ..sdes.base import SDE
 from ..sdes.gaussian import GaussianSDE
@@ -129,11 +129,13 @@ class FiniteWatch:
         self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, out) -> None:
+        # Detached: in a differentiable solve the probes would hold the graph, and reading them
+        # back (float()) would warn.
         outs = out if isinstance(out, tuple) else (out,)
-        probe = _probe(outs[0])
+        probe = _probe(outs[0].detach())
         for o in outs[1:]:
-            probe = probe + _probe(o)
-        self.calls.append((_time_probe(t), _probe(x), probe))
+            probe = probe + _probe(o.detach())
+        self.calls.append((_time_probe(t.detach()), _probe(x.detach()), probe))
 
     def first_bad(self) -> tuple[int, list[bool], float] | None:
         """`(call index, [time, input, output finite], time)` of the first call that saw NaN or
@@ -248,7 +250,7 @@ class CountedScore:
         if version is not None and x._version != version:  # torch counts in-place writes
             raise ValueError(
                 f"score_fn(x, t) modified its input x in place (call {self.nfe + 1}, "
-                f"t = {t.reshape(-1)[0].item():.6g}): the solver's state would change under it. "
+                f"t = {t.detach().reshape(-1)[0].item():.6g}): the solver's state would change under it. "
                 "Compute on a copy (x = x.clone(), or out-of-place ops such as x * 2)"
             )
         self.watch(x, t, out)
@@ -306,8 +308,9 @@ def check_order(order, highest: int = 3) -> int:
     """A solver's `order`: an int from 1 to `highest` (`TypeError` for another type, booleans
     included; `ValueError` out of range)."""
     valid = ", ".join(map(str, range(1, highest))) + f" or {highest}"
-    if isinstance(order, bool) or not isinstance(order, int):
+    if not is_int(order):
         raise TypeError(f"order must be an int {valid}, got {type(order).__name__}")
+    order = int(order)
     if not 1 <= order <= highest:
         raise ValueError(f"order must be {valid}, got {order!r}")
     return order

@@ -19,7 +19,9 @@ import torch
 
 from .._checks import (
     check_bool,
+    check_dtype,
     check_end_time,
+    check_generator,
     check_int,
     check_shape,
     check_state,
@@ -270,7 +272,13 @@ def sample_ode(
         x_T: start state `(B, *D)` instead of a prior draw (never modified).
         generator: `torch.Generator` for the prior draw.
         device: of the prior draw (without `x_T`).
-        dtype: of the prior draw (without `x_T`).
+        dtype: of the prior draw (without `x_T`), a floating-point `torch.dtype`. A float16 or
+            bfloat16 state is solved in mixed precision by every method, adaptive ones
+            included: the solver integrates (and controls its error) in float32, the score is
+            called in the state's dtype, and the samples come back in it. The score's rounding
+            is noise to an adaptive method's error control: at tight tolerances it costs score
+            calls or ends in a `MaxStepsError`; loosen `rtol`/`atol` to the dtype
+            (docs/sampling.md, "Devices and dtypes").
         denoise: finish with Tweedie's denoiser (one score call); refused with `return_logp`.
         progress: show a tqdm bar counting score evaluations.
         return_info: `True`: return a `SampleResult` (samples, `nfe`, the solver that ran);
@@ -294,9 +302,9 @@ def sample_ode(
 
     Raises:
         ValueError, TypeError: for a bad option (named in the message), a score of the wrong
-            shape, a float16/bfloat16 state with an adaptive method or with `return_logp`,
-            `return_logp` with `denoise=True`, a solver option given here (named with the
-            object that takes it), or `trajectory=` (now `return_info="trajectory"`).
+            shape, a float16/bfloat16 state with `return_logp`, `return_logp` with
+            `denoise=True`, a solver option given here (named with the object that takes it),
+            or `trajectory=` (now `return_info="trajectory"`).
         NonFiniteError: the result holds NaN/Inf (checked once, after the solve); the message
             names the first score call that saw NaN/Inf and its time, and what to check.
         MaxStepsError: an adaptive method exceeded its `max_steps`.
@@ -410,6 +418,8 @@ def _name(method, solver) -> str:
 
 def _start(sde, shape, x_T, *, generator, device, dtype) -> torch.Tensor:
     """The start state: `x_T` if given (checked against `shape`), else a draw from the prior."""
+    check_generator("generator", generator)
+    dtype = check_dtype("dtype", dtype)
     if x_T is None:
         if shape is None:
             raise ValueError("give the sample shape (B, *D) as `shape`, or a start state `x_T`")

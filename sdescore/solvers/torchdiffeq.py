@@ -112,6 +112,9 @@ class _Vector:
         self._mark: torch.Tensor | None = None
 
     def _check_progress(self, t: torch.Tensor, dtype: torch.dtype) -> None:
+        # Read without the graph: in a differentiable solve the time carries one, and float()
+        # on it warns (and would differentiate nothing).
+        t = t.detach()
         if self.nfe > self.max_evals:
             raise _Stop(
                 budget_exceeded(
@@ -121,7 +124,7 @@ class _Vector:
             )  # fmt: skip
         if self.nfe % _WINDOW == 0:
             moved = None if self._mark is None else float((t - self._mark).abs())
-            self._mark = t.detach().clone()
+            self._mark = t.clone()
             if moved is not None and moved < COLLAPSE * (self.hi - self.lo):
                 raise _Stop(
                     step_collapsed(

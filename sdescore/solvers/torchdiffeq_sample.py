@@ -117,6 +117,9 @@ def solve_torchdiffeq(
     return sol.x
 
 
+_ADAPTIVE_ONLY = ("rtol", "atol", "max_steps", "max_evals", "step_control")
+
+
 @final
 class TorchDiffEq(Solver):
     r"""A torchdiffeq method on the probability-flow ODE, for sampling and for `likelihood`.
@@ -141,11 +144,12 @@ class TorchDiffEq(Solver):
             (one step per interval; `sdescore.solvers.grid`). Default: `TimeUniform()` for
             sampling; for `likelihood`, `LogSNR()` on a `GaussianSDE` (fine steps near the
             data, where the density is sharp), else `TimeUniform()`.
-        step_control: what the error control measures: `"all"` (default; in `likelihood` $x$
-            and $\Delta\log p$, right on sharp data; in sampling the state), `"x"` (the state
-            only, RMS over the batch: fewer evaluations in `likelihood`, biased on sharp data)
-            or `"x_per_example"` (the worst example's error on the state); see
-            `sdescore.solvers.torchdiffeq.odeint_drift`.
+        step_control: adaptive methods: what the error control measures: `"all"` (default;
+            in `likelihood` $x$ and $\Delta\log p$, right on sharp data; in sampling the
+            state), `"x"` (the state only, RMS over the batch: fewer evaluations in
+            `likelihood`, biased on sharp data) or `"x_per_example"` (the worst example's error
+            on the state); see `sdescore.solvers.torchdiffeq.odeint_drift`. Another value than
+            the default is refused for fixed-step methods, which control no step.
         options: extra torchdiffeq options (e.g. `{"first_step": 1e-3}`), for sampling and
             `likelihood`; for adaptive Runge-Kutta methods in `likelihood`, `ifactor` (the
             largest step growth) defaults to 4 instead of torchdiffeq's 10.
@@ -179,7 +183,8 @@ class TorchDiffEq(Solver):
                     f"method {self.method!r} chooses its own steps (got {name}={value!r})"
                 )
         adaptive_only = (
-            ("rtol", rtol), ("atol", atol), ("max_steps", max_steps), ("max_evals", max_evals)
+            ("rtol", rtol), ("atol", atol), ("max_steps", max_steps), ("max_evals", max_evals),
+            ("step_control", None if step_control == "all" else step_control),
         )  # fmt: skip
         for name, value in adaptive_only:
             if value is not None and not adaptive:
@@ -206,12 +211,23 @@ class TorchDiffEq(Solver):
     def default_steps(self) -> int | None:  # type: ignore[override]
         return 100 if self.method in ODE_FIXED else None
 
+    def _shown(self) -> dict:
+        """The options that mean something for this method: a fixed-step method's tolerances,
+        limits and step control are unused defaults (refused if given)."""
+        shown = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        if self.method in ODE_FIXED:
+            for name in _ADAPTIVE_ONLY:
+                del shown[name]
+        return shown
+
     def to_dict(self) -> dict:
         d = super().to_dict()
-        if self.method in ODE_FIXED:  # their tolerances are unused defaults, refused if given
-            for name in ("rtol", "atol", "max_steps", "max_evals"):
-                del d["options"][name]
+        d["options"] = {k: v for k, v in d["options"].items() if k in self._shown()}
         return d
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._shown().items())
+        return f"{type(self).__name__}({opts})"
 
     def score_calls(self, steps: int | None) -> int | None:
         return None

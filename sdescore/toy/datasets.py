@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from .._checks import check_int, check_real
+from .._checks import check_dtype, check_generator, check_int, check_real
 from .mixture import GaussianMixture
 
 __all__ = [
@@ -68,8 +68,10 @@ class ToyDataset(abc.ABC):
         Raises:
             TypeError, ValueError: if `n` is not an int >= 1.
         """
-        check_int("n", n)
-        return self._sample(n, generator, device, dtype or torch.get_default_dtype())
+        n = check_int("n", n)
+        check_generator("generator", generator)
+        dtype = check_dtype("dtype", dtype) or torch.get_default_dtype()
+        return self._sample(n, generator, device, dtype)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in vars(self).items())

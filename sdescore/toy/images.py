@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_choice, check_int, check_state
+from .._checks import check_choice, check_dtype, check_int, check_state
 
 __all__ = [
     "DIGITS_SPLITS",
@@ -62,6 +62,7 @@ def digits_data(split: str = "train", *, dtype=torch.float32) -> tuple[torch.Ten
         ValueError: for an unknown split.
     """
     check_choice("split", split, DIGITS_SPLITS)
+    dtype = check_dtype("dtype", dtype)
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -114,6 +115,7 @@ def digits(split: str = "train", *, dtype: torch.dtype = torch.float32) -> Digit
         ImportError: scikit-learn is missing (`pip install "sdescore[examples]"`).
         ValueError: an unknown split.
     """
+    dtype = check_dtype("dtype", dtype)
     x, labels = digits_data(split, dtype=torch.float64)
     levels = ((x + 1) * 8).round().long()  # digits_data maps level k to k / 8 - 1
     centres = -1.0 + (2 * levels.to(torch.float64) + 1) / 17

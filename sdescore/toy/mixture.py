@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .._checks import as_time, check_int, check_state
+from .._checks import as_time, check_dtype, check_generator, check_int, check_state
 from ..sdes.gaussian import GaussianSDE
 
 __all__ = ["ExactScore", "GaussianMixture", "gaussian"]
@@ -182,8 +182,9 @@ class GaussianMixture:
 
     def sample(self, n: int, *, generator=None, device=None, dtype=None) -> torch.Tensor:
         """Draw `n` exact samples, shape `(n, *D)`."""
-        check_int("n", n)
-        dtype = dtype or torch.get_default_dtype()
+        n = check_int("n", n)
+        check_generator("generator", generator)
+        dtype = check_dtype("dtype", dtype) or torch.get_default_dtype()
         like = torch.empty(0, device=device, dtype=dtype)
         p = self._params(like)
         k = torch.multinomial(p["logw"].exp(), n, replacement=True, generator=generator)

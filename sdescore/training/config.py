@@ -131,7 +131,7 @@ class CheckpointConfig:
                 f"path must be a str or path-like checkpoint file, got {type(self.path).__name__}"
             )
         object.__setattr__(self, "path", os.fspath(self.path))
-        check_int("every", self.every, allow_none=True)
+        object.__setattr__(self, "every", check_int("every", self.every, allow_none=True))
 
     def check_writable(self) -> None:
         """Raise `FileNotFoundError` now if the file's directory does not exist."""

@@ -284,7 +284,7 @@ class Trainer:
             FileNotFoundError: the checkpoint's directory does not exist (before any step).
             FloatingPointError: a step's loss or gradient is NaN/Inf.
         """
-        check_int("steps", steps, allow_none=True)
+        steps = check_int("steps", steps, allow_none=True)
         if max_seconds is not None:
             max_seconds = check_real("max_seconds", max_seconds, positive=True)
         elif steps is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from .._checks import check_callable, check_real, check_state
+from .._checks import check_callable, check_generator, check_real, check_state
 from ..ema import EMA
 from ..losses import dsm_loss
 from .ddp import DistributedLoss
@@ -107,6 +107,7 @@ def train_step(
         ...     value = train_step(model, x, opt, generator=g)
     """
     check_state(x, "x")
+    check_generator("generator", generator)
     check_callable("loss", loss, example="sdescore.dsm_loss")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(

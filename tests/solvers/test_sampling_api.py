@@ -5,6 +5,7 @@ import torch
 
 import sdescore
 from sdescore.solvers import ODE_METHODS, SDE_METHODS, SampleResult
+from sdescore.solvers.torchdiffeq_sample import ODE_ADAPTIVE
 
 from problems import gaussian_1d, image_gaussian, make_sdes
 
@@ -295,3 +296,30 @@ def test_progress_bar_counts_score_calls(capsys):
     rs = VP.reverse(DATA_1D.score_fn(VP))
     rs.sample((8, 1), steps=5, progress=True)
     assert "5/5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float16, 1e-3), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("method", sorted(ODE_ADAPTIVE))
+def test_an_adaptive_ode_method_samples_a_half_precision_state_in_mixed_precision(
+    method, dtype, tol
+):
+    # What ProbabilityFlowODE.sample's docstring says (it used to list this case under Raises):
+    # the solve runs in float32, the score sees the caller's dtype, the samples come back in it.
+    # Tolerances loosened to the score's rounding (docs/sampling.md, "Devices and dtypes").
+    seen = set()
+    exact = gaussian_1d().score_fn(VP)
+
+    def score(x, t):
+        seen.add((x.dtype, t.dtype))
+        return exact(x, t)
+
+    pf = VP.probability_flow(score)
+    z = VP.prior_sampling((256, 1), generator=torch.Generator().manual_seed(0)).to(dtype)
+    solver = sdescore.TorchDiffEq(method, rtol=tol, atol=tol)
+    half = pf.sample(x_T=z, method=solver)
+    assert half.dtype == dtype and seen == {(dtype, dtype)}
+    full = pf.sample(x_T=z.float(), method=solver)  # the same start, all in float32
+    err = (half.float() - full).abs().max().item()
+    assert err < 10 * tol, err
+    with pytest.raises(TypeError, match="return_logp needs a float32 or float64 state"):
+        pf.sample(x_T=z, method=solver, return_logp=True)

@@ -3,6 +3,9 @@ object, an old keyword option names the object that takes it, a configured objec
 samples when rebuilt from its description, options are validated at construction, and a
 user-defined solver runs end to end."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -258,3 +261,53 @@ def test_torchdiffeq_options_and_step_control_reach_the_sampler():
     assert other.nfe != plain.nfe and not torch.equal(other.samples, plain.samples)
     worst = sdescore.TorchDiffEq("dopri5", step_control="x_per_example")
     assert pf.sample(x_T=z, method=worst, return_info=True).nfe != plain.nfe
+
+
+def test_numpy_integers_are_accepted_and_stored_as_python_ints():
+    # ExpABM(steps=np.int64(40)) was refused ("got int64"): numpy ints come from sweeps
+    built = [
+        (sdescore.ExpABM(steps=np.int64(40)), "steps", 40),
+        (sdescore.TorchDiffEq("rk4", steps=np.int32(10)), "steps", 10),
+        (sdescore.EulerMaruyama(steps=np.int64(5)), "steps", 5),
+        (sdescore.DPMSolver(order=np.int64(2)), "order", 2),
+        (sdescore.Dopri5(max_evals=np.uint16(500)), "max_evals", 500),
+    ]
+    for solver, name, value in built:
+        got = getattr(solver, name)
+        assert got == value and type(got) is int, (solver, type(got))
+        assert json.loads(json.dumps(solver.to_dict())) == solver.to_dict()
+    # the entry points: a shape and steps from numpy give the same samples as Python ints
+    pf = sdescore.VPSDE().probability_flow(lambda x, t: -x)
+    g = torch.Generator().manual_seed(0)
+    a = pf.sample((np.int64(4), np.int64(2)), method="euler", steps=np.int64(3), generator=g)
+    b = pf.sample((4, 2), method="euler", steps=3, generator=g.manual_seed(0))
+    assert torch.equal(a, b)
+    x = sdescore.toy.eight_gaussians().sample(np.int64(6), dtype=torch.float64)
+    assert x.shape == (6, 2)
+    res = sdescore.likelihood(lambda x, t: -x, x, sde=sdescore.VPSDE(), batch_size=np.int64(3))
+    assert res.log_prob.shape == (6,)
+
+
+@pytest.mark.parametrize("bad", [True, np.True_, 40.0, np.float64(40.0)], ids=repr)
+def test_bools_and_floats_are_still_refused_as_integers(bad):
+    with pytest.raises(TypeError, match="steps must be an int"):
+        sdescore.ExpABM(steps=bad)
+    with pytest.raises(TypeError, match="steps must be an int"):
+        sdescore.TorchDiffEq("rk4", steps=bad)
+    with pytest.raises(TypeError, match="order must be an int"):
+        sdescore.DPMSolver(order=bad)
+
+
+def test_fixed_step_torchdiffeq_refuses_step_control_and_shows_only_its_options():
+    # TorchDiffEq("rk4", steps=10, step_control="x") was accepted though it controls no step,
+    # and the repr listed rtol/atol that the constructor refuses for rk4
+    with pytest.raises(ValueError, match="step_control applies to the adaptive methods"):
+        sdescore.TorchDiffEq("rk4", steps=10, step_control="x")
+    rk4 = sdescore.TorchDiffEq("rk4", steps=10, step_control="all")  # the default: no change
+    assert repr(rk4) == "TorchDiffEq(method='rk4', steps=10, grid=None, options=None)"
+    assert eval(repr(rk4), vars(sdescore)) == rk4
+    assert solver_from_dict(rk4.to_dict()) == rk4
+    dopri = sdescore.TorchDiffEq("dopri5", rtol=1e-6, step_control="x")
+    assert "rtol=1e-06" in repr(dopri) and "step_control='x'" in repr(dopri)
+    assert eval(repr(dopri), vars(sdescore)) == dopri
+    assert solver_from_dict(dopri.to_dict()) == dopri

@@ -7,6 +7,7 @@ from typing import ClassVar, final
 
 import torch
 
+from ..._checks import is_int
 from ...sdes.gaussian import GaussianSDE
 from .._common import DEFAULT_MAX_EVALS, DEFAULT_MAX_STEPS, check_adaptive, check_order
 from ..base import Solver
@@ -170,7 +171,7 @@ def _check_budget(steps, grid) -> tuple[int | None, Grid | None]:
         if steps is None and grid.steps is not None:
             steps = grid.steps + 1
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int):
+        if not is_int(steps):
             raise TypeError(
                 f"steps must be an int >= 2 (score calls per batch: the evaluation at eps and "
                 f"steps - 1 steps) or None (adaptive), got {type(steps).__name__}"
@@ -180,6 +181,7 @@ def _check_budget(steps, grid) -> tuple[int | None, Grid | None]:
                 f"steps must be an int >= 2 (score calls per batch: the evaluation at eps and "
                 f"steps - 1 steps) or None (adaptive), got {steps}"
             )
+        steps = int(steps)
         if grid is not None and grid.steps is not None and grid.steps != steps - 1:
             raise ValueError(
                 f"steps={steps} takes {steps - 1} steps, but the grid's times fix {grid.steps} "
