@@ -122,6 +122,7 @@ class SDEDPMSolver(Solver):
         lam = alpha.log() - sigma.log()
         hist: list = []  # (D, h) of the previous steps, newest first
         n = ts.shape[0] - 1
+        p.record(ts[0], x)
         for i in range(n):
             t = batch_time(ts[i], x)
             s2 = append_dims(sigma[i].to(x.dtype) ** 2, x.ndim)

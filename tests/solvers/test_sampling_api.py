@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sdescore
-from sdescore.solvers import ODE_METHODS, SDE_METHODS, SampleResult
+from sdescore.solvers import METHODS, ODE_METHODS, SDE_METHODS, SampleResult
 from sdescore.solvers.torchdiffeq_sample import ODE_ADAPTIVE
 
 from problems import gaussian_1d, image_gaussian, make_sdes
@@ -290,6 +290,26 @@ def test_trajectories_have_one_state_per_step():
     assert res.trajectory.shape == (101, 8, 1)
     torch.testing.assert_close(res.trajectory[-1], res.samples)
     assert rs.sample((8, 1), steps=3, return_info=True).trajectory is None
+
+
+@pytest.mark.parametrize(
+    "process, method",
+    [("sde", m) for m in METHODS["sde"]] + [("ode", m) for m in METHODS["ode"]],
+)
+def test_every_trajectory_starts_at_x_T_and_ends_at_the_samples(process, method):
+    # Found by a user's trial: sde_dpm_solver's trajectory began after its first step (it
+    # recorded only after each step), so with steps=1 it held the samples alone.
+    data = sdescore.toy.gaussian(torch.zeros(2, dtype=torch.float64), 0.5)
+    proc = VP.reverse(data.score_fn(VP), probability_flow=process == "ode")
+    z = VP.prior_sampling((4, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    adaptive = method in ("gotta_go_fast", *ODE_ADAPTIVE)
+    opts = {} if adaptive or method == "annealed_langevin" else {"steps": 3}
+    res = proc.sample(
+        x_T=z, method=method, return_info="trajectory", generator=torch.Generator(), **opts
+    )
+    assert torch.equal(res.trajectory[0], z) and res.times[0] == VP.T
+    torch.testing.assert_close(res.trajectory[-1], res.samples)
+    assert res.trajectory.shape[0] == res.times.shape[0] >= 2
 
 
 def test_progress_bar_counts_score_calls(capsys):
