@@ -45,7 +45,14 @@ class GaussianMixture:
         if (stds is None) == (covariances is None):
             raise ValueError("give exactly one of stds (isotropic) or covariances (full)")
         if stds is not None:
-            stds = torch.as_tensor(stds, dtype=torch.float64).expand(K).clone()
+            stds = torch.as_tensor(stds, dtype=torch.float64)
+            if stds.ndim > 1 or stds.numel() not in (1, K):
+                raise ValueError(
+                    f"stds must be a float or one per component, shape ({K},) (isotropic: "
+                    f"C_k = s_k^2 I), got shape {tuple(stds.shape)}; for a standard deviation "
+                    "per dimension give covariances=torch.diag_embed(s ** 2), s of shape (K, d)"
+                )
+            stds = stds.expand(K).clone()
             if not bool((stds > 0).all()) or not bool(torch.isfinite(stds).all()):
                 raise ValueError(f"stds must be finite and > 0, got {stds.tolist()}")
             lam, U = stds.square()[:, None].expand(K, self.dim).clone(), None
@@ -215,9 +222,17 @@ class GaussianMixture:
 
 
 def gaussian(mean: torch.Tensor, std=None, *, covariance=None) -> GaussianMixture:
-    """A single Gaussian $N(\\mu, C)$ as a one-component mixture; `mean: (*D)`."""
+    """A single Gaussian $N(\\mu, C)$ as a one-component mixture; `mean: (*D)`, and either
+    `std` (a float: $C = \\sigma^2 I$) or `covariance` (`(d, d)`); `ValueError` for a `std`
+    per dimension (give `covariance=torch.diag(std ** 2)`)."""
     if not isinstance(mean, torch.Tensor):
         raise TypeError(f"mean must be a torch.Tensor, got {type(mean).__name__}")
+    if std is not None and torch.as_tensor(std).numel() != 1:
+        raise ValueError(
+            f"std must be a float (an isotropic Gaussian, C = std^2 I), got a tensor of shape "
+            f"{tuple(torch.as_tensor(std).shape)}; for a standard deviation per dimension give "
+            "covariance=torch.diag(std ** 2)"
+        )
     cov = None if covariance is None else torch.as_tensor(covariance)[None]
     return GaussianMixture(mean[None], std, covariances=cov)
 

@@ -107,6 +107,15 @@ def test_sampling_is_reproducible():
             lambda: GaussianMixture(torch.zeros(2, 2), 1.0, weights=torch.tensor([1.0, -1.0])),
             "weights",
         ),
+        # a std per dimension leaked torch's expand error (found by a user's trial)
+        (
+            lambda: GaussianMixture(torch.zeros(3, 2), torch.ones(2)),
+            r"stds must be a float or one per component, shape \(3,\).*got shape \(2,\)",
+        ),
+        (
+            lambda: gaussian(torch.tensor([0.7, -1.0]), torch.tensor([0.4, 1.5])),
+            r"std must be a float .*shape \(2,\).*covariance=torch.diag",
+        ),
     ],
 )
 def test_bad_mixtures(make, match):
