@@ -104,7 +104,9 @@ class ConditionalScoreModel(ScoreModel):
         return self._score(x, t, (y,))
 
     def conditioned(self, y) -> LabeledScore:
-        """The score $s_\\theta(\\cdot, \\cdot, y)$ for fixed labels, as a score function `(x, t)`."""
+        """The score $s_\\theta(\\cdot, \\cdot, y)$ for fixed labels, as a score function `(x, t)`:
+        `y` an int or `(B,)` labels in `[0, num_classes)`, or `null_label` for the unconditional
+        score (the model's own, for classifier-free guidance); `ValueError` for other labels."""
         return LabeledScore(self, y)
 
     def extra_repr(self) -> str:
