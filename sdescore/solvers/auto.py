@@ -14,6 +14,7 @@ from typing import ClassVar, final
 import torch
 
 from .._checks import check_int
+from ._common import require_gaussian
 from .base import Problem, Solver
 from .dpm_solver import DEFAULT_GRID, DPMSolver
 from .grid import as_grid
@@ -57,4 +58,8 @@ class Auto(Solver):
         return f"Auto: {self.plan(steps).describe(steps)}"
 
     def integrate(self, p: Problem) -> torch.Tensor:
+        require_gaussian(  # named as the user asked for it, not as the solver it runs
+            p.sde, "method 'auto' (Auto(): DPM-Solver and UniPC by budget)",
+            instead="use a torchdiffeq method such as 'dopri5'",
+        )  # fmt: skip
         return self.plan(p.steps).integrate(p)

@@ -11,7 +11,7 @@ from typing import ClassVar, final
 import torch
 
 from .._checks import check_choice, check_int
-from ._common import check_positive, noise_like
+from ._common import check_positive, noise_like, require_gaussian
 from .base import Problem, Solver
 from .grid import as_grid, grid_dtype
 from .native import (
@@ -173,6 +173,12 @@ class PC(Solver):
         # At each grid time, first the corrector's Langevin steps at t_i, then one predictor step
         # to t_{i+1}; without `final_noise` the last predictor step returns its mean, as the
         # reference code does (`x_mean if denoise`).
+        if self.predictor != "euler_maruyama":  # named as the user asked for it
+            require_gaussian(
+                p.sde, f"method 'pc' (its predictor {self.predictor!r})",
+                purpose=" for its discrete kernel",
+                instead="use sdescore.PC(predictor='euler_maruyama') for other SDEs",
+            )  # fmt: skip
         ts, x, project = _grid(self, p), p.x, p.project
         c = StepCoefficients(p.sde, ts)
         step = Predictor(self.predictor, p.sde, p.score, c, x.shape[0])

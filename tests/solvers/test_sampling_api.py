@@ -190,11 +190,21 @@ def test_non_gaussian_sde_gets_a_clear_error_for_kernel_methods():
 
     rs = Plain().reverse(lambda x, t: -x)
     assert torch.isfinite(rs.sample((8, 2), steps=4)).all()  # Euler-Maruyama needs no kernel
-    for method in ("ancestral", "reverse_diffusion", "annealed_langevin"):
-        with pytest.raises(TypeError, match="needs a GaussianSDE"):
+    for method in ("ancestral", "reverse_diffusion", "annealed_langevin", "pc", "sde_dpm_solver"):
+        # named as asked: "pc" and "auto" used to name the solver they run inside
+        with pytest.raises(TypeError, match=f"method '{method}'.* needs a GaussianSDE"):
             rs.sample((8, 2), method=method, steps=4)
-    with pytest.raises(TypeError, match="needs a GaussianSDE"):
-        Plain().probability_flow(lambda x, t: -x).sample((8, 2))
+    pc = sdescore.PC(predictor="euler_maruyama")  # needs no kernel
+    assert torch.isfinite(rs.sample((8, 2), method=pc, steps=4)).all()
+    pf = Plain().probability_flow(lambda x, t: -x)
+    for method, named in [
+        ("auto", "method 'auto'"),
+        ("dpm_solver", "method 'dpm_solver'"),
+        ("unipc", r"method UniPC\("),
+        ("ipndm", r"IPNDM\("),
+    ]:
+        with pytest.raises(TypeError, match=f"{named}.* needs a GaussianSDE"):
+            pf.sample((8, 2), method=method)
 
 
 @pytest.mark.parametrize(
