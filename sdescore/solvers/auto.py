@@ -55,6 +55,11 @@ class Auto(Solver):
         return UniPC(order=2 if steps < 16 else 3, grid=self.grid)
 
     def describe(self, steps: int | None) -> str:
+        if steps is None:
+            return (
+                f"Auto: DPM-Solver++(2M) below 6 score calls, UniPC-2 up to 15, UniPC-3 from 16, "
+                f"on {self.grid!r}"
+            )
         return f"Auto: {self.plan(steps).describe(steps)}"
 
     def integrate(self, p: Problem) -> torch.Tensor:

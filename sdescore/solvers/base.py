@@ -147,6 +147,11 @@ class Solver(abc.ABC):
         return hash((type(self), tuple(sorted((k, repr(v)) for k, v in vars(self).items()))))
 
 
+def with_calls(steps: int | None) -> str:
+    """ " with N score calls" for a `describe` given the budget; nothing without one."""
+    return "" if steps is None else f" with {steps} score calls"
+
+
 def _describe(options: dict) -> dict:
     out = {}
     for k, v in options.items():

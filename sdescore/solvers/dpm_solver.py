@@ -28,7 +28,7 @@ import torch
 from .._checks import check_bool, check_choice, check_int
 from ..sdes.gaussian import GaussianSDE
 from ._common import check_order, require_gaussian
-from .base import Problem, Solver
+from .base import Problem, Solver, with_calls
 from .grid import Grid, as_grid
 
 __all__ = [
@@ -338,10 +338,14 @@ class DPMSolver(Solver):
         return n if multistep else n * order
 
     def describe(self, steps: int | None) -> str:
-        order, multistep, damped = self.plan(steps)
         name = "DPM-Solver++" if self.prediction == "data" else "DPM-Solver"
+        by_budget = self.order is None and self.multistep is None and self.prediction == "data"
+        if steps is None and by_budget:
+            third = "damped 3M" if self.damped is not False else "3M"
+            return f"{name}: 2M below 13 score calls, {third} from 13, on {self.grid!r}"
+        order, multistep, damped = self.plan(steps)
         kind = f"({order}M{', damped' if damped else ''})" if multistep else f"-{order}"
-        return f"{name}{kind} on {self.grid!r} with {steps} score calls"
+        return f"{name}{kind} on {self.grid!r}" + with_calls(steps)
 
     def integrate(self, p: Problem) -> torch.Tensor:
         require_gaussian(

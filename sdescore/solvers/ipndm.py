@@ -34,7 +34,7 @@ import torch
 
 from .._checks import check_int
 from ._common import check_order, require_gaussian
-from .base import Problem, Solver
+from .base import Problem, Solver, with_calls
 from .grid import TimeQuadratic, as_grid
 
 __all__ = ["IPNDM"]
@@ -74,7 +74,9 @@ class IPNDM(Solver):
         self.grid = TimeQuadratic() if grid is None else as_grid(grid)
 
     def describe(self, steps: int | None) -> str:
-        return f"iPNDM (Adams-Bashforth up to order {self.order}) on {self.grid!r} with {steps} score calls"
+        return f"iPNDM (Adams-Bashforth up to order {self.order}) on {self.grid!r}" + with_calls(
+            steps
+        )
 
     def integrate(self, p: Problem) -> torch.Tensor:
         require_gaussian(

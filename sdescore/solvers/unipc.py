@@ -36,7 +36,7 @@ import torch
 
 from .._checks import check_bool, check_choice, check_int
 from ._common import check_order, require_gaussian
-from .base import Problem, Solver
+from .base import Problem, Solver, with_calls
 from .dpm_solver import DEFAULT_GRID
 from .grid import Grid, as_grid
 
@@ -210,7 +210,6 @@ class UniPC(Solver):
         )
 
     def describe(self, steps: int | None) -> str:
-        return (
-            f"UniPC (UniP-{self.order} + UniC, {self.variant}) on {self.grid!r} with {steps} "
-            "score calls"
+        return f"UniPC (UniP-{self.order} + UniC, {self.variant}) on {self.grid!r}" + with_calls(
+            steps
         )

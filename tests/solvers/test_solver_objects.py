@@ -11,6 +11,7 @@ import torch
 
 import sdescore
 from sdescore.solvers import Problem, Solver, solver_from_dict
+from sdescore.solvers.table import METHODS, get_solver
 
 from problems import gaussian_1d, make_sdes
 
@@ -311,3 +312,12 @@ def test_fixed_step_torchdiffeq_refuses_step_control_and_shows_only_its_options(
     assert "rtol=1e-06" in repr(dopri) and "step_control='x'" in repr(dopri)
     assert eval(repr(dopri), vars(sdescore)) == dopri
     assert solver_from_dict(dopri.to_dict()) == dopri
+
+
+@pytest.mark.parametrize("process, name", [(p, n) for p, names in METHODS.items() for n in names])
+def test_describe_without_a_budget(process, name):
+    # Found by a user's trial: DPMSolver(order=3).describe(None) said "with None score calls"
+    # and Auto().describe(None) raised a TypeError.
+    solver = get_solver(name, process)
+    text = solver.describe(None)
+    assert isinstance(text, str) and "None" not in text.replace("=None", "")
