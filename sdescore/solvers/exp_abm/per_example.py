@@ -23,7 +23,7 @@ import torch
 from ..._divergence import value_and_divergence
 from .._common import COLLAPSE, MaxStepsError, NonFiniteError, budget_exceeded, step_collapsed
 from .step_control import STEP_CONTROL, AdaptiveOptions, StepControl
-from .system import LikelihoodSystem, with_outlier_hint
+from .system import LikelihoodSystem, log_density_tolerance, with_outlier_hint
 from .weights import batched_node_weights
 
 __all__ = ["per_example_solve"]
@@ -190,12 +190,17 @@ def per_example_solve(
         tol_x = atol_s + rtol_s * torch.maximum(xa.abs(), x_corr.abs())
         err_x = (dx / tol_x).reshape(n_act, -1).square().mean(1).sqrt()
         gap = system.control(q_corr - q_pred)
-        err_q = (gap.abs() / (atol_s * d)).reshape(-1, n_act).amax(0)
+        phi_t = _noise_fraction(system, h_t)
+        # An example's own h/d can be near 0 or negative between modes: at least the mean.
+        tol, _ = log_density_tolerance(
+            eps_t, torch.maximum(phi_t, phi_t.mean()), d, options.rtol, atol_s
+        )
+        err_q = (gap.abs() / tol).reshape(-1, n_act).amax(0)
         sg_t = torch.as_tensor(sigma_t, **to_dev)
         s_gap = (eps_t * dx).reshape(n_act, -1).sum(1) / sg_t
-        err = torch.maximum(torch.maximum(err_x, err_q), s_gap.abs() / (atol_s * d))
+        err = torch.maximum(torch.maximum(err_x, err_q), s_gap.abs() / tol)
         # The one sync per pass: every active example's error ratio and noise fraction.
-        r, phi = torch.stack([err, _noise_fraction(system, h_t).to(err.dtype)]).cpu().numpy()
+        r, phi = torch.stack([err, phi_t.to(err.dtype)]).cpu().numpy()
         if not np.isfinite(r).all():
             bad = ~np.isfinite(r)
             raise _nonfinite(where, int(bad.sum()), batch, float(t_t[bad][0]), nfe)

@@ -14,7 +14,7 @@ from ..._checks import external_stacklevel
 from .._common import COLLAPSE, MaxStepsError, budget_exceeded, step_collapsed
 from .multistep import March, Trial, predict_correct
 from .step_control import STEP_CONTROL, AdaptiveOptions, StepControl
-from .system import LikelihoodSystem, with_outlier_hint
+from .system import LikelihoodSystem, log_density_tolerance, with_outlier_hint
 from .weights import moments, node_weights, node_weights_on_device
 
 __all__ = ["adaptive_steps", "fixed_steps"]
@@ -71,13 +71,18 @@ def _error_ratio(
     batch, d, x, dx = system.batch, system.d, march.x, trial.dx
     err_x = (dx / (atol_s + rtol_s * torch.maximum(x.abs(), trial.x_corr.abs()))).reshape(batch, -1)
     err_x = err_x.square().mean(1).sqrt()
-    # The log-density's errors are absolute (nats): atol per dimension, no relative part.
-    # Its own quadrature's, and x's as it reaches log p: grad log p . dx = -eps . dx / sigma.
-    err_q = (trial.gap.abs() / (atol_s * d)).reshape(-1, batch).amax(0)
-    err_s = (trial.eps_t * dx).reshape(batch, -1).sum(1).abs() / (trial.sigma_t * atol_s * d)
+    # The log-density's errors are absolute (nats), atol per dimension, but for points far
+    # outside the data (`log_density_tolerance`). Its own quadrature's, and x's as it reaches
+    # log p: grad log p . dx = -eps . dx / sigma.
+    phi = system.noise_fraction(trial.h_t)
+    tol, far = log_density_tolerance(trial.eps_t, phi, d, options.rtol, atol_s)
+    err_q = (trial.gap.abs() / tol).reshape(-1, batch).amax(0)
+    reach = (trial.eps_t * dx).reshape(batch, -1).sum(1).abs()
+    # (sigma * atol) * d as before for every other example: the same numbers, bit for bit
+    err_s = reach / torch.where(far, trial.sigma_t * tol, trial.sigma_t * atol_s * d)
     err = torch.maximum(torch.maximum(err_x, err_q), err_s)
     # The one sync per step: accept or not, and the shape's constant for the next step.
-    phi = system.noise_fraction(trial.h_t).to(err.dtype)
+    phi = phi.to(err.dtype)
     r, phi = torch.stack([err.max(), phi]).tolist()
     if not math.isfinite(r):
         raise system.nonfinite(~torch.isfinite(err), trial.lam_t, march.nfe)

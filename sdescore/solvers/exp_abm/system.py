@@ -12,11 +12,38 @@ from ..._divergence import value_and_divergence
 from ...sdes.gaussian import GaussianSDE
 from .._common import MaxStepsError, NonFiniteError
 
-__all__ = ["LikelihoodSystem", "OUTLIER_RATIO", "with_outlier_hint"]
+__all__ = [
+    "LikelihoodSystem",
+    "OUTLIER_RATIO",
+    "log_density_tolerance",
+    "with_outlier_hint",
+]
 
 # An example whose noise prediction has |eps|^2 above this many times d is named as an outlier
 # when a solve runs out of steps: in-distribution points have |eps|^2 near d (a chi-square).
+# The same ratio, on the log-density scale below, decides where the log-density tests gain
+# a relative part.
 OUTLIER_RATIO = 100.0
+
+
+def log_density_tolerance(
+    eps_t: torch.Tensor, phi: torch.Tensor, d: int, rtol: float, atol_s: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per example `(B,)`: the tolerance of the log-density tests (nats) and whether it has a
+    relative part. The tests are absolute, `atol' * d`, except for an example far outside the
+    model's data, where $L = \tfrac12|\hat\epsilon|^2 / \varphi$ (for data locally
+    $N(\mu, c^2 I)$, $\hat\epsilon = \sqrt{\varphi}\,z$ with $-\log p \approx \tfrac12|z|^2$:
+    the size of its log-density, about $d/2$ in distribution) exceeds `OUTLIER_RATIO * d`;
+    there it is `atol' * d + rtol * L`, with the user's `rtol` (dopri5's scale, unscaled: the
+    gap overstates the error less on such a point; with `rtol'` a point at 1e5 nats came out
+    2e-4 off, relative (3e5 nats), against dopri5's 1e-6; with `rtol`, 5e-6). Without it such a
+    point's log-density (tens of thousands of nats) was held to `atol' * d` absolute: thousands
+    of steps, or a failure in float32 (docs/likelihood.md, "Points far outside the model's
+    data"). `phi`: the noise fraction $h/d$ (the batch's, or per example), clipped to (0, 1]."""
+    e2 = eps_t.reshape(eps_t.shape[0], -1).square().sum(1)
+    scale = 0.5 * e2 / phi.clamp(1e-12, 1.0)
+    far = scale > OUTLIER_RATIO * d
+    return torch.where(far, atol_s * d + rtol * scale, torch.full_like(scale, atol_s * d)), far
 
 
 def with_outlier_hint(
@@ -24,10 +51,9 @@ def with_outlier_hint(
 ) -> MaxStepsError:
     r"""`error` with the outliers among `examples` named, from their last noise predictions
     `eps_t` (`(n, *D)`, one row per entry of `examples`; one host read, after the solve
-    failed): an example with $|\hat\epsilon|^2 \gg d$ lies far outside what the model knows;
-    its log-density, of the order of $-|\hat\epsilon|^2/2$ nats, is controlled to `atol * d`
-    nats absolute, a relative accuracy that only tiny steps reach (or none, in float32), and
-    in a shared-step solve it sets every example's steps."""
+    failed): an example with $|\hat\epsilon|^2 \gg d$ lies far outside what the model knows,
+    where its score may be far from smooth, and in a shared-step solve it sets every example's
+    steps."""
     if eps_t is None:
         return error
     sq = eps_t.detach().reshape(len(examples), -1).double().square().sum(1).cpu()
@@ -39,11 +65,9 @@ def with_outlier_hint(
     return MaxStepsError(
         f"{error} The likely cause: example(s) {names} lie far outside the model's data "
         f"(|noise prediction|^2 = {float(sq[worst]):.3g} for example {int(examples[worst])}, "
-        f"against about d = {d} in distribution): their log-densities, of the order of "
-        "-|noise prediction|^2 / 2 nats, are controlled to atol * d nats absolute, which only "
-        "tiny steps reach. Score such points apart from the others (with one step for the "
-        "batch they set every example's steps), or with solver='dopri5', whose tolerances are "
-        "relative to the state."
+        f"against about d = {d} in distribution), where the model's score need not be smooth. "
+        "Score such points apart from the others (with one step for the batch they set every "
+        "example's steps), or with solver='dopri5'."
     )
 
 
