@@ -482,7 +482,6 @@ def test_running_out_of_steps_names_the_outliers(per_example):
     assert "far outside" not in str(info.value)
 
 
-
 @pytest.mark.parametrize("per_example", [False, True])
 def test_a_point_far_outside_the_data_costs_no_more_than_the_batch(per_example):
     # Its log-density (about -1e6 nats here) was held to atol * d absolute: one such point in a
