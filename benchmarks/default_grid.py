@@ -1,6 +1,7 @@
 """Why the default sampler's grid is quadratic in t: the toy and the digits U-Net disagree.
 
     python benchmarks/default_grid.py [--quick]
+    python benchmarks/default_grid.py --mixture   (a third workload: image-like mixtures)
 
 Issue 22 asks that the unfitted default, `Auto()`, be nowhere behind the official DPM-Solver
 row of `benchmarks/peers.py` (eight Gaussians, exact score); it is behind at 6 and 15 calls.
@@ -18,6 +19,12 @@ and with UniPC-3 throughout:
 
 Prints one table per workload: solver error by grid exponent and score calls, with the
 official row for the toy. About 7 minutes of one core (`--quick`: 2048 toy draws, 50 digits).
+
+`--mixture`: instead, a third workload for the exponents 2 and 2.25 (the candidate): an
+image-like mixture, 8 modes with std 0.05 at uniform means on [-1, 1]^(1x8x8), the exact score,
+VP(0.1, 20) and sub-VP(0.1, 20), float64, 2000 prior draws for each of seeds 0 and 1, against a
+600-call singlestep DPM-Solver-3 solve on the log-SNR grid; with the default's order rule and
+with UniPC-3 from 15 calls. About 3 minutes of one core.
 """
 
 from __future__ import annotations
@@ -76,11 +83,52 @@ def show(title, nfes, table, extra=None):
         print(f"| {name} | " + " | ".join(f"{e:.2e}" for e in errs) + " |", flush=True)
 
 
+def mixture():
+    """The `--mixture` tables (see the module docstring)."""
+    from sdescore.toy import GaussianMixture
+
+    g = torch.Generator().manual_seed(0)
+    data = GaussianMixture(torch.rand(8, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1, 0.05)
+    nfes = (5, 6, 8, 10, 12, 15, 20, 30)
+    for name, sde in (("VP", sdescore.VPSDE(0.1, 20.0)), ("sub-VP", sdescore.SubVPSDE(0.1, 20.0))):
+        pf = sde.probability_flow(data.score_fn(sde))
+        draws = [
+            sde.prior_sampling(
+                (2000, 1, 8, 8), generator=torch.Generator().manual_seed(s), dtype=torch.float64
+            )
+            for s in (0, 1)
+        ]
+        ref = sdescore.DPMSolver(order=3, multistep=False, grid="logsnr", steps=600)
+        refs = [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
+        table = {}
+        for p in (2.0, 2.25):
+            for first3 in (16, 15):
+                errs = []
+                for nfe in nfes:
+                    order = 3 if nfe >= first3 else 2
+                    solver = sdescore.UniPC(order=order, grid=power_grid(sde, nfe, p))
+                    errs.append(
+                        max(
+                            (pf.sample(x_T=z, method=solver, eps=EPS) - r).abs().mean().item()
+                            for z, r in zip(draws, refs, strict=True)
+                        )
+                    )
+                rule = "default order rule" if first3 == 16 else "UniPC-3 from 15 calls"
+                table[f"p = {p:g}, {rule}" + (" (default)" if p == 2 and first3 == 16 else "")] = (
+                    errs
+                )
+        show(f"image-like mixture (std 0.05, 1x8x8), {name}: solver error per pixel", nfes, table)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run)")
+    ap.add_argument("--mixture", action="store_true", help="the third workload (see above)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.mixture:
+        mixture()
+        return
 
     sde = sdescore.VPSDE(0.1, 20.0)
     pf = sde.probability_flow(eight_gaussians(radius=4.0, std=0.5).score_fn(sde))
