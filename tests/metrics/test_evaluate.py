@@ -77,3 +77,10 @@ def test_format_table_refuses_what_evaluate_does_not_return():
     with pytest.raises(TypeError, match="got a dict holding float"):
         format_table({"sw2": 0.3})
     assert "sw2" in format_table({"sw2": {"value": 0.3, "stderr": 0.01}})
+
+
+def test_data_of_another_shape_than_the_model_takes_is_named():
+    # Trial 3 item 6: "x must have shape (B, 2), got (10, 3)", a batch of samples, from mlp.py.
+    model = sdescore.ScoreModel(sdescore.MLPScoreNet(2, hidden=8, depth=1), VPSDE())
+    with pytest.raises(ValueError, match=r"data must have shape \(N, 2\) for this model's MLPScoreNet, got \(20, 3\)"):  # fmt: skip
+        evaluate(model, torch.randn(20, 3), num_samples=10)
