@@ -376,6 +376,11 @@ def _metric(name, x, data, reference, mixture, generator) -> dict:
         return mixture_metrics(x, mixture, generator=generator)
     from . import image  # the torchmetrics path, imported only when asked for
 
+    with image.model_samples():  # the model's samples: a warning if far outside [-1, 1]
+        return _image_metric(image, name, x, data, reference, generator)
+
+
+def _image_metric(image, name, x, data, reference, generator) -> dict:
     if name == "fid_digits":
         return {"fid_digits": image.fid_digits(x, data, reference=reference)}
     if name == "kid_digits":

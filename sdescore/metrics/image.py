@@ -18,13 +18,15 @@ and a `transform` to its input convention (uint8 RGB in [0, 255]):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from .._checks import check_callable, check_generator, check_int
+from .._checks import check_callable, check_generator, check_int, external_stacklevel
 from ..models.mode import evaluation_mode
 from ._common import SampleMetric, check_pair, check_samples
 from .digits import DigitsLogits, digits_feature_net
@@ -334,7 +336,7 @@ def inception_score(
 _DIGITS_LIMIT = 1.5  # samples overshoot [-1, 1] a little; beyond this the scale is wrong
 
 
-def _check_digits_range(x, name: str) -> None:
+def _check_digits_range(x, name: str, *, refuse: bool = True) -> None:
     """The `DigitsFeatureNet` reads [-1, 1]: refuse values clearly outside, warn on [0, 1].
 
     Model samples overshoot [-1, 1] slightly, so only values beyond [-1.5, 1.5] are refused
@@ -346,6 +348,16 @@ def _check_digits_range(x, name: str) -> None:
         return
     lo, hi = (float(v) for v in torch.aminmax(x.detach()))
     if lo != lo or hi != hi:  # NaN: the metric's own check names it
+        return
+    if (lo < -_DIGITS_LIMIT or hi > _DIGITS_LIMIT) and not refuse:
+        # a model's own samples (in `evaluate`): the metric of what it drew, with a warning
+        warnings.warn(
+            f"{name} reach values from {lo:g} to {hi:g}, beyond [-{_DIGITS_LIMIT}, "
+            f"{_DIGITS_LIMIT}]: the digits metrics read [-1, 1], so these samples score as badly "
+            "scaled images; was the model trained on data in [-1, 1]?",
+            UserWarning,
+            stacklevel=external_stacklevel(),
+        )
         return
     if lo < -_DIGITS_LIMIT or hi > _DIGITS_LIMIT:
         raise ValueError(
@@ -359,14 +371,30 @@ def _check_digits_range(x, name: str) -> None:
             "but the digits feature network reads [-1, 1] and the metric is then wrong; "
             "rescale with 2 * x - 1",
             UserWarning,
-            stacklevel=3,
+            stacklevel=external_stacklevel(),
         )
 
 
+# Set by `evaluate` while it scores a model's own samples: beyond the limit they get a warning,
+# not an error (the caller cannot rescale what the model drew; the data are still refused).
+_MODEL_SAMPLES = contextvars.ContextVar("sdescore_digits_model_samples", default=False)
+
+
+@contextlib.contextmanager
+def model_samples():
+    """Within it, the `*_digits` metrics warn (not raise) on `samples` beyond the limit."""
+    token = _MODEL_SAMPLES.set(True)
+    try:
+        yield
+    finally:
+        _MODEL_SAMPLES.reset(token)
+
+
 def _check_digits_sets(**sets) -> None:
+    lenient = _MODEL_SAMPLES.get()
     for name, x in sets.items():
         if x is not None:
-            _check_digits_range(x, name)
+            _check_digits_range(x, name, refuse=not (lenient and name == "samples"))
 
 
 def fid_digits(

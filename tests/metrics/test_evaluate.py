@@ -84,3 +84,20 @@ def test_data_of_another_shape_than_the_model_takes_is_named():
     model = sdescore.ScoreModel(sdescore.MLPScoreNet(2, hidden=8, depth=1), VPSDE())
     with pytest.raises(ValueError, match=r"data must have shape \(N, 2\) for this model's MLPScoreNet, got \(20, 3\)"):  # fmt: skip
         evaluate(model, torch.randn(20, 3), num_samples=10)
+
+
+def test_evaluate_warns_but_scores_model_samples_beyond_the_digits_range():
+    # Trial 3 item 3: the digits metrics refuse images beyond [-1.5, 1.5]; evaluate's samples
+    # are the model's own (the caller cannot rescale them): scored, with a warning. Data in
+    # 0..255 are still refused.
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torchmetrics")
+    test = sdescore.metrics.digits_data("test")[0][:40].double()
+    score = lambda x, t: -3.0 * x  # noqa: E731 (samples far wider than the data)
+    with pytest.warns(UserWarning, match=r"samples reach values from .* beyond \[-1.5, 1.5\]"):
+        out = evaluate(score, test, sde=VPSDE(), num_samples=40, likelihood=False,
+                       metrics=("fid_digits",), generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert math.isfinite(out["fid_digits"]["value"])
+    with pytest.raises(ValueError, match=r"real must be images in \[-1, 1\]"):
+        evaluate(score, (test + 1) * 127.5, sde=VPSDE(), num_samples=40, likelihood=False,
+                 metrics=("fid_digits",), generator=torch.Generator().manual_seed(0))  # fmt: skip
