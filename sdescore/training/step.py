@@ -51,10 +51,9 @@ def check_loss_call(loss, model, labels: bool) -> None:
         problem = err
     if labels and _binds(sig, model):
         raise TypeError(
-            f"labels are passed to the loss as labels=, which {name}{sig} does not take: "
-            "training with labels needs a ConditionalScoreModel and a loss that takes labels "
+            "labels need a ConditionalScoreModel and a loss that takes them as labels= "
             "(sdescore.label_dropout_loss, or one of your own with a labels= keyword); got a "
-            f"{type(model).__name__} with loss {name}"
+            f"{type(model).__name__} with loss {name}, which takes no labels"
         )
     call = "loss(model, x, *, generator, labels)" if labels else "loss(model, x, *, generator)"
     raise TypeError(

@@ -162,7 +162,7 @@ def test_labels_or_a_loss_without_generator_give_the_losss_contract():
     x = TARGET.sample(64, generator=torch.Generator().manual_seed(1)).float()
     y = torch.zeros(64, dtype=torch.long)
     opt = torch.optim.AdamW(model.parameters())
-    with pytest.raises(TypeError, match=r"labels .*ConditionalScoreModel.*got a ScoreModel with loss dsm_loss"):  # fmt: skip
+    with pytest.raises(TypeError, match=r"labels need a ConditionalScoreModel.*got a ScoreModel with loss dsm_loss, which takes no labels"):  # fmt: skip
         train_step(model, x, opt, labels=y)
     with pytest.raises(TypeError, match=r"labels .*ConditionalScoreModel.*got a ScoreModel"):
         sdescore.train(model, x, steps=2, labels=y, progress=False)
