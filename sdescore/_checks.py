@@ -192,9 +192,20 @@ def check_state(x, name: str = "x") -> torch.Tensor:
 
 
 def check_finite_tensor(x: torch.Tensor, name: str = "x") -> None:
-    """Raise if `x` holds NaN or Inf (this synchronises with the device: entry points only)."""
-    if not bool(torch.isfinite(x).all()):
+    """Raise if `x` holds NaN or Inf (this synchronises with the device: entry points only).
+
+    The message says how many rows (examples along dimension 0) hold one, and the first.
+    """
+    if bool(torch.isfinite(x).all()):
+        return
+    if x.ndim == 0:
         raise ValueError(f"{name} contains NaN or Inf values")
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    first = int(bad.nonzero()[0, 0])
+    raise ValueError(
+        f"{name} contains NaN or Inf values in {int(bad.sum())} of {x.shape[0]} rows (the first "
+        f"at index {first})"
+    )
 
 
 def as_time(t, like: torch.Tensor, T: float, name: str = "t") -> torch.Tensor:

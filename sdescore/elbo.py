@@ -38,7 +38,13 @@ from ._shapes import append_dims, batch_sum, flat_dim
 from .dequantization import as_dequantization, bits_per_dim, check_continuous_data, dequantize
 from .estimators import Hutchinson, as_estimator
 from .likelihood import check_finite_per_example, moved_options, resolve_sde
-from .models.mode import check_data_scale, evaluation_mode, full_model_dtype, to_model_dtype
+from .models.mode import (
+    check_data_scale,
+    check_event_shape,
+    evaluation_mode,
+    full_model_dtype,
+    to_model_dtype,
+)
 from .sdes.gaussian import GaussianSDE
 
 __all__ = ["ELBOResult", "elbo"]
@@ -192,6 +198,7 @@ def elbo(
             f"samples instead of probes (got {estimator!r})"
         )
     deq = as_dequantization(dequantization)
+    check_event_shape(model, x, "x")
     if deq is None:
         check_continuous_data(x)
         x = to_model_dtype(model, x)  # the library's dtype rule (models.mode)

@@ -27,14 +27,20 @@ class EMA:
         warmup: ramp the decay up over the first updates (a bool).
 
     Raises:
-        TypeError: `model` is not an `nn.Module`, or `warmup` is not a bool.
-        ValueError: `decay` is not a number in [0, 1).
+        TypeError: `model` is not an `nn.Module`, `warmup` is not a bool, or `decay` is not a
+            number (a bool included).
+        ValueError: `decay` is not in [0, 1).
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, *, warmup: bool = True):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+            raise TypeError(
+                f"decay must be a float in [0, 1) (e.g. 0.999), got {type(decay).__name__} "
+                f"{decay!r}"
+            )
+        if not 0 <= decay < 1:
             raise ValueError(f"decay must be a number in [0, 1), got {decay!r}")
         self.decay, self.warmup = float(decay), check_bool("warmup", warmup)
         self.model = copy.deepcopy(model).eval().requires_grad_(False)

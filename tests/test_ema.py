@@ -58,3 +58,12 @@ def test_warmup_must_be_a_bool():
         EMAConfig(0.9, warmup="yes")
     with pytest.raises(ValueError, match=r"decay must be a number in \[0, 1\)"):
         EMAConfig(1.0)
+
+
+def test_a_bool_decay_is_a_type_error():
+    # Trial 3 item 9: EMA(m, True) raised ValueError "got True".
+    lin = torch.nn.Linear(1, 1)
+    with pytest.raises(TypeError, match=r"decay must be a float in \[0, 1\) .*got bool True"):
+        EMA(lin, True)
+    with pytest.raises(TypeError, match=r"decay must be a float .*got str"):
+        EMA(lin, "0.9")

@@ -148,3 +148,13 @@ def test_two_argument_call_and_bad_inputs():
         sdescore.elbo(model, torch.full((1, 2), float("inf"), dtype=F64))
     with pytest.raises(ValueError, match="estimator must be one of"):
         sdescore.elbo(model, x, estimator="trace")
+
+
+def test_data_of_another_shape_than_the_model_takes_is_named():
+    # Trial 3 item 6: "x must have shape (B, 2), got (320, 3)", the (example, draw) batch.
+    model = sdescore.ScoreModel(sdescore.MLPScoreNet(2, hidden=8, depth=1), SDES["vp"])
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 2\) for this model's MLPScoreNet, got \(5, 3\)"):  # fmt: skip
+        sdescore.elbo(model, torch.randn(5, 3))
+    levels = torch.randint(0, 256, (5, 3))
+    with pytest.raises(ValueError, match=r"got \(5, 3\)"):
+        sdescore.elbo(model, levels, dequantization=256)

@@ -12,7 +12,8 @@ on data scaled to $[-1, 1]$, predicting one of (diffusers' `prediction_type`)
 
 `from_diffusers` puts the table on the `DiscreteVPSDE` (timestep $k$ at $t = (k + 1)/N$, $\log\alpha$
 linear in t between) and returns a `ScoreModel` with that head, so `sdescore.likelihood(model, x,
-dequantization=256)` gives exact bits/dim and every sampler runs on it. A scheduler *object* is read by duck
+dequantization=256, eps=model.net.min_time)` gives exact bits/dim (`eps` at the first training
+time $1/N$, which such models require) and every sampler runs on it. A scheduler *object* is read by duck
 typing (`alphas_cumprod`, `config.prediction_type`); only a scheduler *config* needs diffusers.
 
 A diffusers *flow-matching* model (`FlowMatchEulerDiscreteScheduler`: Stable Diffusion 3, Flux,
@@ -167,7 +168,11 @@ def from_diffusers(unet, scheduler, *, prediction_type: str | None = None) -> Sc
         unet = UNet2DModel.from_pretrained(path, subfolder="unet")
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
         model = sdescore.interop.from_diffusers(unet, scheduler)
-        sdescore.likelihood(model, images_uint8, dequantization=256).bits_per_dim  # data in [-1, 1]
+        # levels 0..255 dequantized onto [-1, 1]; eps: the first training time 1/N (required)
+        res = sdescore.likelihood(
+            model, images_uint8, dequantization=256, eps=model.net.min_time
+        )
+        res.bits_per_dim
 
     Args:
         unet: any callable `unet(x, timestep)` returning `(B, *D)` or an object with `.sample`

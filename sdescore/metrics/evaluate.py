@@ -32,7 +32,7 @@ from ..distributed import gather, is_distributed, rank_seed, shard
 from ..elbo import elbo as _elbo
 from ..likelihood import likelihood as _likelihood
 from ..likelihood import resolve_sde
-from ..models.mode import to_model_dtype
+from ..models.mode import check_event_shape, to_model_dtype
 from ..reverse import ProbabilityFlowODE, ReverseSDE
 from ..sdes.gaussian import GaussianSDE
 from ..toy.mixture import GaussianMixture
@@ -177,6 +177,7 @@ def evaluate(
         if reference is None:  # a known law gives the floors' independent real set for free
             reference = mixture.sample(data.shape[0], generator=shared_gen, dtype=torch.float64)
     check_state(data, "data")
+    check_event_shape(model, data, "data")
     check_finite_tensor(data, "data")
     data = to_model_dtype(model, data)  # the library's dtype rule (models.mode)
     if isinstance(reference, torch.Tensor):
@@ -375,6 +376,11 @@ def _metric(name, x, data, reference, mixture, generator) -> dict:
         return mixture_metrics(x, mixture, generator=generator)
     from . import image  # the torchmetrics path, imported only when asked for
 
+    with image.model_samples():  # the model's samples: a warning if far outside [-1, 1]
+        return _image_metric(image, name, x, data, reference, generator)
+
+
+def _image_metric(image, name, x, data, reference, generator) -> dict:
     if name == "fid_digits":
         return {"fid_digits": image.fid_digits(x, data, reference=reference)}
     if name == "kid_digits":

@@ -18,13 +18,15 @@ and a `transform` to its input convention (uint8 RGB in [0, 255]):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
 from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from .._checks import check_callable, check_generator, check_int
+from .._checks import check_callable, check_generator, check_int, external_stacklevel
 from ..models.mode import evaluation_mode
 from ._common import SampleMetric, check_pair, check_samples
 from .digits import DigitsLogits, digits_feature_net
@@ -331,6 +333,70 @@ def inception_score(
     return SampleMetric("inception_score", value, floor, std, samples.shape[0], extra)
 
 
+_DIGITS_LIMIT = 1.5  # samples overshoot [-1, 1] a little; beyond this the scale is wrong
+
+
+def _check_digits_range(x, name: str, *, refuse: bool = True) -> None:
+    """The `DigitsFeatureNet` reads [-1, 1]: refuse values clearly outside, warn on [0, 1].
+
+    Model samples overshoot [-1, 1] slightly, so only values beyond [-1.5, 1.5] are refused
+    (0..255 pixels gave FID 1.8e7). A set whose every value is >= 0 looks scaled to [0, 1]
+    (which gave FID 297 where [-1, 1] gave 1.7): a `UserWarning`. Other checks (shape, NaN)
+    are left to `fid`/`kid`/`inception_score`.
+    """
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if lo != lo or hi != hi:  # NaN: the metric's own check names it
+        return
+    if (lo < -_DIGITS_LIMIT or hi > _DIGITS_LIMIT) and not refuse:
+        # a model's own samples (in `evaluate`): the metric of what it drew, with a warning
+        warnings.warn(
+            f"{name} reach values from {lo:g} to {hi:g}, beyond [-{_DIGITS_LIMIT}, "
+            f"{_DIGITS_LIMIT}]: the digits metrics read [-1, 1], so these samples score as badly "
+            "scaled images; was the model trained on data in [-1, 1]?",
+            UserWarning,
+            stacklevel=external_stacklevel(),
+        )
+        return
+    if lo < -_DIGITS_LIMIT or hi > _DIGITS_LIMIT:
+        raise ValueError(
+            f"{name} must be images in [-1, 1] (the digits feature network's range; up to "
+            f"+-{_DIGITS_LIMIT} for samples that overshoot), got values from {lo:g} to {hi:g}; "
+            "rescale, e.g. x / 127.5 - 1 for 0..255 pixels or 2 * x - 1 for [0, 1]"
+        )
+    if lo >= 0:
+        warnings.warn(
+            f"{name} holds only values >= 0 (from {lo:g} to {hi:g}): it looks scaled to [0, 1], "
+            "but the digits feature network reads [-1, 1] and the metric is then wrong; "
+            "rescale with 2 * x - 1",
+            UserWarning,
+            stacklevel=external_stacklevel(),
+        )
+
+
+# Set by `evaluate` while it scores a model's own samples: beyond the limit they get a warning,
+# not an error (the caller cannot rescale what the model drew; the data are still refused).
+_MODEL_SAMPLES = contextvars.ContextVar("sdescore_digits_model_samples", default=False)
+
+
+@contextlib.contextmanager
+def model_samples():
+    """Within it, the `*_digits` metrics warn (not raise) on `samples` beyond the limit."""
+    token = _MODEL_SAMPLES.set(True)
+    try:
+        yield
+    finally:
+        _MODEL_SAMPLES.reset(token)
+
+
+def _check_digits_sets(**sets) -> None:
+    lenient = _MODEL_SAMPLES.get()
+    for name, x in sets.items():
+        if x is not None:
+            _check_digits_range(x, name, refuse=not (lenient and name == "samples"))
+
+
 def fid_digits(
     samples: torch.Tensor,
     real: torch.Tensor,
@@ -349,7 +415,13 @@ def fid_digits(
 
     Returns:
         `SampleMetric` named `"fid"`.
+
+    Raises:
+        ValueError: an image set with values beyond [-1.5, 1.5] (the network reads [-1, 1];
+            samples may overshoot it a little); a `UserWarning` when every value of a set is
+            >= 0 (scaled to [0, 1]). Otherwise as `fid`.
     """
+    _check_digits_sets(samples=samples, real=real, reference=reference)
     net = digits_feature_net(device=samples.device if isinstance(samples, torch.Tensor) else None)
     return fid(samples, real, feature_net=net, reference=reference, batch_size=batch_size)
 
@@ -363,7 +435,9 @@ def kid_digits(
     subset_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> SampleMetric:
-    """KID on the `DigitsFeatureNet` features; arguments as in `kid` and `fid_digits`."""
+    """KID on the `DigitsFeatureNet` features; arguments and range checks as in `kid` and
+    `fid_digits`."""
+    _check_digits_sets(samples=samples, real=real, reference=reference)
     net = digits_feature_net(device=samples.device if isinstance(samples, torch.Tensor) else None)
     return kid(
         samples,
@@ -393,7 +467,11 @@ def inception_score_digits(
 
     Returns:
         `SampleMetric` named `"inception_score"`.
+
+    Raises:
+        ValueError: images beyond [-1.5, 1.5] (a `UserWarning` for all >= 0), as `fid_digits`.
     """
+    _check_digits_sets(samples=samples, reference=reference)
     net = digits_feature_net(device=samples.device if isinstance(samples, torch.Tensor) else None)
     return inception_score(
         samples,

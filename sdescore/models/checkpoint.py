@@ -569,12 +569,14 @@ def load_model(path, *, net=None, sde=None, map_location=None, weights="ema") ->
         weights: for a training checkpoint, `"ema"` (default) loads the EMA weights, the ones
             `TrainResult.ema_model` holds (the raw weights when training kept no EMA); `"raw"`
             loads the last optimizer weights (`TrainResult.model`). A `save_model` file holds
-            one set of weights, which either value loads.
+            one set of weights, the saved model's, which the default loads; `"raw"` is refused
+            for it (the file cannot tell raw from EMA weights).
 
     Raises:
         ValueError: for a corrupt or altered file, a file that is not a ScoreModel or training
-            checkpoint, a missing or mismatched SDE, weights that do not fit the network, or a
-            `net` built for another number of classes (or none) than the saved model's.
+            checkpoint, a missing or mismatched SDE, weights that do not fit the network, a
+            `net` built for another number of classes (or none) than the saved model's, or
+            `weights="raw"` for a `save_model` file.
     """
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {list(WEIGHTS)}, got {weights!r}")
@@ -585,6 +587,12 @@ def load_model(path, *, net=None, sde=None, map_location=None, weights="ema") ->
         if weights == "ema" and ema is not None:
             state_dict = ema["model"]
         state = state["model"]
+    elif weights == "raw" and isinstance(state, dict) and state.get("format") == FORMAT:
+        raise ValueError(
+            f"weights='raw' selects the last optimizer weights of a training checkpoint, but "
+            f"{os.fspath(path)!r} is a save_model file, which holds one set of weights (those "
+            "of the model that was saved, raw or EMA); load it with the default weights='ema'"
+        )
     model = model_from_state(
         state, net=net, sde=sde, map_location=map_location, state_dict=state_dict
     )

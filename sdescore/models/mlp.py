@@ -82,6 +82,11 @@ class MLPScoreNet(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.act = nn.SiLU()
 
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape `D` of one input `x: (B, *D)`: `(dim,)`."""
+        return (self.config["dim"],)
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """Check `x: (B, dim)` and return the first layer's input, `x` and its features."""
         if x.ndim != 2 or x.shape[1] != self.config["dim"]:

@@ -16,6 +16,7 @@ from torch import nn
 
 __all__ = [
     "check_data_scale",
+    "check_event_shape",
     "evaluation_mode",
     "full_model_dtype",
     "model_dtype",
@@ -77,6 +78,34 @@ def to_model_dtype(model, x: torch.Tensor) -> torch.Tensor:
     if dtype is not None and isinstance(x, torch.Tensor) and x.dtype in _FULL:
         return x.to(dtype)
     return x
+
+
+def check_event_shape(model, x: torch.Tensor, name: str = "x") -> None:
+    """Refuse data `x: (N, *D)` whose `D` does not fit the shape the model's network declares.
+
+    The network declares it as `event_shape` (`MLPScoreNet`: `(dim,)`; `UNet`:
+    `(in_channels, None, None)`, None for a free size); a network without one is not checked.
+    An entry point checks what the user passed, so the message names `name` and that shape
+    rather than an internal batch's.
+
+    Raises:
+        ValueError: `x`'s shape does not fit.
+    """
+    net = getattr(model, "net", model)
+    expected = getattr(net, "event_shape", None)
+    if not isinstance(expected, tuple) or not isinstance(x, torch.Tensor) or x.ndim < 1:
+        return
+    got = tuple(x.shape[1:])
+    fits = len(got) == len(expected) and all(
+        e is None or e == g for e, g in zip(expected, got, strict=True)
+    )
+    if not fits:
+        letters = iter("HWXYZ")
+        dims = ", ".join(str(e) if e is not None else next(letters, "?") for e in expected)
+        raise ValueError(
+            f"{name} must have shape (N, {dims}) for this model's {type(net).__name__}, got "
+            f"{tuple(x.shape)}"
+        )
 
 
 def check_data_scale(model, x: torch.Tensor, *, stacklevel: int = 3) -> None:

@@ -147,6 +147,11 @@ class UNet(nn.Module):
         self._check_input(x)
         return self._unet(x, self.embed(t.to(x.dtype)))
 
+    @property
+    def event_shape(self) -> tuple[int | None, ...]:
+        """The shape `D` of one input `x: (B, *D)`: `(in_channels, None, None)` (H, W free)."""
+        return (self.config["in_channels"], None, None)
+
     def _check_input(self, x: torch.Tensor) -> None:
         C = self.config["in_channels"]
         if x.ndim != 4 or x.shape[1] != C:

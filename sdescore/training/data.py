@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .._checks import check_label_tensor, check_state
+from .._checks import check_finite_tensor, check_label_tensor, check_state
 from ..dequantization import check_bins, dequantize, to_levels
 from ..distributed import shard
 
@@ -34,6 +34,8 @@ class BatchStream:
                     f"data must be a floating tensor (N, *D), got {data.dtype}; for integer "
                     "levels pass dequantize=bins (and data_range=) to dequantize each batch"
                 )
+            else:
+                check_finite_tensor(data, "data")  # once here, not when a batch draws the row
         elif not hasattr(data, "__iter__"):
             raise TypeError(
                 f"data must be a tensor (N, *D) or an iterable of batches, got {type(data).__name__}"

@@ -7,13 +7,15 @@ import contextlib
 import dataclasses
 import sys
 import time
+import warnings
 
 import torch
 from tqdm.auto import tqdm
 
-from .._checks import check_callable, check_int, check_real
+from .._checks import check_callable, check_int, check_real, external_stacklevel
 from ..distributed import rank_seed
 from ..losses import dsm_loss
+from ..models.mode import check_event_shape
 from ..models.score_model import ScoreModel
 from . import checkpoint as io
 from .config import (
@@ -26,7 +28,7 @@ from .config import (
 from .data import BatchStream, local_share
 from .ddp import DistributedLoss, agree, world_of
 from .interrupts import SigintGuard
-from .step import backward_checked
+from .step import backward_checked, check_loss_call, mean_loss
 
 __all__ = ["TrainResult", "Trainer"]
 
@@ -148,6 +150,9 @@ class Trainer:
         data_device = data.device if isinstance(data, torch.Tensor) else "cpu"
         data_generator = torch.Generator(data_device).manual_seed(self.seed)
         self.batches = BatchStream(data, labels, dequantize, data_range, data_generator)
+        if isinstance(data, torch.Tensor):
+            check_event_shape(model, data, "data")
+        check_loss_call(loss, model, labels is not None)
         self.model, self.loss = model, loss
         self.batch_size = check_int("batch_size", batch_size)
         self.device, self.dtype = params[0].device, params[0].dtype
@@ -225,7 +230,8 @@ class Trainer:
                 x, y = local_share(x, y, self.rank, self.world_size)
                 kwargs = {} if y is None else {"labels": y}
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self.loss(self.model, x, generator=self.noise_generator, **kwargs).mean()
+                out = self.loss(self.model, x, generator=self.noise_generator, **kwargs)
+                loss = mean_loss(out, x, self.loss)
                 if self.world_size > 1:
                     # DDP averages gradients over ranks; weighting each rank's mean by its share
                     # makes that average the gradient of the global batch's mean loss.
@@ -236,6 +242,7 @@ class Trainer:
                     grad_clip=self.optimizer_config.grad_clip,
                     world_size=self.world_size,
                     step=step,
+                    batch=x,
                 )
         except BaseException:
             self.batches.generator.set_state(streams[0])
@@ -296,6 +303,13 @@ class Trainer:
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         if checkpoint is not None:
             checkpoint.check_writable()
+        if steps is not None and self.step > steps:
+            warnings.warn(
+                f"this trainer is already at step {self.step} (from its checkpoint), past "
+                f"steps={steps}: nothing was trained and the result holds its {self.step} "
+                f"steps; steps is the run's total, so pass steps > {self.step} to train further",
+                stacklevel=external_stacklevel(),
+            )
         start = time.perf_counter()
         quiet = not progress or self.rank != 0
         bar = tqdm(total=steps, initial=self.step, disable=quiet, desc="train")

@@ -77,3 +77,27 @@ def test_format_table_refuses_what_evaluate_does_not_return():
     with pytest.raises(TypeError, match="got a dict holding float"):
         format_table({"sw2": 0.3})
     assert "sw2" in format_table({"sw2": {"value": 0.3, "stderr": 0.01}})
+
+
+def test_data_of_another_shape_than_the_model_takes_is_named():
+    # Trial 3 item 6: "x must have shape (B, 2), got (10, 3)", a batch of samples, from mlp.py.
+    model = sdescore.ScoreModel(sdescore.MLPScoreNet(2, hidden=8, depth=1), VPSDE())
+    with pytest.raises(ValueError, match=r"data must have shape \(N, 2\) for this model's MLPScoreNet, got \(20, 3\)"):  # fmt: skip
+        evaluate(model, torch.randn(20, 3), num_samples=10)
+
+
+def test_evaluate_warns_but_scores_model_samples_beyond_the_digits_range():
+    # Trial 3 item 3: the digits metrics refuse images beyond [-1.5, 1.5]; evaluate's samples
+    # are the model's own (the caller cannot rescale them): scored, with a warning. Data in
+    # 0..255 are still refused.
+    pytest.importorskip("sklearn")
+    pytest.importorskip("torchmetrics")
+    test = sdescore.metrics.digits_data("test")[0][:40].double()
+    score = lambda x, t: -3.0 * x  # noqa: E731 (samples far wider than the data)
+    with pytest.warns(UserWarning, match=r"samples reach values from .* beyond \[-1.5, 1.5\]"):
+        out = evaluate(score, test, sde=VPSDE(), num_samples=40, likelihood=False,
+                       metrics=("fid_digits",), generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert math.isfinite(out["fid_digits"]["value"])
+    with pytest.raises(ValueError, match=r"real must be images in \[-1, 1\]"):
+        evaluate(score, (test + 1) * 127.5, sde=VPSDE(), num_samples=40, likelihood=False,
+                 metrics=("fid_digits",), generator=torch.Generator().manual_seed(0))  # fmt: skip

@@ -124,3 +124,32 @@ def test_kid_stderr_is_a_spread_not_round_off(digits):
     with pytest.warns(UserWarning, match="every subset of the smaller set is the whole set"):
         whole = kid_digits(train[:50], test[:50], subset_size=50, subsets=50, generator=g)
     assert whole.stderr is None and whole.value == pytest.approx(res.value, abs=3 * res.stderr)
+
+
+def test_digits_metrics_refuse_images_outside_their_range_and_warn_on_0_1(digits):
+    # Trial 3 item 3: (x + 1) * 127.5 gave FID 1.8e7 and (x + 1) / 2 gave 296.6 (1.7 on
+    # [-1, 1]), silently: the digits network reads [-1, 1].
+    train, test, _ = digits
+    pixels = (test + 1) * 127.5
+    msg = r"samples must be images in \[-1, 1\] .* got values from 0 to 255"
+    with pytest.raises(ValueError, match=msg):
+        fid_digits(pixels, train)
+    with pytest.raises(ValueError, match=msg):
+        kid_digits(pixels, train)
+    with pytest.raises(ValueError, match=msg):
+        inception_score_digits(pixels)
+    with pytest.raises(ValueError, match=r"real must be images in \[-1, 1\]"):
+        fid_digits(test, train * 2)
+    with pytest.raises(ValueError, match=r"reference must be images in \[-1, 1\]"):
+        fid_digits(test[:100], train, reference=train * 3)
+    with pytest.warns(UserWarning, match=r"samples holds only values >= 0 .* looks scaled to \[0, 1\]"):  # fmt: skip
+        fid_digits((test + 1) / 2, train)
+    with pytest.warns(UserWarning, match=r"real holds only values >= 0"):
+        kid_digits(test[:100], (train + 1) / 2, generator=torch.Generator().manual_seed(0))
+    # model samples overshoot [-1, 1] a little: accepted without a warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = fid_digits(test * 1.2, train).value
+    assert value == value

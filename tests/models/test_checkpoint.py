@@ -431,3 +431,15 @@ def test_a_solver_with_its_grid_is_saved_beside_the_model(tmp_path):
     assert sdescore.load_solver(path) is None
     with pytest.raises(TypeError, match="solver must be an sdescore.Solver"):
         sdescore.save_model(model, path, solver="unipc")
+
+
+def test_raw_weights_of_a_save_model_file_are_refused(tmp_path):
+    # Trial 3 item 9: weights="raw" selects a training checkpoint's optimizer weights; a
+    # save_model file holds one set and cannot tell raw from EMA, yet "raw" was accepted.
+    model = _mlp_model(sdescore.VPSDE())
+    save_model(model, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match=r"weights='raw' .* is a save_model file, which holds one set of weights"):  # fmt: skip
+        load_model(tmp_path / "m.pt", weights="raw")
+    loaded = load_model(tmp_path / "m.pt")  # the default loads it
+    x, t = torch.randn(4, 2), torch.full((4,), 0.3)
+    assert torch.equal(loaded(x, t), model.eval()(x, t))

@@ -72,9 +72,9 @@ def test_nan_loss_raises_with_the_step():
     with pytest.raises(FloatingPointError, match="loss became nan at step 4"):
         trainer.run(10, progress=False)
     assert trainer.step == 3 and all(torch.isfinite(p).all() for p in model.parameters())
-    bad = DATA.clone()
-    bad[:] = float("inf")
-    with pytest.raises(FloatingPointError, match="at step 1"):
+    # an iterable of data with Inf fails at its first step, and the message names the data
+    bad = [torch.full((8, 2), float("inf"))]
+    with pytest.raises(FloatingPointError, match="at step 1: the batch itself holds NaN or Inf"):
         train(_model(baseline=False), bad, steps=3, **OPTS)
 
 
@@ -386,3 +386,50 @@ def test_classifier_free_training_with_label_dropout_through_train():
     losses = torch.as_tensor(result.losses)
     assert torch.isfinite(losses).all()
     assert losses[-10:].sum() < losses[:10].sum()
+
+
+def test_non_finite_tensor_data_is_refused_up_front():
+    # Trial 3 item 2: NaN rows were found only when a minibatch first drew one, with a message
+    # that suggested lowering lr.
+    bad = DATA.clone()
+    bad[[7, 50, 51]] = float("nan")
+    bad[60, 1] = float("inf")
+    msg = r"data contains NaN or Inf values in 4 of 4096 rows \(the first at index 7\)"
+    with pytest.raises(ValueError, match=msg):
+        Trainer(_model(), bad, **TOPTS)
+    with pytest.raises(ValueError, match=msg):
+        train(_model(), bad, steps=2, **OPTS)
+
+
+def test_an_iterable_batch_with_nan_names_the_data():
+    # An iterable cannot be checked up front: the step's NaN loss says the batch holds NaN.
+    batches = [DATA[:32], DATA[32:64].clone()]
+    batches[1][5] = float("nan")
+    trainer = Trainer(_model(), batches, **TOPTS)
+    with pytest.raises(FloatingPointError, match=r"loss became nan at step 2: the batch itself holds NaN or Inf \(1 of 32 examples\), so check the data first"):  # fmt: skip
+        trainer.run(3, progress=False)
+    assert trainer.step == 1
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (torch.randn(100, 3), r"data must have shape \(N, 2\) for this model's MLPScoreNet, got \(100, 3\)"),
+        (torch.randn(100, 2, 1), r"got \(100, 2, 1\)"),
+    ],
+)  # fmt: skip
+def test_data_of_another_shape_is_refused_naming_the_users_shape(data, match):
+    # Trial 3 item 6: "x must have shape (B, 2), got (128, 3)", the minibatch's, from mlp.py.
+    with pytest.raises(ValueError, match=match):
+        train(_model(), data, steps=2, **OPTS)
+    with pytest.raises(ValueError, match=match):
+        Trainer(_model(), data, **TOPTS)
+
+
+def test_image_data_of_another_channel_count_is_refused():
+    model = ScoreModel(
+        sdescore.UNet(1, channels=8, channel_mult=(1,), attention=False), sdescore.VPSDE()
+    )
+    with pytest.raises(ValueError, match=r"data must have shape \(N, 1, H, W\) for this model's UNet, got \(10, 3, 8, 8\)"):  # fmt: skip
+        Trainer(model, torch.randn(10, 3, 8, 8), **TOPTS)
+    Trainer(model, torch.randn(10, 1, 8, 8), **TOPTS)  # any H, W: the network's own check

@@ -147,3 +147,12 @@ def test_ctrl_c_during_the_update_waits_for_it_to_finish(tmp_path):
     assert signal.getsignal(signal.SIGINT) is handler  # the run's own handler is gone
     resumed = train(_model(), DATA, steps=8, resume=True, checkpoint_path=path, **OPTS)
     assert _same(full.model, resumed.model) and _same(full.ema_model, resumed.ema_model)
+
+
+def test_resume_past_steps_warns_that_nothing_was_trained(tmp_path):
+    # Trial 3 item 7: steps=30 from a 100-step checkpoint returned 100 steps without a word.
+    path = tmp_path / "ck.pt"
+    train(_model(), DATA, steps=6, checkpoint_path=path, **OPTS)
+    with pytest.warns(UserWarning, match=r"already at step 6 .*past steps=3: nothing was trained"):
+        res = train(_model(), DATA, steps=3, resume=True, checkpoint_path=path, **OPTS)
+    assert res.steps == 6 and res.losses.shape == (6,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 
 import pytest
 import torch
@@ -107,3 +108,97 @@ def test_labels_reach_the_loss():
     assert torch.isfinite(torch.tensor(value))
     with pytest.raises(TypeError, match="labels"):
         train_step(model, x, opt, loss=sdescore.label_dropout_loss)
+
+
+def test_an_optimizer_over_none_of_the_models_parameters_is_refused():
+    # Trial 3 item 1: an optimizer over another module's parameters trained nothing, silently,
+    # and the model's gradients piled up from step to step.
+    model = _model()
+    x = TARGET.sample(64, generator=torch.Generator().manual_seed(1)).float()
+    n = sum(1 for p in model.parameters() if p.requires_grad)
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    with pytest.raises(ValueError, match=rf"optimizer must optimize the model's parameters.*none of the model's {n} trainable"):  # fmt: skip
+        train_step(model, x, opt, generator=torch.Generator().manual_seed(0))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_an_optimizer_over_part_of_the_model_trains_that_part():
+    # A model frozen in part on purpose: the optimizer holds the last layer only. Accepted:
+    # that layer learns, the rest keeps its weights.
+    model = _model()
+    x = TARGET.sample(64, generator=torch.Generator().manual_seed(1)).float()
+    head = list(model.net.out.parameters())
+    rest = list(model.net.layers.parameters())
+    before, head0 = [p.detach().clone() for p in rest], [p.detach().clone() for p in head]
+    opt = torch.optim.SGD(head, lr=1e-2)
+    for _ in range(3):
+        assert math.isfinite(train_step(model, x, opt, generator=torch.Generator()))
+    assert all(torch.equal(a, b) for a, b in zip(before, rest, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(head0, head, strict=True))
+
+
+def test_the_frozen_parts_gradient_is_the_last_steps_only():
+    # Before, the gradients of parameters the optimizer does not hold summed over the steps
+    # (and entered the clipping norm): the step now zeroes the model's gradients.
+    model = _model()
+    torch.nn.init.normal_(model.net.out.weight, std=0.3)  # else no gradient reaches the layers
+    x = TARGET.sample(64, generator=torch.Generator().manual_seed(1)).float()
+    head = list(model.net.out.parameters())
+    opt = torch.optim.SGD(head, lr=0.0)  # lr 0: the model is the same at every step
+    for _ in range(3):
+        train_step(model, x, opt, generator=torch.Generator().manual_seed(0))
+    got = [p.grad.clone() for p in model.net.layers.parameters()]
+    model.zero_grad(set_to_none=True)
+    dsm_loss(model, x, generator=torch.Generator().manual_seed(0)).mean().backward()
+    want = [p.grad for p in model.net.layers.parameters()]
+    assert all(w.abs().sum() > 0 for w in want)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_labels_or_a_loss_without_generator_give_the_losss_contract():
+    # Trial 3 item 5: Python's raw "dsm_loss() got an unexpected keyword argument 'labels'".
+    model = _model()
+    x = TARGET.sample(64, generator=torch.Generator().manual_seed(1)).float()
+    y = torch.zeros(64, dtype=torch.long)
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(TypeError, match=r"labels need a ConditionalScoreModel.*got a ScoreModel with loss dsm_loss, which takes no labels"):  # fmt: skip
+        train_step(model, x, opt, labels=y)
+    with pytest.raises(TypeError, match=r"labels .*ConditionalScoreModel.*got a ScoreModel"):
+        sdescore.train(model, x, steps=2, labels=y, progress=False)
+
+    def no_generator(model, x):
+        return dsm_loss(model, x)
+
+    with pytest.raises(TypeError, match=r"loss must be callable as loss\(model, x, \*, generator\).*no_generator"):  # fmt: skip
+        train_step(model, x, opt, loss=no_generator)
+    with pytest.raises(TypeError, match=r"loss must be callable as loss\(model, x, \*, generator\)"):  # fmt: skip
+        Trainer(model, x, loss=no_generator)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_a_loss_of_another_shape_is_refused():
+    # Trial 3 item 8: a (B, D) loss was averaged; the contract is (B,) or a scalar.
+    model = _model()
+    x = TARGET.sample(64, generator=torch.Generator().manual_seed(1)).float()
+    opt = torch.optim.AdamW(model.parameters())
+
+    def per_coordinate(model, x, *, generator=None):
+        return dsm_loss(model, x, generator=generator)[:, None].expand(-1, 2)
+
+    with pytest.raises(ValueError, match=r"loss per_coordinate must return .* \(64,\).*got shape \(64, 2\)"):  # fmt: skip
+        train_step(model, x, opt, loss=per_coordinate)
+    with pytest.raises(ValueError, match=r"got shape \(32, 2\)"):
+        Trainer(model, x, loss=per_coordinate, batch_size=32).run(1, progress=False)
+    scalar = train_step(model, x, opt, loss=lambda m, b, generator=None: dsm_loss(m, b).mean())
+    assert math.isfinite(scalar)
+
+
+def test_a_nan_batch_says_to_check_the_data():
+    # Trial 3 item 2: the NaN-loss message suggested lowering lr when the batch held NaN.
+    model = _model()
+    x = TARGET.sample(64, generator=torch.Generator().manual_seed(1)).float()
+    x[3, 0] = float("nan")
+    opt = torch.optim.AdamW(model.parameters())
+    with pytest.raises(FloatingPointError, match=r"batch itself holds NaN or Inf \(1 of 64 examples\), so check the data first"):  # fmt: skip
+        train_step(model, x, opt)
