@@ -138,7 +138,8 @@ def evaluate(
             equally valid draws, reproducible for a fixed seed and world size. The metrics are
             computed on the gathered samples on every rank, so every rank returns the same dict.
             `nfe` is the largest count of any rank (a fixed-step sampler reports what one
-            process would), `seconds` the slowest rank's.
+            process would), `seconds` the slowest rank's. `nfe` counts network evaluations
+            per example: the sampler's and the likelihood solve's steps, the ELBO's `samples`.
 
     Returns:
         A dict `{name: {"value", "stderr", "floor", "nfe", "seconds", "unit", ...}}` with
@@ -227,11 +228,9 @@ def evaluate(
     if run_elbo:
         run = partial(_elbo, model, test, sde=sde, generator=local_gen, **eo)
         er, sec = _timed(run) if scored else (None, 0.0)
-        calls = 0
-        if er is not None:
-            pairs = er.samples * test.shape[0]
-            calls = math.ceil(pairs / (eo.get("batch_size") or pairs))
-        mine.cost("elbo", calls, sec)
+        # Per example, as the likelihood's: each of the bound's `samples` draws of (t, x_t) is
+        # one network evaluation of that example (however the pairs are batched).
+        mine.cost("elbo", 0 if er is None else er.samples, sec)
         mine.values("elbo_nll", None if er is None else er.nll_bound)
         mine.values("elbo_bits_per_dim", None if er is None else er.bits_per_dim)
 

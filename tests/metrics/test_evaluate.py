@@ -33,6 +33,8 @@ def test_evaluate_exact_score_on_mixture():
     expected = {"sampling", "nll", "bits_per_dim", "elbo_nll", "elbo_bits_per_dim", "sw2", "mmd2"}
     assert expected | {"log_density", "mode_weights", "mode_spreads"} == set(out)
     assert out["sampling"]["nfe"] == 20 and out["nll"]["nfe"] > 0
+    # per example, as the others: 8 draws, 8 evaluations (it said 1: one batched call)
+    assert out["elbo_nll"]["nfe"] == 8 == out["elbo_bits_per_dim"]["nfe"]
     assert all(r["seconds"] >= 0 for r in out.values())
     # Exact score: the NLL is the data's exact -log p (at eps = 1e-5) up to solver error, and the
     # ELBO bounds it from above within its Monte Carlo error.
