@@ -211,8 +211,8 @@ def check_finite_tensor(x: torch.Tensor, name: str = "x") -> None:
 def as_time(t, like: torch.Tensor, T: float, name: str = "t") -> torch.Tensor:
     """Convert `t` to a `(B,)` tensor on `like`'s device and dtype, with `B = like.shape[0]`.
 
-    Accepts a Python number, a 0-d or 1-element tensor (broadcast to the batch), or a `(B,)`
-    tensor. Values must lie in `[0, T]`; the range is checked for numbers and CPU tensors.
+    Accepts a Python number, a 0-d or 1-element floating tensor (broadcast to the batch), or a
+    `(B,)` floating tensor (integer tensors are refused, as by `as_time_only`). Values must lie in `[0, T]`; the range is checked for numbers and CPU tensors.
     """
     batch = like.shape[0]
     if isinstance(t, numbers.Real) and not isinstance(t, bool):
@@ -222,6 +222,7 @@ def as_time(t, like: torch.Tensor, T: float, name: str = "t") -> torch.Tensor:
         return torch.full((batch,), t, device=like.device, dtype=like.dtype)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(t).__name__}")
+    _check_time_dtype(t, name)
     if t.ndim == 0 or (t.ndim == 1 and t.shape[0] == 1 and batch != 1):
         t = t.reshape(1).expand(batch)
     elif t.shape != (batch,):
@@ -242,10 +243,16 @@ def as_time_only(t, T: float, name: str = "t") -> torch.Tensor:
         return torch.tensor(t, dtype=torch.get_default_dtype())
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(t).__name__}")
-    if not t.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    _check_time_dtype(t, name)
     _check_time_range(t, T, name)
     return t
+
+
+def _check_time_dtype(t: torch.Tensor, name: str) -> None:
+    # Integer times would be truncated (or, without a state, give integer coefficients): refuse
+    # them alike in every entry point that takes a time.
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
 
 
 def _check_time_range(t: torch.Tensor, T: float, name: str) -> None:

@@ -156,7 +156,7 @@ class ClassifierFreeGuidance:
     Raises:
         TypeError: bad argument types, non-integer labels.
         ValueError: labels out of range (or equal to the null label) or of the wrong shape, a
-            `null_label` other than the model's own.
+            `null_label` below 1 or other than the model's own.
     """
 
     def __init__(self, model, y, *, w: float, null_label: int | None = None, sde=None):
@@ -166,8 +166,10 @@ class ClassifierFreeGuidance:
             null_label = own
             if null_label is None:
                 raise ValueError("null_label is required when model has no .null_label attribute")
-        if not is_int(null_label) or null_label < 1:
+        if not is_int(null_label):
             raise TypeError(f"null_label must be an int >= 1, got {null_label!r}")
+        if null_label < 1:  # the null label K follows the classes 0 .. K-1
+            raise ValueError(f"null_label must be an int >= 1, got {null_label!r}")
         null_label = int(null_label)
         if own is not None and null_label != own:
             # Another label is either a real class (guidance silently against that class) or

@@ -201,6 +201,10 @@ def test_a_null_label_other_than_the_models_is_refused():
         net(x, t, torch.tensor([0, 1, 2, 99]))
     with pytest.raises(ValueError, match=r"y must lie in \[0, 2\] .* from -1 to 0"):
         exact(x, t, torch.tensor([0, -1, 0, 0]))
+    # A null label below 1 is a bad value (ValueError), a non-integer a bad type.
+    for bad, error in ((0, ValueError), (-2, ValueError), (1.0, TypeError), ("1", TypeError)):
+        with pytest.raises(error, match="null_label must be an int >= 1"):
+            ClassifierFreeGuidance(lambda x, t, y: net(x, t, y), 0, w=1.0, null_label=bad)
     plain = ClassifierFreeGuidance(lambda x, t, y: net(x, t, y), 0, w=1.0, null_label=99)
     with pytest.raises(ValueError, match=r"y must lie in \[0, 3\]"):
         plain(x, t)

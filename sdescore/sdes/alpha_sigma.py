@@ -21,19 +21,27 @@ import torch
 
 from .._checks import check_callable, check_real
 from .gaussian import GaussianSDE
-from .linear import _call
+from .linear import _call, _derivative, _first_call
 
 __all__ = ["AlphaSigmaSDE"]
 
 # Relative slack for g^2 >= 0: rounding in 2 sigma (sigma' - f sigma) where lambda is flat.
 _G2_SLACK = 1e-10
 
+# Smallest alpha(t) accepted on [0, T]. A kernel that reaches alpha = 0 (cosine, rectified flow)
+# does so through a cancelling expression such as cos(pi t / 2) near t = 1, whose float32 value
+# carries an absolute error of about float32's eps (1.2e-7): below 1e-6 alpha has >= 10% relative
+# error and f = alpha'/alpha and the log-SNR are garbage (at T = 1 float64 gives 6e-17, float32 0).
+# The documented cosine example stops at T = 0.999, alpha(T) = 1.6e-3, 1500 times above it.
+_ALPHA_MIN = 1e-6
 
-def _derivative(fn, t: torch.Tensor, name: str) -> torch.Tensor:
-    """$d\\,fn/dt$ elementwise, by one forward-mode pass (fn must be elementwise in t)."""
-    ones = torch.ones_like(t)
-    _, tangent = torch.func.jvp(lambda u: _call(fn, u, name), (t.detach(),), (ones,))
-    return tangent
+# Given alpha' / sigma' are compared with central differences of alpha / sigma at the interior
+# grid points, step h = 1e-5 T. In float64 the difference's truncation error is ~ (h/t)^2 / 8
+# relative for a sigma ~ sqrt(t) at the first interior point t = T/256 (< 1e-6), its rounding
+# ~ eps / h ~ 2e-11 absolute: the tolerance, 1e-4 of max(|d_fd(t)|, 1e-2 max_s |d_fd(s)|),
+# passes a correct derivative with a margin of 100 and refuses any derivative of another schedule.
+_FD_STEP = 1e-5
+_FD_RTOL = 1e-4
 
 
 class AlphaSigmaSDE(GaussianSDE):
@@ -50,19 +58,25 @@ class AlphaSigmaSDE(GaussianSDE):
     Args:
         alpha: callable `alpha(t) -> tensor shaped like t` (float32/float64, any shape,
             elementwise, written in torch operations so that autograd can differentiate it),
-            with $\alpha(0) = 1$ and $\alpha(t) > 0$ on $[0, T]$.
+            with $\alpha(0) = 1$ and $\alpha(t) \ge 10^{-6}$ on $[0, T]$.
         sigma: callable `sigma(t)`, with $\sigma(t) > 0$ for $t > 0$ and $\sigma(0) \ge 0$.
         alpha_prime: optional callable $\dot\alpha(t)$; default: forward-mode autograd of `alpha`.
-        sigma_prime: optional callable $\dot\sigma(t)$; default: autograd of `sigma`.
-        T: end time; $\alpha(T) > 0$ (a kernel with $\alpha(T) = 0$ has $f(T) = -\infty$: stop
-            short of it, as `RectifiedFlowSDE` does).
+            Checked against central differences of `alpha` (relative tolerance 1e-4).
+        sigma_prime: optional callable $\dot\sigma(t)$; default: autograd of `sigma`. Checked
+            likewise.
+        T: end time; $\alpha(T) \ge 10^{-6}$ (a kernel with $\alpha(T) = 0$ has
+            $f(T) = -\infty$, and float32 cannot resolve a smaller $\alpha$: stop short of it,
+            as `RectifiedFlowSDE` does, e.g. T = 0.999 for the cosine schedule).
         prior_std: std $s$ of the prior $N(0, s^2 I)$; default $\sqrt{\alpha(T)^2 + \sigma(T)^2}$,
             the marginal scale at $T$ of unit-variance data (as `LinearSDE`).
 
     Raises:
-        TypeError: a coefficient is not callable.
+        TypeError: a coefficient is not callable, or fails on a float64 tensor of times (not
+            written with torch operations, or not differentiable by autograd); the original
+            error is chained.
         ValueError: $\alpha(0) \ne 1$; on 257 points of $[0, T]$, ends included, a value or
-            derivative that is not finite, $\alpha \le 0$, $\sigma < 0$ (or $= 0$ for $t > 0$),
+            derivative that is not finite, $\alpha < 10^{-6}$, $\sigma < 0$ (or $= 0$ for
+            $t > 0$), a given `alpha_prime` / `sigma_prime` that is not the derivative,
             or $g^2 < 0$ (the half log-SNR increases: no SDE has this kernel); the message names
             the quantity, its value and the time.
     """
@@ -98,8 +112,8 @@ class AlphaSigmaSDE(GaussianSDE):
     def _validate(self) -> None:
         t = torch.linspace(0.0, self.T, 257, dtype=torch.float64)
         with torch.no_grad():
-            a, s = _call(self.alpha_fn, t, "alpha"), _call(self.sigma_fn, t, "sigma")
-            da, ds = self._alpha_sigma_dot(t)
+            a, s = _first_call(self.alpha_fn, t, "alpha"), _first_call(self.sigma_fn, t, "sigma")
+        da, ds = self._first_derivatives(t)
         a0 = a[0].item()
         if not abs(a0 - 1.0) <= 1e-12:
             raise ValueError(
@@ -107,7 +121,14 @@ class AlphaSigmaSDE(GaussianSDE):
                 "and sigma by alpha(0) to rescale the data instead"
             )
         checks = (
-            ("alpha(t)", a, ~(a > 0), "must be finite and > 0 on [0, T]"),
+            (
+                "alpha(t)",
+                a,
+                ~(a >= _ALPHA_MIN),
+                f"must be finite and >= {_ALPHA_MIN:g} on [0, T] (f = alpha'/alpha diverges as "
+                "alpha -> 0, and float32 cannot resolve a smaller alpha): stop at a smaller T, "
+                "e.g. T = 0.999 for the cosine schedule (alpha(T) = 1.6e-3)",
+            ),
             ("sigma(t)", s, ~(s >= 0) | ((s == 0) & (t > 0)), "must be >= 0, and > 0 for t > 0"),
             ("alpha'(t)", da, ~torch.isfinite(da), "must be finite"),
             ("sigma'(t)", ds, ~torch.isfinite(ds), "must be finite"),
@@ -129,6 +150,35 @@ class AlphaSigmaSDE(GaussianSDE):
                 "is negative: the log-SNR log(alpha/sigma) increases there, and no SDE has "
                 "this kernel",
             )
+
+    def _first_derivatives(self, t):
+        """`_alpha_sigma_dot` at construction: user errors named, given derivatives checked."""
+        out = []
+        for name, fn, prime in (
+            ("alpha", self.alpha_fn, self.alpha_prime),
+            ("sigma", self.sigma_fn, self.sigma_prime),
+        ):
+            if prime is None:
+                out.append(_first_call(fn, t, name, derivative=True))
+                continue
+            with torch.no_grad():
+                given = _first_call(prime, t, f"{name}_prime")
+                inner = t[1:-1]
+                h = _FD_STEP * self.T
+                fd = (_call(fn, inner + h, name) - _call(fn, inner - h, name)) / (2 * h)
+            scale = torch.maximum(fd.abs(), 1e-2 * fd.abs().max())
+            err = (given[1:-1] - fd).abs()
+            bad = ~(err <= _FD_RTOL * scale)
+            if bool(bad.any()):
+                i = int((err / scale).nan_to_num(math.inf).argmax())
+                raise ValueError(
+                    f"{name}_prime is not the derivative of {name}: at t = {inner[i].item():.6g} "
+                    f"{name}_prime(t) = {given[i + 1].item():.8g} but the central difference of "
+                    f"{name} gives {fd[i].item():.8g} (relative tolerance {_FD_RTOL:g}); fix "
+                    f"{name}_prime or leave it out to differentiate {name} by autograd"
+                )
+            out.append(given)
+        return tuple(out)
 
     def _alpha_sigma_dot(self, t):
         da = (

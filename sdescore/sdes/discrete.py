@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._checks import as_time_only, check_int
+from .._checks import as_time_only, check_int, check_real
 from .gaussian import GaussianSDE
 
 __all__ = ["DiscreteVPSDE"]
@@ -88,10 +88,16 @@ class DiscreteVPSDE(GaussianSDE):
             bad = (b <= 0) | (b >= 1)
             if bool(bad.any()):
                 i = _first(bad)
-                raise ValueError(
-                    f"betas must lie in the open interval (0, 1), got betas[{i}] = {b[i].item():.6g}"
+                hint = (
                     " (beta = 1 is zero terminal SNR, which has no finite log-SNR; clip it, e.g."
                     " to 0.999 as Nichol & Dhariwal 2021 do)"
+                    if b[i] >= 1
+                    else " (beta <= 0 adds no noise at that step, so the log-SNR does not decrease"
+                    "; every step must add noise, e.g. betas from 1e-4 as in Ho et al. 2020)"
+                )
+                raise ValueError(
+                    f"betas must lie in the open interval (0, 1), got betas[{i}] = "
+                    f"{b[i].item():.6g}{hint}"
                 )
             dla = 0.5 * torch.log1p(-b)
             la = torch.cumsum(dla, 0)
@@ -100,9 +106,15 @@ class DiscreteVPSDE(GaussianSDE):
             bad = (a <= 0) | (a >= 1)
             if bool(bad.any()):
                 i = _first(bad)
+                hint = (
+                    " (alphas_cumprod = 1 is a step without noise, an infinite log-SNR)"
+                    if a[i] >= 1
+                    else " (alphas_cumprod = 0 is zero terminal SNR, which has no finite log-SNR;"
+                    " clip it to a small positive value)"
+                )
                 raise ValueError(
                     "alphas_cumprod must lie in the open interval (0, 1), got "
-                    f"alphas_cumprod[{i}] = {a[i].item():.6g}"
+                    f"alphas_cumprod[{i}] = {a[i].item():.6g}{hint}"
                 )
             la = 0.5 * torch.log(a)
             dla = torch.diff(la, prepend=la.new_zeros(1))
@@ -131,7 +143,9 @@ class DiscreteVPSDE(GaussianSDE):
     ) -> DiscreteVPSDE:
         """The linear DDPM schedule of Ho et al. (2020): `linspace(beta_start, beta_end, N)`."""
         n = check_int("num_timesteps", num_timesteps)
-        return cls(torch.linspace(beta_start, beta_end, n, dtype=torch.float64))
+        start = check_real("beta_start", beta_start)
+        end = check_real("beta_end", beta_end)
+        return cls(torch.linspace(start, end, n, dtype=torch.float64))
 
     # -- tables -----------------------------------------------------------------------------
     @property

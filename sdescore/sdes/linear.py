@@ -42,6 +42,39 @@ def _call(fn, t: torch.Tensor, name: str) -> torch.Tensor:
     return out.to(t.dtype)
 
 
+def _first_call(fn, t: torch.Tensor, name: str, *, derivative: bool = False) -> torch.Tensor:
+    """`_call` at construction, turning an error inside the user's callable into a TypeError.
+
+    A callable written with `math` or numpy fails deep inside torch (e.g. "only one element
+    tensors can be converted to Python scalars"); say what the argument must be instead, with the
+    original error chained. `derivative`: the call is the forward-mode derivative of `fn`.
+    """
+    try:
+        # The shape of the answer is checked outside, by `_call`: a ValueError of its own. (A
+        # derivative is taken after the value's shape has been checked.)
+        out = _derivative(fn, t, name) if derivative else fn(t)
+    except Exception as e:
+        how = (
+            f"differentiable by torch autograd (or give its derivative as {name}_prime=)"
+            if derivative
+            else "elementwise"
+        )
+        raise TypeError(
+            f"{name} must map a tensor of times t of shape (n,) to a tensor of the same shape, "
+            f"written with torch operations (torch.exp, not math.exp or numpy) and {how}; "
+            f"{'differentiating' if derivative else 'calling'} it on a float64 tensor of shape "
+            f"{tuple(t.shape)} raised {type(e).__name__}: {e}"
+        ) from e
+    return _call(lambda _: out, t, name)
+
+
+def _derivative(fn, t: torch.Tensor, name: str) -> torch.Tensor:
+    r"""$d\,fn/dt$ elementwise, by one forward-mode pass (fn must be elementwise in t)."""
+    ones = torch.ones_like(t)
+    _, tangent = torch.func.jvp(lambda u: _call(fn, u, name), (t.detach(),), (ones,))
+    return tangent
+
+
 class LinearSDE(GaussianSDE):
     r"""Linear SDE $dx = f(t)\,x\,dt + g(t)\,dw$ with its Gaussian kernel derived numerically.
 
@@ -57,6 +90,12 @@ class LinearSDE(GaussianSDE):
         prior_std: std $s$ of the prior $N(0, s^2 I)$; default $\sqrt{\alpha(T)^2 + \sigma(T)^2}$,
             the marginal scale at T of unit-variance data (1 for VP, $\approx\sigma_{max}$ for VE).
         panels: number of quadrature panels on $[0, T]$.
+
+    Raises:
+        TypeError: `f` or `g` is not callable, or fails on a float64 tensor of times (written
+            with `math` or numpy rather than torch operations); the original error is chained.
+        ValueError: `f(t)` or `g(t)` of the wrong shape, not finite, $g < 0$, $g = 0$ for
+            $t > 0$, or a kernel out of float32's range on $[0, T]$.
     """
 
     def __init__(self, f, g, *, T: float = 1.0, prior_std: float | None = None, panels: int = 1024):
@@ -84,8 +123,8 @@ class LinearSDE(GaussianSDE):
 
     def _build_tables(self) -> None:
         nodes = torch.arange(self.panels + 1, dtype=torch.float64) * self._h
-        f_nodes = _call(self.f, nodes, "f")
-        g_nodes = _call(self.g, nodes, "g")
+        f_nodes = _first_call(self.f, nodes, "f")
+        g_nodes = _first_call(self.g, nodes, "g")
         if not (torch.isfinite(f_nodes).all() and torch.isfinite(g_nodes).all()):
             raise ValueError("f(t) and g(t) must be finite on [0, T]")
         if bool((g_nodes < 0).any()):

@@ -106,6 +106,12 @@ class SubVPSDE(_LinearBetaSDE):
     def _sigma(self, t):
         return -torch.expm1(2 * self._log_alpha(t))
 
+    def _alpha_sigma_dot(self, t):
+        # sigma = 1 - alpha^2, so sigma' = -2 alpha alpha' = beta alpha^2: finite at t = 0
+        # (beta_min), where the generic f sigma + g^2 / (2 sigma) is 0/0.
+        alpha = self._log_alpha(t).exp()
+        return self._f(t) * alpha, self.beta(t) * alpha.square()
+
     def _log_snr(self, t):
         la = self._log_alpha(t)
         return la - torch.log(-torch.expm1(2 * la))

@@ -4,6 +4,7 @@ The tolerance 1e-12 (relative) is well below the error of a naive `sqrt(1 - alph
 for t ~ 1e-6 (about 5e-10), so these tests prove the `expm1` care and not just the formula.
 """
 
+import math
 from decimal import Decimal, getcontext
 
 import pytest
@@ -89,3 +90,19 @@ def test_priors_match_song_et_al():
     sde = sdescore.VPSDE()
     t = torch.tensor(1.0, dtype=torch.float64)  # a Python float means torch's default dtype
     assert abs((sde.alpha(t) ** 2 + sde.sigma(t) ** 2).item() - 1.0) < 1e-15
+
+
+def test_subvp_sigma_derivative_at_zero_is_its_limit_beta_min():
+    # sigma = 1 - alpha^2, so sigma' = beta alpha^2 -> beta_min; the generic f sigma + g^2/(2 sigma)
+    # was 0/0 = NaN at t = 0 exactly (and 0.1 at t = 1e-300).
+    for b0, b1 in ((0.1, 20.0), (0.0, 5.0)):
+        t = torch.tensor([0.0, 1e-300, 0.3], dtype=torch.float64)
+        da, ds = sdescore.SubVPSDE(b0, b1).alpha_sigma_derivatives(t)
+        la = -0.25 * t**2 * (b1 - b0) - 0.5 * t * b0
+        beta = b0 + t * (b1 - b0)
+        assert torch.allclose(ds, beta * torch.exp(2 * la), rtol=1e-14, atol=0)
+        assert torch.allclose(da, -0.5 * beta * torch.exp(la), rtol=1e-14, atol=0)
+    # VP's sigma = sqrt(1 - alpha^2) has sigma' -> inf at 0: that stays.
+    assert (
+        sdescore.VPSDE().alpha_sigma_derivatives(torch.tensor([0.0]).double())[1].item() == math.inf
+    )

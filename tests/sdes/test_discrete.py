@@ -117,7 +117,11 @@ def test_log_snr_inverse_and_timestep_map():
             ValueError,
             r"open interval \(0, 1\).*betas\[1\] = 1",
         ),
-        ({"betas": torch.tensor([0.1, 0.0])}, ValueError, r"betas\[1\] = 0"),
+        # The hint matches the end that was crossed (it spoke of beta = 1 for beta = 0).
+        ({"betas": torch.tensor([0.1, 0.0])}, ValueError, r"betas\[1\] = 0 \(beta <= 0 adds no"),
+        ({"betas": torch.tensor([0.1, 1.0])}, ValueError, r"= 1 \(beta = 1 is zero terminal"),
+        ({"alphas_cumprod": torch.tensor([0.5, 0.0])}, ValueError, r"= 0 \(alphas_cumprod = 0 is"),
+        ({"alphas_cumprod": torch.tensor([1.0, 0.5])}, ValueError, r"= 1 \(alphas_cumprod = 1 is"),
         ({"betas": torch.tensor([0.1, -0.2])}, ValueError, r"betas\[1\] = -0.2"),
         ({"betas": torch.tensor([0.1, float("nan")])}, ValueError, r"finite.*index 1"),
         ({"betas": torch.ones(3, 2) * 0.1}, ValueError, r"1-d tensor \(N,\), got shape \(3, 2\)"),
@@ -135,6 +139,22 @@ def test_log_snr_inverse_and_timestep_map():
 def test_bad_schedules_are_refused_clearly(kwargs, error, match):
     with pytest.raises(error, match=match):
         DiscreteVPSDE(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((1000, "a", 0.02), TypeError, "beta_start must be a real number, got str"),
+        ((1000, 1e-4, None), TypeError, "beta_end must be a real number, got NoneType"),
+        ((1000, float("nan"), 0.02), ValueError, "beta_start must be finite"),
+        ((0, 1e-4, 0.02), ValueError, "num_timesteps must be an int >= 1"),
+        ((1000.0, 1e-4, 0.02), TypeError, "num_timesteps must be an int"),
+    ],
+)
+def test_linear_checks_its_arguments(args, error, match):
+    # beta_start = "a" gave torch.linspace's own TypeError.
+    with pytest.raises(error, match=match):
+        DiscreteVPSDE.linear(*args)
 
 
 def test_non_monotone_betas_are_a_valid_schedule():

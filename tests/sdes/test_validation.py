@@ -92,6 +92,21 @@ def test_time_outside_the_interval(t):
         sde.diffusion(torch.tensor([t]))
 
 
+@pytest.mark.parametrize("dtype", [torch.long, torch.int32, torch.bool])
+def test_integer_times_are_refused_alike_by_every_entry_point(dtype):
+    # alpha refused an integer tensor while drift truncated it into the state's dtype.
+    sde, x = sdescore.VPSDE(), torch.zeros(4, 2)
+    t = torch.tensor([0, 1, 0, 1]).to(dtype)
+    calls = [sde.alpha, sde.sigma, sde.diffusion, sde.drift_coeff, sde.log_snr]
+    calls += [lambda t: sde.drift(x, t), lambda t: sde.marginal_prob(x, t)]
+    calls += [lambda t: sde.perturb(x, t), lambda t: sde.sde(x, t)]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"t must be a floating-point tensor, got dtype"):
+            call(t)
+        with pytest.raises(TypeError, match=r"t must be a floating-point tensor, got dtype"):
+            call(t[:1])  # also as a one-element tensor broadcast to the batch
+
+
 def test_time_batch_mismatch_and_types():
     sde, x = sdescore.VESDE(), torch.zeros(4, 2)
     with pytest.raises(ValueError, match=r"t must have shape \(4,\).*got \(3,\)"):
