@@ -116,6 +116,13 @@ class Workload:
         ]
 
 
+def calls_axis(ax, calls, label="score calls") -> None:
+    """A figure's x axis of score calls: log scale ticks at exactly the budgets measured."""
+    ax.set_xlabel(label)
+    ax.minorticks_off()
+    ax.set_xticks(calls, [str(c) for c in calls])
+
+
 # --- sdescore -------------------------------------------------------------------------------
 
 
@@ -466,9 +473,7 @@ def sde_figure(table, floor, se, calls, path):
     axes[0].set_ylabel("|mean log p0 - expectation| (nats, >= 1e-3)")
     axes[1].set_ylabel("sliced W2 to exact samples")
     for ax in axes:
-        ax.set_xlabel("score calls")
-        ax.minorticks_off()
-        ax.set_xticks(calls, [str(c) for c in calls])
+        calls_axis(ax, calls)
     axes[0].legend(handles=[se_line], fontsize=7)
     axes[1].legend(fontsize=6.5)
     fig.suptitle("reverse SDE: eight Gaussians, VPSDE(0.1, 20), exact score", fontsize=10)
@@ -692,9 +697,7 @@ def digits_figure(results, nfes, ref_fid, floor, path):
     axes[1].set_ylabel("FID-digits (mean over seeds)")
     axes[1].set_yscale("log")
     for ax in axes:
-        ax.set_xlabel("score calls")
-        ax.minorticks_off()
-        ax.set_xticks(nfes, [str(k) for k in nfes])
+        calls_axis(ax, nfes)
     axes[1].legend(fontsize=7)
     fig.suptitle("digits U-Net (8x8), PF ODE, same prior draws for every sampler", fontsize=10)
     fig.tight_layout()
@@ -871,11 +874,9 @@ def figure(best, nfes, path):
         label="official DPM-Solver file (best config; earlier run)",
     )  # fmt: skip
     ax.axhline(1e-2, color="gray", lw=0.8, ls="--")
-    ax.set_xlabel("score calls (NFE)")
+    calls_axis(ax, nfes, "score calls (NFE)")
     ax.set_ylabel("solver error (mean |x - x_ref|)")
     ax.set_title("eight Gaussians, VPSDE(0.1, 20), exact score")
-    ax.minorticks_off()
-    ax.set_xticks(nfes, [str(k) for k in nfes])
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
