@@ -22,6 +22,9 @@ from .unipc import UniPC
 
 __all__ = ["Auto"]
 
+# The budgets (score calls) from which Auto switches: UniPC-2 from 6, UniPC-3 from 16.
+_UNIPC_FROM, _UNIPC3_FROM = 6, 16
+
 
 @final
 class Auto(Solver):
@@ -50,15 +53,15 @@ class Auto(Solver):
 
     def plan(self, steps: int) -> Solver:
         """The solver object that runs for a budget of `steps` score calls."""
-        if steps < 6:
+        if steps < _UNIPC_FROM:
             return DPMSolver(order=2, multistep=True, grid=self.grid)
-        return UniPC(order=2 if steps < 16 else 3, grid=self.grid)
+        return UniPC(order=2 if steps < _UNIPC3_FROM else 3, grid=self.grid)
 
     def describe(self, steps: int | None) -> str:
         if steps is None:
             return (
-                f"Auto: DPM-Solver++(2M) below 6 score calls, UniPC-2 up to 15, UniPC-3 from 16, "
-                f"on {self.grid!r}"
+                f"Auto: DPM-Solver++(2M) below {_UNIPC_FROM} score calls, UniPC-2 up to "
+                f"{_UNIPC3_FROM - 1}, UniPC-3 from {_UNIPC3_FROM}, on {self.grid!r}"
             )
         return f"Auto: {self.plan(steps).describe(steps)}"
 

@@ -45,6 +45,8 @@ __all__ = [
 PREDICTIONS = ("data", "noise")
 ALLOCATIONS = ("equal", "order")
 DEFAULT_GRID = "time_quadratic"
+# With the order chosen by budget, the multistep order 3 from this many score calls (2 below).
+_THIRD_ORDER_FROM = 13
 _STAGES = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}
 
 
@@ -321,10 +323,14 @@ class DPMSolver(Solver):
                 "allocation='equal' (one step per interval)"
             )
 
+    def _by_budget(self) -> bool:
+        """Whether the order (and multistep) is chosen by the budget (see the class)."""
+        return self.order is None and self.multistep is None and self.prediction == "data"
+
     def plan(self, steps: int) -> tuple[int, bool, bool]:
         """`(order, multistep, damped)` for a budget of `steps` score calls (see the class)."""
-        if self.order is None and self.multistep is None and self.prediction == "data":
-            if steps < 13:
+        if self._by_budget():
+            if steps < _THIRD_ORDER_FROM:
                 return 2, True, False
             return 3, True, self.damped is not False
         multistep = bool(self.multistep)
@@ -339,10 +345,10 @@ class DPMSolver(Solver):
 
     def describe(self, steps: int | None) -> str:
         name = "DPM-Solver++" if self.prediction == "data" else "DPM-Solver"
-        by_budget = self.order is None and self.multistep is None and self.prediction == "data"
-        if steps is None and by_budget:
+        if steps is None and self._by_budget():
             third = "damped 3M" if self.damped is not False else "3M"
-            return f"{name}: 2M below 13 score calls, {third} from 13, on {self.grid!r}"
+            n = _THIRD_ORDER_FROM
+            return f"{name}: 2M below {n} score calls, {third} from {n}, on {self.grid!r}"
         order, multistep, damped = self.plan(steps)
         kind = f"({order}M{', damped' if damped else ''})" if multistep else f"-{order}"
         return f"{name}{kind} on {self.grid!r}" + with_calls(steps)
