@@ -212,7 +212,8 @@ def as_time(t, like: torch.Tensor, T: float, name: str = "t") -> torch.Tensor:
     """Convert `t` to a `(B,)` tensor on `like`'s device and dtype, with `B = like.shape[0]`.
 
     Accepts a Python number, a 0-d or 1-element floating tensor (broadcast to the batch), or a
-    `(B,)` floating tensor (integer tensors are refused, as by `as_time_only`). Values must lie in `[0, T]`; the range is checked for numbers and CPU tensors.
+    `(B,)` floating tensor (integer tensors are refused, as by `as_time_only`). Values must lie
+    in `[0, T]`; the range is checked for numbers and CPU tensors.
     """
     batch = like.shape[0]
     if isinstance(t, numbers.Real) and not isinstance(t, bool):

@@ -157,9 +157,11 @@ def per_example_solve(
         try:
             _check_limits(system, options, nfe, lam[act], st, where)
         except MaxStepsError as e:
-            keep = None if last is None else np.isin(last[0], act)
-            rows = None if last is None else last[1][torch.as_tensor(keep, device=dev)]
-            raise with_outlier_hint(e, rows, None if last is None else last[0][keep], d) from None
+            if last is None:
+                raise
+            running = np.isin(last[0], act)  # the last pass's examples still short of T
+            rows = last[1][torch.as_tensor(running, device=dev)]
+            raise with_outlier_hint(e, rows, last[0][running], d) from None
         la = lam[act]
         land = (la + st <= lam1) | (la + st - lam1 < 1e-3 * np.abs(st))
         st = np.where(land, lam1 - la, st)
