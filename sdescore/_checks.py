@@ -27,6 +27,7 @@ __all__ = [
     "check_generator",
     "check_int",
     "is_int",
+    "nonfinite_rows",
     "check_shape",
     "check_finite_tensor",
     "check_output_shape",
@@ -200,12 +201,17 @@ def check_finite_tensor(x: torch.Tensor, name: str = "x") -> None:
         return
     if x.ndim == 0:
         raise ValueError(f"{name} contains NaN or Inf values")
-    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    bad = nonfinite_rows(x)
     first = int(bad.nonzero()[0, 0])
     raise ValueError(
         f"{name} contains NaN or Inf values in {int(bad.sum())} of {x.shape[0]} rows (the first "
         f"at index {first})"
     )
+
+
+def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
+    """`(N,)` bool: which rows of `x: (N, ...)` (examples along dimension 0) hold NaN or Inf."""
+    return ~torch.isfinite(x.detach().reshape(x.shape[0], -1)).all(dim=1)
 
 
 def as_time(t, like: torch.Tensor, T: float, name: str = "t") -> torch.Tensor:

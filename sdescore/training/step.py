@@ -12,7 +12,7 @@ import inspect
 import torch
 import torch.distributed as dist
 
-from .._checks import check_callable, check_generator, check_real, check_state
+from .._checks import check_callable, check_generator, check_real, check_state, nonfinite_rows
 from ..ema import EMA
 from ..losses import dsm_loss
 from .ddp import DistributedLoss
@@ -96,8 +96,7 @@ def _batch_note(batch) -> str:
     """On the failure path only: say when the batch itself holds NaN or Inf."""
     if not isinstance(batch, torch.Tensor) or not batch.is_floating_point():
         return ""
-    bad = ~torch.isfinite(batch.detach().reshape(batch.shape[0], -1)).all(dim=1)
-    n = int(bad.sum())
+    n = int(nonfinite_rows(batch).sum())
     if n == 0:
         return ""
     return (
@@ -133,14 +132,9 @@ def backward_checked(loss, params, *, grad_clip=None, world_size=1, step=None, b
     value, norm = stats.tolist()
     at = "" if step is None else f" at step {step}"
     if not torch.isfinite(torch.tensor(value)):
-        note = _batch_note(batch)
-        if note:
-            raise FloatingPointError(
-                f"the loss became {value}{at}{note} (the model weights are those before this step)"
-            )
+        cause = _batch_note(batch) or "; lower lr, set grad_clip, or check the data"
         raise FloatingPointError(
-            f"the loss became {value}{at}; lower lr, set grad_clip, or check the data (the "
-            "model weights are those before this step)"
+            f"the loss became {value}{at}{cause} (the model weights are those before this step)"
         )
     if not torch.isfinite(torch.tensor(norm)):
         raise FloatingPointError(
@@ -165,9 +159,9 @@ def train_step(
 ) -> float:
     """One optimizer step of `model` on the batch `x`; returns the batch's mean loss.
 
-    Zeroes the gradients (the model's and the optimizer's), evaluates `loss(model, x, generator=generator[, labels=labels])`
-    and its mean, back-propagates, clips the gradient norm to `grad_clip`, checks that loss and
-    gradient are finite (one host synchronisation, which reading the loss needs anyway), steps
+    Zeroes the gradients (the model's and the optimizer's), evaluates
+    `loss(model, x, generator=generator[, labels=labels])` and its mean, back-propagates,
+    clips the gradient norm to `grad_clip`, checks that loss and gradient are finite (one host synchronisation, which reading the loss needs anyway), steps
     `optimizer` and folds the new weights into `ema`. A failed check raises before the
     optimizer step: the weights, optimizer and EMA are then as before. The caller owns the
     learning-rate schedule, the data, the train/eval mode and the loop.
