@@ -159,12 +159,13 @@ def train_step(
 ) -> float:
     """One optimizer step of `model` on the batch `x`; returns the batch's mean loss.
 
-    Zeroes the gradients (the model's and the optimizer's), evaluates
-    `loss(model, x, generator=generator[, labels=labels])` and its mean, back-propagates,
-    clips the gradient norm to `grad_clip`, checks that loss and gradient are finite (one host synchronisation, which reading the loss needs anyway), steps
-    `optimizer` and folds the new weights into `ema`. A failed check raises before the
-    optimizer step: the weights, optimizer and EMA are then as before. The caller owns the
-    learning-rate schedule, the data, the train/eval mode and the loop.
+    Zeroes the gradients (the model's and the optimizer's), evaluates `loss(model, x,
+    generator=generator[, labels=labels])` and its mean, back-propagates, clips the gradient
+    norm to `grad_clip`, checks that loss and gradient are finite (one host synchronisation,
+    which reading the loss needs anyway), steps `optimizer` and folds the new weights into
+    `ema`. A failed check raises before the optimizer step: the weights, optimizer and EMA are
+    then as before. The caller owns the learning-rate schedule, the data, the train/eval mode
+    and the loop.
 
     Several processes: pass `loss=DistributedLoss(model, loss)` (built inside the process
     group); the loss then runs through `DistributedDataParallel`, the gradient is averaged over
