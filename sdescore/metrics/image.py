@@ -349,7 +349,13 @@ def _check_digits_range(x, name: str, *, refuse: bool = True) -> None:
     lo, hi = (float(v) for v in torch.aminmax(x.detach()))
     if lo != lo or hi != hi:  # NaN: the metric's own check names it
         return
-    if (lo < -_DIGITS_LIMIT or hi > _DIGITS_LIMIT) and not refuse:
+    if lo < -_DIGITS_LIMIT or hi > _DIGITS_LIMIT:
+        if refuse:
+            raise ValueError(
+                f"{name} must be images in [-1, 1] (the digits feature network's range; up to "
+                f"+-{_DIGITS_LIMIT} for samples that overshoot), got values from {lo:g} to "
+                f"{hi:g}; rescale, e.g. x / 127.5 - 1 for 0..255 pixels or 2 * x - 1 for [0, 1]"
+            )
         # a model's own samples (in `evaluate`): the metric of what it drew, with a warning
         warnings.warn(
             f"{name} reach values from {lo:g} to {hi:g}, beyond [-{_DIGITS_LIMIT}, "
@@ -359,12 +365,6 @@ def _check_digits_range(x, name: str, *, refuse: bool = True) -> None:
             stacklevel=external_stacklevel(),
         )
         return
-    if lo < -_DIGITS_LIMIT or hi > _DIGITS_LIMIT:
-        raise ValueError(
-            f"{name} must be images in [-1, 1] (the digits feature network's range; up to "
-            f"+-{_DIGITS_LIMIT} for samples that overshoot), got values from {lo:g} to {hi:g}; "
-            "rescale, e.g. x / 127.5 - 1 for 0..255 pixels or 2 * x - 1 for [0, 1]"
-        )
     if lo >= 0:
         warnings.warn(
             f"{name} holds only values >= 0 (from {lo:g} to {hi:g}): it looks scaled to [0, 1], "
