@@ -44,6 +44,7 @@ __all__ = [
 
 PREDICTIONS = ("data", "noise")
 ALLOCATIONS = ("equal", "order")
+SOLVER_TYPES = ("midpoint", "taylor")
 DEFAULT_GRID = "time_quadratic"
 # With the order chosen by budget, the multistep order 3 from this many score calls (2 below).
 _THIRD_ORDER_FROM = 13
@@ -197,7 +198,13 @@ def _data(score, x: torch.Tensor, p: _Point) -> torch.Tensor:
 
 
 def dpm_solver_multistep(
-    p: Problem, *, order: int, grid: Grid, damped: bool = False, low_final: int = 15
+    p: Problem,
+    *,
+    order: int,
+    grid: Grid,
+    damped: bool = False,
+    low_final: int = 15,
+    solver_type: str = "midpoint",
 ) -> torch.Tensor:
     r"""Multistep DPM-Solver in data prediction (DPM-Solver++; Lu et al. 2022b), one score call
     per step, for the problem `p` (`p.steps` steps).
@@ -212,7 +219,8 @@ def dpm_solver_multistep(
     lower order, as Lu et al. recommend for stability. With `damped`, the second-derivative
     term is halved, as in the 3M of Lu et al.'s code, diffusers and k-diffusion (their $D_2$ is
     $h^2 \hat x_0''/2$ where the exact term needs $h^2 \hat x_0''$): order 2 in practice, but
-    measured more accurate below about 40 steps (docs/sampling.md).
+    measured more accurate below about 40 steps (docs/sampling.md). `solver_type` is the form of
+    the order-2 steps (`multistep_update`).
     """
     x, steps = p.x, p.steps
     ts = as_grid(grid).times(p.sde, p.t0, p.t1, steps, x)
@@ -223,21 +231,40 @@ def dpm_solver_multistep(
         s, t = pts[i], pts[i + 1]
         hist = (hist + [(s.lam, _data(p.score, x, s))])[-3:]
         k = min(order, len(hist), steps - i if steps < low_final else order)
-        x = multistep_update(x, s, t, hist, k, damped=damped)
+        x = multistep_update(x, s, t, hist, k, damped=damped, solver_type=solver_type)
         p.record(ts[i + 1], x)
     return x
 
 
 def multistep_update(
-    x: torch.Tensor, s: _Point, t: _Point, hist: list, k: int, *, damped: bool = False
+    x: torch.Tensor,
+    s: _Point,
+    t: _Point,
+    hist: list,
+    k: int,
+    *,
+    damped: bool = False,
+    solver_type: str = "midpoint",
 ) -> torch.Tensor:
-    """One multistep DPM-Solver++ step s → t of order `k` from `hist`, the last `k` or more
-    `(lambda, x0-prediction)` pairs with the one at `s` last (see `dpm_solver_multistep`)."""
+    r"""One multistep DPM-Solver++ step s → t of order `k` from `hist`, the last `k` or more
+    `(lambda, x0-prediction)` pairs with the one at `s` last (see `dpm_solver_multistep`).
+
+    An order-2 step takes the divided difference $\delta = (\hat x_0(\lambda_s) - \hat
+    x_0(\lambda_{s-1}))/h_{s-1}$ with the weight $\alpha_t h\varphi_2(h)$ (`"taylor"`: the
+    exact integral of the linear Taylor expansion, Lu et al. 2022b, eq. (9); diffusers'
+    `solver_type="heun"`) or $-\tfrac12\alpha_t h\,\mathrm{expm1}(-h)$ (`"midpoint"`: the form
+    of Lu et al. 2022b, Alg. 2, their code's default and diffusers'). They agree to $O(h^3)$;
+    on long steps the midpoint form was more accurate on every workload measured
+    (docs/sampling.md). Order 3 is the Taylor form in both.
+    """
     h = t.lam - s.lam
     em = torch.expm1(-h)
     phi2 = 1 + em / h
     d0 = hist[-1][1]
     x_new = (t.sigma / s.sigma) * x - (t.alpha * em) * d0
+    if k == 2 and solver_type == "midpoint":
+        (_, d1), h1 = hist[-2], s.lam - hist[-2][0]
+        return x_new - (0.5 * t.alpha * em * h) * ((d0 - d1) / h1)
     if k >= 2:
         (l1, d1), h1 = hist[-2], s.lam - hist[-2][0]
         delta1 = (d0 - d1) / h1
@@ -284,6 +311,10 @@ class DPMSolver(Solver):
         allocation: singlestep only: `"equal"` (default) steps of equal length on the grid;
             `"order"` as Lu et al.'s code: each step's length proportional to its order, and a
             budget divisible by 3 ending in orders 2, 1 (not with explicit grid times).
+        solver_type: multistep only: the form of the order-2 steps, `"midpoint"` (default; Lu
+            et al. 2022b, Alg. 2, as their code and diffusers) or `"taylor"` (the exact
+            integral of the linear Taylor expansion; diffusers' `"heun"`). See
+            `multistep_update`.
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -302,6 +333,7 @@ class DPMSolver(Solver):
         prediction: str = "data",
         damped: bool | None = None,
         allocation: str = "equal",
+        solver_type: str = "midpoint",
     ):
         self.steps = check_int("steps", steps, allow_none=True)
         self.order = None if order is None else check_order(order)
@@ -310,13 +342,25 @@ class DPMSolver(Solver):
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
         self.damped = None if damped is None else check_bool("damped", damped)
         self.allocation = check_choice("allocation", allocation, ALLOCATIONS)
+        self.solver_type = check_choice("solver_type", solver_type, SOLVER_TYPES)
         if self.multistep and self.prediction != "data":
             raise ValueError(
                 "multistep=True supports prediction='data' only (DPM-Solver++), got "
                 f"prediction={prediction!r}"
             )
-        if self.damped is not None and self.multistep is False:
-            raise ValueError(f"damped applies to multistep=True only, got damped={damped!r}")
+        singlestep = not self._by_budget() and not self.multistep  # `order` alone: singlestep
+        if self.damped is not None and singlestep:
+            raise ValueError(
+                f"damped applies to the multistep solver only (multistep=True, or neither order "
+                f"nor multistep given), got damped={damped!r} with order={order!r}, "
+                f"multistep={multistep!r}"
+            )
+        if self.solver_type != "midpoint" and singlestep:
+            raise ValueError(
+                f"solver_type applies to the multistep solver only (multistep=True, or neither "
+                f"order nor multistep given), got solver_type={solver_type!r} with "
+                f"order={order!r}, multistep={multistep!r}"
+            )
         if self.allocation == "order" and self.grid.steps is not None:
             raise ValueError(
                 "allocation='order' places its own boundaries; with explicit grid times use "
@@ -350,7 +394,10 @@ class DPMSolver(Solver):
             n = _THIRD_ORDER_FROM
             return f"{name}: 2M below {n} score calls, {third} from {n}, on {self.grid!r}"
         order, multistep, damped = self.plan(steps)
-        kind = f"({order}M{', damped' if damped else ''})" if multistep else f"-{order}"
+        extra = (", damped" if damped else "") + (
+            ", taylor" if self.solver_type == "taylor" else ""
+        )
+        kind = f"({order}M{extra})" if multistep else f"-{order}"
         return f"{name}{kind} on {self.grid!r}" + with_calls(steps)
 
     def integrate(self, p: Problem) -> torch.Tensor:
@@ -359,7 +406,9 @@ class DPMSolver(Solver):
         )
         order, multistep, damped = self.plan(p.steps)
         if multistep:  # prediction="data" (checked by __init__)
-            return dpm_solver_multistep(p, order=order, grid=self.grid, damped=damped)
+            return dpm_solver_multistep(
+                p, order=order, grid=self.grid, damped=damped, solver_type=self.solver_type
+            )
         reference = self.allocation == "order"
         return dpm_solver(
             p, order=order, grid=self.grid, prediction=self.prediction,

@@ -115,15 +115,16 @@ def test_ddim_steps_equal_ddim_scheduler():
         x = ref
 
 
+@pytest.mark.parametrize(("theirs", "ours"), [("midpoint", "midpoint"), ("heun", "taylor")])
 @torch.no_grad()
-def test_dpm_solver_2m_on_diffusers_grid_equals_dpm_solver_multistep_scheduler():
+def test_dpm_solver_2m_on_diffusers_grid_equals_dpm_solver_multistep_scheduler(theirs, ours):
     # Settings under which diffusers' DPM-Solver++(2M) is our multistep solver: data prediction
-    # (dpmsolver++), solver_type="heun" (our divided-difference correction; "midpoint" is
-    # diffusers' default and differs at second order), lower_order_final with < 15 steps (ours
-    # too), final_sigmas_type="sigma_min" (end at t = 1/N rather than sigma = 0).
+    # (dpmsolver++), its solver_type "midpoint" (its default, Lu et al.'s Alg. 2, and ours) or
+    # "heun" (our "taylor"), lower_order_final with < 15 steps (ours too),
+    # final_sigmas_type="sigma_min" (end at t = 1/N rather than sigma = 0).
     unet = _unet()
     sched = diffusers.DPMSolverMultistepScheduler(
-        **CONFIG, algorithm_type="dpmsolver++", solver_order=2, solver_type="heun",
+        **CONFIG, algorithm_type="dpmsolver++", solver_order=2, solver_type=theirs,
         lower_order_final=True, final_sigmas_type="sigma_min",
     )  # fmt: skip
     sched.set_timesteps(8)
@@ -136,11 +137,11 @@ def test_dpm_solver_2m_on_diffusers_grid_equals_dpm_solver_multistep_scheduler()
     for k in sched.timesteps:
         x = sched.step(unet(x, k).sample, k, x).prev_sample
     # the public way: the scheduler's grid handed to the solver object, from T = ts[0]
-    solver = sdescore.DPMSolver(order=2, multistep=True, grid=ts)
+    solver = sdescore.DPMSolver(order=2, multistep=True, grid=ts, solver_type=ours)
     assert ts[0].item() == sde.T  # diffusers' first timestep N - 1 is t = T
     flow = sde.probability_flow(model)
     info = flow.sample(x_T=x0, method=solver, eps=ts[-1].item(), return_info=True)
-    assert info.nfe == 8 and "DPM-Solver++(2M)" in info.solver
+    assert info.nfe == 8 and "DPM-Solver++(2M" in info.solver
     # diffusers computes sigma, alpha, lambda from the float32 table in float32
     assert torch.allclose(info.samples, x, rtol=1e-4, atol=1e-4)
 

@@ -134,8 +134,10 @@ def test_recorder_is_inert_when_disabled():
         # order of the singlestep solver.
         (sdescore.DPMSolver(order=3, multistep=False, allocation="order", grid="logsnr"), 3, 3),
         (sdescore.DPMSolver(order=2, multistep=False, allocation="order", grid="logsnr"), 2, 2),
+        # the 2M in its Taylor form (the default is the midpoint form, in test_dpm_solver_order)
+        (sdescore.DPMSolver(order=2, multistep=True, solver_type="taylor"), 1, 2),
     ],
-    ids=["3M-damped", "3S-order-allocation", "2S-order-allocation"],
+    ids=["3M-damped", "3S-order-allocation", "2S-order-allocation", "2M-taylor"],
 )
 def test_dpm_solver_variant_orders(solver, calls, order):
     pf = VP.probability_flow(gaussian_1d(MU, S0).score_fn(VP))
@@ -146,3 +148,30 @@ def test_dpm_solver_variant_orders(solver, calls, order):
         (pf.sample(x_T=z, steps=n * calls, method=solver) - exact).abs().max().item() for n in ns
     ]
     assert abs(_slope(ns, errs) - order) <= 0.3, (errs, _slope(ns, errs))
+
+
+@pytest.mark.parametrize("steps", [2, 5, 9, 16])
+def test_dpm_solver_2m_is_lu_et_al_algorithm_2(steps):
+    # DPM-Solver++(2M) written out from Lu et al. 2022b, Alg. 2: x_i = (sigma_i / sigma_{i-1})
+    # x_{i-1} - alpha_i expm1(-h_i) D_i with D_i = (1 + 1/(2 r_i)) m_{i-1} - m_{i-2} / (2 r_i),
+    # r_i = h_{i-1} / h_i, a first-order first step and, below 15 steps, a first-order last step.
+    pf = VP.probability_flow(gaussian_1d(MU, S0).score_fn(VP))
+    z = torch.linspace(-3, 3, 13, dtype=torch.float64)[:, None]
+    ts = sdescore.TimeQuadratic().times(VP, VP.T, EPS, steps, z)
+    alpha, sigma = VP.alpha(ts), VP.sigma(ts)
+    lam = (alpha / sigma).log()
+    x, prev = z, None
+    for i in range(steps):
+        t = ts[i].expand(len(z))
+        m = (x + sigma[i] ** 2 * pf.score_fn(x, t)) / alpha[i]
+        h = lam[i + 1] - lam[i]
+        d = m
+        if prev is not None and not (steps < 15 and i == steps - 1):
+            r = (lam[i] - lam[i - 1]) / h
+            d = (1 + 1 / (2 * r)) * m - prev / (2 * r)
+        x = sigma[i + 1] / sigma[i] * x - alpha[i + 1] * torch.expm1(-h) * d
+        prev = m
+    ours = pf.sample(
+        x_T=z, steps=steps, method=sdescore.DPMSolver(order=2, multistep=True), eps=EPS
+    )
+    assert torch.allclose(ours, x, rtol=1e-12, atol=1e-12), (ours - x).abs().max()

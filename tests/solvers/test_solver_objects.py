@@ -208,10 +208,37 @@ def test_dpm_solver_runs_dpm_solver_and_explicit_options_keep_their_meaning():
     assert sdescore.DPMSolver(damped=True).plan(13) == (3, True, True)
     assert sdescore.DPMSolver(order=3).plan(10) == (3, False, False)
     assert sdescore.DPMSolver(multistep=True).plan(10) == (3, True, False)
-    with pytest.raises(ValueError, match="damped applies to multistep=True only"):
+    with pytest.raises(ValueError, match="damped applies to the multistep solver only"):
         sdescore.DPMSolver(multistep=False, damped=True)
     with pytest.raises(ValueError, match="allocation must be one of"):
         sdescore.DPMSolver(allocation="proportional")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"order": 2, "damped": True},  # order alone is singlestep: damped used to be ignored
+        {"order": 3, "damped": False},
+        {"prediction": "noise", "damped": True},
+        {"order": 2, "solver_type": "taylor"},
+        {"multistep": False, "solver_type": "taylor"},
+        {"prediction": "noise", "solver_type": "taylor"},
+    ],
+)
+def test_multistep_only_options_are_refused_where_the_solver_is_singlestep(kw):
+    option = "damped" if "damped" in kw else "solver_type"
+    with pytest.raises(ValueError, match=f"{option} applies to the multistep solver only"):
+        sdescore.DPMSolver(**kw)
+
+
+def test_dpm_solver_solver_type_is_checked_and_named_in_describe():
+    with pytest.raises(ValueError, match="solver_type must be one of"):
+        sdescore.DPMSolver(solver_type="heun")
+    assert sdescore.DPMSolver().solver_type == "midpoint"
+    assert "(2M, taylor)" in sdescore.DPMSolver(solver_type="taylor").describe(8)
+    assert "(2M)" in sdescore.DPMSolver().describe(8)
+    solver = sdescore.DPMSolver(multistep=True, order=2, solver_type="taylor")
+    assert sdescore.solvers.solver_from_dict(solver.to_dict()) == solver
 
 
 def test_order_allocation_makes_the_last_low_order_step_short():

@@ -134,7 +134,8 @@ def test_default_uses_unipc_by_budget_and_counts_its_calls():
 
 def test_default_is_more_accurate_at_10_calls_on_eight_gaussians():
     # Solver error against a converged solve from the same draws (2048 points; the benchmark's
-    # 16384 x 3 seeds give 2.75e-2 for the old default and 1.56e-2 for UniPC-2 at 10 calls).
+    # 16384 x 3 seeds give 2.75e-2 for the old default, the 2M in its Taylor form, and 1.56e-2
+    # for UniPC-2 at 10 calls).
     sde, data = VP, eight_gaussians(radius=4.0, std=0.5)
     pf = sde.probability_flow(data.score_fn(sde))
     z = sde.prior_sampling((2048, 2), generator=torch.Generator().manual_seed(0))
@@ -142,8 +143,35 @@ def test_default_is_more_accurate_at_10_calls_on_eight_gaussians():
         x_T=z, method=sdescore.DPMSolver(order=3, multistep=False, grid="logsnr"), steps=600
     )
     err = (pf.sample(x_T=z, steps=10) - ref).abs().mean().item()
-    old = pf.sample(x_T=z, method=sdescore.DPMSolver(order=2, multistep=True), steps=10) - ref
+    old_default = sdescore.DPMSolver(order=2, multistep=True, solver_type="taylor")
+    old = pf.sample(x_T=z, method=old_default, steps=10) - ref
     assert err < 0.02 < old.abs().mean().item(), (err, old.abs().mean().item())
+
+
+@pytest.mark.parametrize("steps", [5, 6, 8, 10])
+def test_2m_midpoint_form_beats_the_taylor_form_on_eight_gaussians(steps):
+    # The default 2M (Lu et al.'s Alg. 2) against the Taylor form on the same 2048 draws; the
+    # benchmark (16384 x 3 seeds) gives 6.1e-2 / 4.1e-2 / 2.0e-2 / 1.5e-2 against 1.1e-1 /
+    # 9.2e-2 / 4.9e-2 / 2.8e-2 at 5 / 6 / 8 / 10 calls. Auto() below 6 calls is this 2M.
+    sde, data = VP, eight_gaussians(radius=4.0, std=0.5)
+    pf = sde.probability_flow(data.score_fn(sde))
+    z = sde.prior_sampling((2048, 2), generator=torch.Generator().manual_seed(0))
+    ref = pf.sample(
+        x_T=z, method=sdescore.DPMSolver(order=3, multistep=False, grid="logsnr"), steps=600
+    )
+    errs = {
+        form: (
+            pf.sample(
+                x_T=z, method=sdescore.DPMSolver(multistep=True, order=2, solver_type=form),
+                steps=steps,
+            ) - ref
+        ).abs().mean().item()
+        for form in ("midpoint", "taylor")
+    }  # fmt: skip
+    assert errs["midpoint"] < 0.75 * errs["taylor"], errs
+    if steps < 6:
+        auto = (pf.sample(x_T=z, steps=steps) - ref).abs().mean().item()
+        assert auto == errs["midpoint"]
 
 
 @pytest.mark.parametrize("schedule", ["time_quadratic", "karras", "logsnr", "time_uniform"])
