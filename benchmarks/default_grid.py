@@ -2,9 +2,10 @@
 
     python benchmarks/default_grid.py [--quick]
     python benchmarks/default_grid.py --mixture   (a third workload: image-like mixtures)
+    python benchmarks/default_grid.py --solvers   (the default against the 2M, four workloads)
 
 Issue 22 asks that the unfitted default, `Auto()`, be nowhere behind the official DPM-Solver
-row of `benchmarks/peers.py` (eight Gaussians, exact score); it is behind at 6 and 15 calls.
+row of `benchmarks/peers.py` (eight Gaussians, exact score); it is behind at 6, 8 and 15 calls.
 Grids denser near the data than the default's, boundaries uniform in $t^{1/p}$ for p > 2 (p = 2
 is `TimeQuadratic`, the default), close that gap on the toy. This script measures what they
 do on both workloads, with the default's order rule (UniPC-2 below 16 calls, UniPC-3 from 16)
@@ -25,11 +26,18 @@ image-like mixture, 8 modes with std 0.05 at uniform means on [-1, 1]^(1x8x8), t
 VP(0.1, 20) and sub-VP(0.1, 20), float64, 2000 prior draws for each of seeds 0 and 1, against a
 600-call singlestep DPM-Solver-3 solve on the log-SNR grid; with the default's order rule and
 with UniPC-3 from 15 calls. About 3 minutes of one core.
+
+`--solvers`: instead, on all four workloads (toy, digits, mixture under VP and sub-VP), the
+default `Auto()` against the multistep DPM-Solver++(2M) in its two forms (`solver_type`
+"midpoint", Lu et al.'s Alg. 2 and the default, and "taylor") and UniPC-2, at 5-50 calls: the
+measurement behind the default's choice at low budgets (docs/sampling.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
@@ -37,18 +45,11 @@ import sdescore
 from sdescore.solvers.grid import Times
 from sdescore.toy import eight_gaussians
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import OFFICIAL_DPM_SOLVER as OFFICIAL  # noqa: E402  (the benchmark next to this one)
+
 EPS = 1e-3
 EXPONENTS = (2.0, 2.25, 2.5, 2.75, 3.0, 3.5)
-OFFICIAL = {
-    6: 7.41e-2,
-    8: 3.99e-2,
-    10: 2.38e-2,
-    12: 1.62e-2,
-    15: 8.91e-3,
-    20: 4.89e-3,
-    30: 1.67e-3,
-    50: 5.51e-4,
-}  # fmt: skip  (benchmarks/peers.py, OFFICIAL_DPM_SOLVER)
 
 
 def power_grid(sde, nfe: int, p: float) -> Times:
@@ -83,13 +84,13 @@ def show(title, nfes, table, extra=None):
         print(f"| {name} | " + " | ".join(f"{e:.2e}" for e in errs) + " |", flush=True)
 
 
-def mixture():
-    """The `--mixture` tables (see the module docstring)."""
+def mixture_workloads():
+    """{name: (pf, draws, refs)} of the image-like mixture under VP and sub-VP (see above)."""
     from sdescore.toy import GaussianMixture
 
     g = torch.Generator().manual_seed(0)
     data = GaussianMixture(torch.rand(8, 1, 8, 8, generator=g, dtype=torch.float64) * 2 - 1, 0.05)
-    nfes = (5, 6, 8, 10, 12, 15, 20, 30)
+    out = {}
     for name, sde in (("VP", sdescore.VPSDE(0.1, 20.0)), ("sub-VP", sdescore.SubVPSDE(0.1, 20.0))):
         pf = sde.probability_flow(data.score_fn(sde))
         draws = [
@@ -99,7 +100,15 @@ def mixture():
             for s in (0, 1)
         ]
         ref = sdescore.DPMSolver(order=3, multistep=False, grid="logsnr", steps=600)
-        refs = [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
+        out[name] = (pf, draws, [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws])
+    return out
+
+
+def mixture():
+    """The `--mixture` tables (see the module docstring)."""
+    nfes = (5, 6, 8, 10, 12, 15, 20, 30)
+    for name, (pf, draws, refs) in mixture_workloads().items():
+        sde = pf.sde
         table = {}
         for p in (2.0, 2.25):
             for first3 in (16, 15):
@@ -124,40 +133,90 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run)")
     ap.add_argument("--mixture", action="store_true", help="the third workload (see above)")
+    ap.add_argument("--solvers", action="store_true", help="the default against the 2M (above)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.mixture:
         mixture()
         return
+    if args.solvers:
+        solvers(args.quick)
+        return
 
-    sde = sdescore.VPSDE(0.1, 20.0)
-    pf = sde.probability_flow(eight_gaussians(radius=4.0, std=0.5).score_fn(sde))
-    n = 2048 if args.quick else 16384
-    draws = [
-        sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s)) for s in (0, 1, 2)
-    ]
-    ref = sdescore.DPMSolver(order=3, multistep=False, grid="logsnr", steps=900)
-    refs = [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
     nfes = (6, 8, 10, 12, 15, 20, 30, 50)
+    pf, draws, refs = toy_workload(args.quick)
     official = {
         "official DPM-Solver file, best configuration (peers.py)": [OFFICIAL[k] for k in nfes]
     }
     show("eight Gaussians, exact score: solver error", nfes, rows(pf, draws, refs, nfes), official)
+    pf, draws, refs = digits_workload(args.quick)
+    with torch.no_grad():
+        nfes = (5, 6, 8, 10, 15, 20, 30)
+        show("digits8 U-Net: solver error per pixel", nfes, rows(pf, draws, refs, nfes))
 
+
+def toy_workload(quick: bool):
+    """(pf, draws, refs) of the toy (see the module docstring)."""
+    sde = sdescore.VPSDE(0.1, 20.0)
+    pf = sde.probability_flow(eight_gaussians(radius=4.0, std=0.5).score_fn(sde))
+    n = 2048 if quick else 16384
+    draws = [
+        sde.prior_sampling((n, 2), generator=torch.Generator().manual_seed(s)) for s in (0, 1, 2)
+    ]
+    ref = sdescore.DPMSolver(order=3, multistep=False, grid="logsnr", steps=900)
+    return pf, draws, [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
+
+
+def digits_workload(quick: bool):
+    """(pf, draws, refs) of the digits U-Net (see the module docstring)."""
     from sdescore.pretrained import load
 
     model = load("digits8").requires_grad_(False)
     pf = model.sde.probability_flow(model)
-    n = 50 if args.quick else 200
+    n = 50 if quick else 200
     draws = [
         model.sde.prior_sampling((n, 1, 8, 8), generator=torch.Generator().manual_seed(s))
         for s in (0, 1)
     ]
     ref = sdescore.UniPC(order=3, grid="logsnr", steps=200)
     with torch.no_grad():
-        refs = [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
-        nfes = (5, 6, 8, 10, 15, 20, 30)
-        show("digits8 U-Net: solver error per pixel", nfes, rows(pf, draws, refs, nfes))
+        return pf, draws, [pf.sample(x_T=z, method=ref, eps=EPS) for z in draws]
+
+
+# `--solvers`: the default against the 2M at the low budgets, on all four workloads.
+SOLVERS = {
+    "Auto() (default)": sdescore.Auto(),
+    "DPM-Solver++(2M), midpoint (Alg. 2)": sdescore.DPMSolver(order=2, multistep=True),
+    "DPM-Solver++(2M), taylor": sdescore.DPMSolver(order=2, multistep=True, solver_type="taylor"),
+    "UniPC-2": sdescore.UniPC(order=2),
+}
+
+
+def solvers(quick: bool):
+    """The `--solvers` tables (see the module docstring)."""
+    workloads = {"eight Gaussians": toy_workload(quick), "digits8 U-Net": digits_workload(quick)}
+    workloads.update({f"image-like mixture, {k}": w for k, w in mixture_workloads().items()})
+    nfes = (5, 6, 7, 8, 10, 12, 15, 20, 30, 50)
+    for name, (pf, draws, refs) in workloads.items():
+        table = {}
+        with torch.no_grad():
+            for label, solver in SOLVERS.items():
+                table[label] = [
+                    max(
+                        (pf.sample(x_T=z, method=solver, steps=nfe, eps=EPS) - r)
+                        .abs()
+                        .mean()
+                        .item()
+                        for z, r in zip(draws, refs, strict=True)
+                    )
+                    for nfe in nfes
+                ]
+        extra = None
+        if name == "eight Gaussians":
+            extra = {
+                "official DPM-Solver (peers.py)": [OFFICIAL.get(k, float("nan")) for k in nfes]
+            }
+        show(f"{name}: solver error", nfes, table, extra)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         )
         print(f"| dopri5, rtol = atol = {tol:g} | {err(r.samples):.1e} at {r.nfe} calls |")
 
-    print("\nlikelihood (exact trace, PF ODE by dopri5): error of log p against the oracle")
+    print("\nlikelihood (exact trace, the default solver): error of log p against the oracle")
     x = data.sample(256 if not args.quick else 64, generator=torch.Generator().manual_seed(1))
     x = x.double()
     print("| rtol = atol | mean abs error (nats) | max (nats) | score calls |")

@@ -1,6 +1,7 @@
 """sdescore's samplers side by side with diffusers and k-diffusion.
 
     python benchmarks/peers.py [--n 16384] [--quick] [--figure PATH] [--k-diffusion DIR]
+                               [--dpm-solver FILE]
     python benchmarks/peers.py --sde [--n-sde 8192] [--quick] [--k-diffusion DIR]
     python benchmarks/peers.py --digits [--model PATH] [--digits-n 500] [--figure PATH]
 
@@ -28,9 +29,10 @@ Every library gets the same score, converted to its interface:
   k-diffusion`). The model is the denoiser D(x/alpha, sigma/alpha) of `sdescore.interop`;
   the sigma grid ends at sigma(eps) (no final jump to 0); heun and dpm_2 make 2 calls a step
   (NFE // 2 steps); the 2m_sde and 3m_sde samplers run with eta = 0 (the ODE).
-- The official DPM-Solver file is not on the package index; diffusers' singlestep scheduler is
-  its closest installable stand-in. Its figures on this workload (best configuration per NFE,
-  measured earlier for issue 22) are printed as a fixed row, labelled as not re-run.
+- Lu et al.'s official DPM-Solver file is not on the package index. Give its path as
+  `--dpm-solver` to run it as a library (`benchmarks/official_dpm_solver.py`: its multistep and
+  singlestep solvers, DPM-Solver and DPM-Solver++, on its three grids); without it, its best
+  figures per NFE from such a run are printed as a fixed row, labelled as not re-run.
 - sdescore's own rows: the default `Auto()`; `Auto()` with a grid fitted for each NFE by
   `sdescore.optimize_schedule` on `--fit-draws` float64 prior draws of seed 1000 (never the
   evaluation draws), at most min(40 NFE, 400) fitting solves, its wall time printed; `IPNDM()`.
@@ -89,6 +91,9 @@ from sdescore.interop import Denoiser
 from sdescore.metrics import sliced_wasserstein
 from sdescore.solvers.grid import TimeQuadratic
 from sdescore.toy import eight_gaussians
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import official_dpm_solver  # noqa: E402  (the benchmark next to this one)
 
 EPS, N_TRAIN = 1e-3, 1000
 FIT_SEED = 1000  # the fitting draws' seed; evaluation uses seeds 0-2
@@ -164,16 +169,17 @@ class FittedGrids:
         return w.pf.sample(x_T=z, method=self.fit(w, nfe), eps=EPS)
 
 
-# Lu et al.'s official DPM-Solver file (`dpm_solver_pytorch.py`), its best configuration per
-# budget on this workload (same draws, reference and error), as measured for issue 22; it is not
-# on the package index, so it is not re-run here.
+# Lu et al.'s official DPM-Solver file (`dpm_solver_pytorch.py`, commit 52bc3fb), its best
+# configuration per budget on this workload (same draws, reference and error), from a run of
+# this script with `--dpm-solver` (benchmarks/official_dpm_solver.py); the file is not on the
+# package index, so without `--dpm-solver` this row is printed, not re-run.
 OFFICIAL_DPM_SOLVER = {
-    6: 7.41e-2, 8: 3.99e-2, 10: 2.38e-2, 12: 1.62e-2, 15: 8.91e-3, 20: 4.89e-3, 30: 1.67e-3,
-    50: 5.51e-4,
+    6: 4.14e-2, 8: 2.02e-2, 10: 2.40e-2, 12: 1.63e-2, 15: 8.91e-3, 20: 3.72e-3, 30: 1.03e-3,
+    50: 3.25e-4,
 }  # fmt: skip
 OFFICIAL_LABEL = (
-    "official DPM-Solver file, best configuration, measured earlier on this workload "
-    "(not re-run: not on the package index)"
+    "official DPM-Solver file (commit 52bc3fb), best configuration, from an earlier run with "
+    "--dpm-solver (not re-run: not on the package index)"
 )
 
 
@@ -760,6 +766,10 @@ def toy_libraries(args, kd):
         print("k-diffusion not found (--k-diffusion DIR, see the docstring): skipped")
     else:
         libraries["k-diffusion"] = k_configs(kd)
+    if args.dpm_solver:
+        libraries["official DPM-Solver"] = official_dpm_solver.configs(
+            official_dpm_solver.load(args.dpm_solver)
+        )
     if args.quick:
         libraries = {lib: dict(list(c.items())[:2]) for lib, c in libraries.items()}
     return libraries
@@ -785,12 +795,13 @@ def toy(args, kd):
     )
     for lib, row in best.items():
         print(f"{lib:<24}" + "".join(f"{row[k][0]:9.1e}" for k in nfes))
-    print(
-        f"{'official DPM-Solver':<24}"
-        + "".join(f"{OFFICIAL_DPM_SOLVER[k]:9.1e}" if k in OFFICIAL_DPM_SOLVER else f"{'-':>9}"
-                  for k in nfes)
-        + f"\n  ^ {OFFICIAL_LABEL}"
-    )  # fmt: skip
+    if not args.dpm_solver:
+        print(
+            f"{'official DPM-Solver':<24}"
+            + "".join(f"{OFFICIAL_DPM_SOLVER[k]:9.1e}" if k in OFFICIAL_DPM_SOLVER
+                      else f"{'-':>9}" for k in nfes)
+            + f"\n  ^ {OFFICIAL_LABEL}"
+        )  # fmt: skip
     print(
         f"{'fitting time (s)':<24}" + "".join(f"{fitted.seconds[k]:9.1f}" for k in nfes)
         + "\n  ^ wall time of each optimize_schedule call, this process (one thread)"
@@ -830,6 +841,9 @@ def main():
     ap.add_argument("--figure", help="write the error-vs-NFE figure (png) here")
     ap.add_argument("--k-diffusion", help="directory holding an unpacked k_diffusion package")
     ap.add_argument(
+        "--dpm-solver", help="Lu et al.'s dpm_solver_pytorch.py (benchmarks/official_dpm_solver.py)"
+    )
+    ap.add_argument(
         "--sde", action="store_true", help="the reverse-SDE table at 20-200 calls instead"
     )
     ap.add_argument("--digits", action="store_true", help="the image case (digits U-Net) instead")
@@ -865,14 +879,16 @@ def figure(best, nfes, path):
         ax.loglog(
             nfes,
             [row[k][0] for k in nfes],
-            "o-" if lib.startswith("sdescore") else "s--",
+            "o-" if lib.startswith("sdescore") else "x:" if lib.startswith("official") else "s--",
             label=lib + ("" if lib.startswith("sdescore") else " (best config)"),
+            **({"color": "black"} if lib.startswith("official") else {}),
         )
-    off = [k for k in nfes if k in OFFICIAL_DPM_SOLVER]
-    ax.loglog(
-        off, [OFFICIAL_DPM_SOLVER[k] for k in off], "x:", color="black",
-        label="official DPM-Solver file (best config; earlier run)",
-    )  # fmt: skip
+    if "official DPM-Solver" not in best:  # not run here (--dpm-solver): the fixed row
+        off = [k for k in nfes if k in OFFICIAL_DPM_SOLVER]
+        ax.loglog(
+            off, [OFFICIAL_DPM_SOLVER[k] for k in off], "x:", color="black",
+            label="official DPM-Solver file (best config; earlier run)",
+        )  # fmt: skip
     ax.axhline(1e-2, color="gray", lw=0.8, ls="--")
     calls_axis(ax, nfes, "score calls (NFE)")
     ax.set_ylabel("solver error (mean |x - x_ref|)")

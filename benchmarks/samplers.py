@@ -210,15 +210,19 @@ def main():
         print(f"{method:<16} nfe={res.nfe:<5} overhead = {100 * best:5.1f} %")
 
 
-NFES = (6, 8, 10, 12, 15, 20, 30, 50)
+NFES = (5, 6, 8, 10, 12, 15, 20, 30, 50)
 VARIANTS = {
     "default Auto()": sdescore.Auto(),
     "DPMSolver() (2M, 3M from 13)": sdescore.DPMSolver(),
     "3S equal (old default)": sdescore.DPMSolver(order=3, multistep=False),
     "3S allocation=order": sdescore.DPMSolver(order=3, multistep=False, allocation="order"),
     "2M": sdescore.DPMSolver(order=2, multistep=True),
+    "2M taylor (old 2M)": sdescore.DPMSolver(order=2, multistep=True, solver_type="taylor"),
     "3M exact": sdescore.DPMSolver(order=3, multistep=True, damped=False),
     "3M damped": sdescore.DPMSolver(order=3, multistep=True, damped=True),
+    "3M damped, taylor 2M steps": sdescore.DPMSolver(
+        order=3, multistep=True, damped=True, solver_type="taylor"
+    ),
     "3M damped logsnr": sdescore.DPMSolver(order=3, multistep=True, damped=True, grid="logsnr"),
     "3M damped karras": sdescore.DPMSolver(order=3, multistep=True, damped=True, grid="karras"),
     "UniPC-2 bh2": sdescore.UniPC(order=2),
