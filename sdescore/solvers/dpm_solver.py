@@ -51,6 +51,23 @@ _THIRD_ORDER_FROM = 13
 _STAGES = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}
 
 
+def _check_solver_type(value) -> str | None:
+    """`DPMSolver`'s `solver_type`: None (the default, midpoint) or one of `SOLVER_TYPES`; the
+    other libraries' names for them get a pointer."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"solver_type must be a str, one of {list(SOLVER_TYPES)}, got {value!r}")
+    if value not in SOLVER_TYPES:
+        whose, ours = {
+            "heun": ("diffusers'", "taylor"),
+            "dpmsolver": ("Lu et al.'s", "midpoint"),
+        }.get(value, (None, None))
+        hint = f" ({whose} {value!r} is our {ours!r})" if ours else ""
+        raise ValueError(f"solver_type must be one of {list(SOLVER_TYPES)}, got {value!r}{hint}")
+    return value
+
+
 def dpm_orders(nfe: int, order: int, *, end_low: bool = False) -> list[int]:
     """Orders of the successive steps for a budget of exactly `nfe` score evaluations.
 
@@ -311,10 +328,10 @@ class DPMSolver(Solver):
         allocation: singlestep only: `"equal"` (default) steps of equal length on the grid;
             `"order"` as Lu et al.'s code: each step's length proportional to its order, and a
             budget divisible by 3 ending in orders 2, 1 (not with explicit grid times).
-        solver_type: multistep only: the form of the order-2 steps, `"midpoint"` (default; Lu
-            et al. 2022b, Alg. 2, as their code and diffusers) or `"taylor"` (the exact
-            integral of the linear Taylor expansion; diffusers' `"heun"`). See
-            `multistep_update`.
+        solver_type: multistep only: the form of the order-2 steps, `"midpoint"` (the default;
+            Lu et al. 2022b, Alg. 2; their code's `"dpmsolver"` and diffusers' `"midpoint"`) or
+            `"taylor"` (the exact integral of the linear Taylor expansion; diffusers'
+            `"heun"`; the 2M of sdescore before this option). See `multistep_update`.
 
     Raises:
         ValueError, TypeError: a bad option, named in the message.
@@ -333,7 +350,7 @@ class DPMSolver(Solver):
         prediction: str = "data",
         damped: bool | None = None,
         allocation: str = "equal",
-        solver_type: str = "midpoint",
+        solver_type: str | None = None,
     ):
         self.steps = check_int("steps", steps, allow_none=True)
         self.order = None if order is None else check_order(order)
@@ -342,24 +359,24 @@ class DPMSolver(Solver):
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
         self.damped = None if damped is None else check_bool("damped", damped)
         self.allocation = check_choice("allocation", allocation, ALLOCATIONS)
-        self.solver_type = check_choice("solver_type", solver_type, SOLVER_TYPES)
+        self.solver_type = _check_solver_type(solver_type)
         if self.multistep and self.prediction != "data":
             raise ValueError(
                 "multistep=True supports prediction='data' only (DPM-Solver++), got "
                 f"prediction={prediction!r}"
             )
-        singlestep = not self._by_budget() and not self.multistep  # `order` alone: singlestep
-        if self.damped is not None and singlestep:
+        if not self._by_budget() and not self.multistep:  # order or prediction alone: singlestep
+            for name, value in (("damped", damped), ("solver_type", solver_type)):
+                if value is not None:
+                    raise ValueError(
+                        f"{name} applies to the multistep solver only (multistep=True, or none "
+                        f"of order, multistep and prediction given), got {name}={value!r} with "
+                        f"order={order!r}, multistep={multistep!r}, prediction={prediction!r}"
+                    )
+        if self.damped is not None and self.order is not None and self.order < 3:
             raise ValueError(
-                f"damped applies to the multistep solver only (multistep=True, or neither order "
-                f"nor multistep given), got damped={damped!r} with order={order!r}, "
-                f"multistep={multistep!r}"
-            )
-        if self.solver_type != "midpoint" and singlestep:
-            raise ValueError(
-                f"solver_type applies to the multistep solver only (multistep=True, or neither "
-                f"order nor multistep given), got solver_type={solver_type!r} with "
-                f"order={order!r}, multistep={multistep!r}"
+                f"damped applies to order 3 only (the second-derivative term), got "
+                f"damped={damped!r} with order={order!r}"
             )
         if self.allocation == "order" and self.grid.steps is not None:
             raise ValueError(
@@ -389,14 +406,14 @@ class DPMSolver(Solver):
 
     def describe(self, steps: int | None) -> str:
         name = "DPM-Solver++" if self.prediction == "data" else "DPM-Solver"
+        form = ", taylor" if self.solver_type == "taylor" else ""
         if steps is None and self._by_budget():
             third = "damped 3M" if self.damped is not False else "3M"
-            n = _THIRD_ORDER_FROM
-            return f"{name}: 2M below {n} score calls, {third} from {n}, on {self.grid!r}"
+            n, grid = _THIRD_ORDER_FROM, self.grid
+            steps2 = " (order-2 steps in the Taylor form)" if form else ""
+            return f"{name}: 2M below {n} score calls, {third} from {n}{steps2}, on {grid!r}"
         order, multistep, damped = self.plan(steps)
-        extra = (", damped" if damped else "") + (
-            ", taylor" if self.solver_type == "taylor" else ""
-        )
+        extra = (", damped" if damped else "") + (form if order >= 2 else "")
         kind = f"({order}M{extra})" if multistep else f"-{order}"
         return f"{name}{kind} on {self.grid!r}" + with_calls(steps)
 
@@ -407,8 +424,9 @@ class DPMSolver(Solver):
         order, multistep, damped = self.plan(p.steps)
         if multistep:  # prediction="data" (checked by __init__)
             return dpm_solver_multistep(
-                p, order=order, grid=self.grid, damped=damped, solver_type=self.solver_type
-            )
+                p, order=order, grid=self.grid, damped=damped,
+                solver_type=self.solver_type or "midpoint",
+            )  # fmt: skip
         reference = self.allocation == "order"
         return dpm_solver(
             p, order=order, grid=self.grid, prediction=self.prediction,

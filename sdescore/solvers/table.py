@@ -9,6 +9,7 @@ solver is one file, one line below and one re-export.
 from __future__ import annotations
 
 import difflib
+import warnings
 from functools import partial
 
 from .adaptive import GottaGoFast
@@ -121,4 +122,22 @@ def solver_from_dict(d: dict) -> Solver:
         opts.pop("max_steps", None)  # set only with adaptive stepping
         opts.pop("max_evals", None)
     positional = [opts.pop("method")] if "method" in opts else []
+    if cls is DPMSolver and "solver_type" not in opts:
+        return _legacy_dpm_solver(opts)
     return cls(*positional, **opts)
+
+
+def _legacy_dpm_solver(opts: dict) -> DPMSolver:
+    """A `DPMSolver` saved before `solver_type` existed: its order-2 multistep steps were the
+    Taylor form, so it loads as that (with a warning), and gives the samples it gave then."""
+    solver = DPMSolver(**opts)
+    if solver.plan(solver.default_steps)[1]:  # multistep: the order-2 form concerns it only
+        warnings.warn(
+            "this DPMSolver was saved before solver_type existed; it is loaded with "
+            "solver_type='taylor', the form of its order-2 steps then, so that it gives the same "
+            "samples (the default is now 'midpoint', Lu et al.'s Alg. 2)",
+            UserWarning,
+            stacklevel=3,
+        )
+        solver = DPMSolver(**opts, solver_type="taylor")
+    return solver

@@ -4,6 +4,7 @@ samples when rebuilt from its description, options are validated at construction
 user-defined solver runs end to end."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -221,24 +222,60 @@ def test_dpm_solver_runs_dpm_solver_and_explicit_options_keep_their_meaning():
         {"order": 3, "damped": False},
         {"prediction": "noise", "damped": True},
         {"order": 2, "solver_type": "taylor"},
+        {"order": 2, "solver_type": "midpoint"},
         {"multistep": False, "solver_type": "taylor"},
         {"prediction": "noise", "solver_type": "taylor"},
     ],
 )
 def test_multistep_only_options_are_refused_where_the_solver_is_singlestep(kw):
     option = "damped" if "damped" in kw else "solver_type"
-    with pytest.raises(ValueError, match=f"{option} applies to the multistep solver only"):
+    with pytest.raises(ValueError, match=f"{option} applies to the multistep solver only") as e:
         sdescore.DPMSolver(**kw)
+    # every option that makes it singlestep is named, with its value
+    assert f"prediction={kw.get('prediction', 'data')!r}" in str(e.value)
+
+
+def test_damped_is_refused_below_order_3():
+    # an order-2 multistep solver has no second-derivative term to damp (used to be accepted
+    # and described as "2M, damped")
+    with pytest.raises(ValueError, match="damped applies to order 3 only"):
+        sdescore.DPMSolver(order=2, multistep=True, damped=True)
+    assert "damped" in sdescore.DPMSolver(multistep=True, damped=True).describe(20)
 
 
 def test_dpm_solver_solver_type_is_checked_and_named_in_describe():
-    with pytest.raises(ValueError, match="solver_type must be one of"):
+    with pytest.raises(ValueError, match="got 'heun' \\(diffusers' 'heun' is our 'taylor'\\)"):
         sdescore.DPMSolver(solver_type="heun")
-    assert sdescore.DPMSolver().solver_type == "midpoint"
+    with pytest.raises(ValueError, match="Lu et al.'s 'dpmsolver' is our 'midpoint'"):
+        sdescore.DPMSolver(solver_type="dpmsolver")
+    with pytest.raises(TypeError, match="solver_type must be a str"):
+        sdescore.DPMSolver(solver_type=2)
+    assert sdescore.DPMSolver().solver_type is None  # the default form, midpoint
     assert "(2M, taylor)" in sdescore.DPMSolver(solver_type="taylor").describe(8)
+    assert "Taylor form" in sdescore.DPMSolver(solver_type="taylor").describe(None)
     assert "(2M)" in sdescore.DPMSolver().describe(8)
+    assert "(1M)" in sdescore.DPMSolver(order=1, multistep=True, solver_type="taylor").describe(5)
     solver = sdescore.DPMSolver(multistep=True, order=2, solver_type="taylor")
     assert sdescore.solvers.solver_from_dict(solver.to_dict()) == solver
+
+
+def test_a_dpm_solver_saved_before_solver_type_loads_as_the_taylor_form():
+    # Its order-2 multistep steps were the Taylor form; loading it as the new default would
+    # change its samples without a word.
+    legacy = sdescore.DPMSolver(multistep=True, order=2).to_dict()
+    del legacy["options"]["solver_type"]
+    with pytest.warns(UserWarning, match="saved before solver_type existed"):
+        loaded = sdescore.solvers.solver_from_dict(legacy)
+    assert loaded == sdescore.DPMSolver(multistep=True, order=2, solver_type="taylor")
+    by_budget = sdescore.DPMSolver().to_dict()
+    del by_budget["options"]["solver_type"]
+    with pytest.warns(UserWarning, match="saved before solver_type existed"):
+        assert sdescore.solvers.solver_from_dict(by_budget).solver_type == "taylor"
+    singlestep = sdescore.DPMSolver(order=3).to_dict()  # no order-2 multistep steps: as saved
+    del singlestep["options"]["solver_type"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sdescore.solvers.solver_from_dict(singlestep) == sdescore.DPMSolver(order=3)
 
 
 def test_order_allocation_makes_the_last_low_order_step_short():
