@@ -81,7 +81,8 @@ def show(title, nfes, table, extra=None):
     print("| grid, orders | " + " | ".join(str(n) for n in nfes) + " |")
     print("|---" * (len(nfes) + 1) + "|")
     for name, errs in {**table, **(extra or {})}.items():
-        print(f"| {name} | " + " | ".join(f"{e:.2e}" for e in errs) + " |", flush=True)
+        cells = ("-" if e is None else f"{e:.2e}" for e in errs)
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 def mixture_workloads():
@@ -146,7 +147,9 @@ def main():
     nfes = (6, 8, 10, 12, 15, 20, 30, 50)
     pf, draws, refs = toy_workload(args.quick)
     official = {
-        "official DPM-Solver file, best configuration (peers.py)": [OFFICIAL[k] for k in nfes]
+        "official DPM-Solver file, best configuration (fixed row of peers.py)": [
+            OFFICIAL[k] for k in nfes
+        ]
     }
     show("eight Gaussians, exact score: solver error", nfes, rows(pf, draws, refs, nfes), official)
     pf, draws, refs = digits_workload(args.quick)
@@ -214,7 +217,9 @@ def solvers(quick: bool):
         extra = None
         if name == "eight Gaussians":
             extra = {
-                "official DPM-Solver (peers.py)": [OFFICIAL.get(k, float("nan")) for k in nfes]
+                "official DPM-Solver (fixed row of peers.py, not run here)": [
+                    OFFICIAL.get(k) for k in nfes
+                ]
             }
         show(f"{name}: solver error", nfes, table, extra)
 

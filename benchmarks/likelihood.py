@@ -573,6 +573,7 @@ DIGITS_SOLVERS = [
     ("default (rtol = atol = 2e-5)", dict()),
     ("per_example", dict(per_example=True)),
     ("target=0.02", dict(target=0.02)),
+    ("target=0.015", dict(target=0.015)),
     ("target=0.01", dict(target=0.01)),
 ]
 
