@@ -29,7 +29,7 @@ from .._checks import check_bool, check_choice, check_int
 from ..sdes.gaussian import GaussianSDE
 from ._common import check_order, require_gaussian
 from .base import Problem, Solver, with_calls
-from .grid import Grid, as_grid
+from .grid import Grid, LogSNR, as_grid
 
 __all__ = [
     "ALLOCATIONS",
@@ -133,26 +133,38 @@ def dpm_solver(
         prediction: Taylor-expand the data prediction `"data"` (DPM-Solver++, Lu et al. 2022b,
             the same expansion in $\hat x_0$ with $e^{-h}$ in place of $e^{h}$) or the noise
             prediction `"noise"` (Lu et al. 2022).
-        proportional: each step's length proportional to its order (on the grid's
-            `steps`-cell grid, Lu et al.'s code); `False`: equal steps whatever their order.
+        proportional: as Lu et al.'s code: on a grid other than `LogSNR`, each step spans as
+            many cells of the grid's `steps`-cell grid as it makes score calls, and its
+            intermediate stages are the cells' boundaries inside it (so every score call is at
+            a grid time); on `LogSNR` equal steps, as without it. `False`: equal steps whatever
+            their order, stages at equal fractions of the step in log-SNR.
         end_low: see `dpm_orders`.
     """
     sde, score, x, t0, t1, steps = p.sde, p.score, p.x, p.t0, p.t1, p.steps
     grid = as_grid(grid)
     predict = _data if prediction == "data" else _eps
     orders = dpm_orders(steps, order, end_low=end_low)
-    if proportional:
-        # Each step spans as many cells of an nfe-point grid as it makes score calls (Lu et
-        # al.'s code), so the last, low-order step is short.
+    rs = [r for k in orders for r in _STAGES[k]]
+    stage_t = None
+    if proportional and not isinstance(grid, LogSNR):
+        # Each step spans as many cells of an nfe-cell grid as it makes score calls, its stages
+        # at the cells' inner boundaries (Lu et al.'s code, `get_orders_and_timesteps_for_
+        # singlestep_solver` and the inner grid of its `sample`), so the last, low-order step is
+        # short.
         fine = grid.times(sde, t0, t1, steps, x)
         cells = torch.tensor([0, *orders], device=fine.device).cumsum(0)
         ts = fine[cells]
+        inner = [
+            c + j for c, k in zip(cells[:-1].tolist(), orders, strict=True) for j in range(1, k)
+        ]
+        stage_t = fine[torch.tensor(inner, dtype=torch.long, device=fine.device)]
+        rs = []
     else:
         ts = grid.times(sde, t0, t1, len(orders), x)
     # All intermediate stage times, found at once (one vectorised t_from_log_snr call).
     lam_b = sde.log_snr(ts)
-    rs = [r for k in orders for r in _STAGES[k]]
-    stage_t = ts[:0]
+    if stage_t is None:
+        stage_t = ts[:0]
     if rs:
         idx = torch.tensor([i for i, k in enumerate(orders) for _ in _STAGES[k]], device=x.device)
         r = torch.tensor(rs, device=x.device, dtype=ts.dtype)
@@ -325,9 +337,12 @@ class DPMSolver(Solver):
             Lu et al.'s code, diffusers and k-diffusion do (order 2 in practice, more accurate
             below about 40 calls on a time-quadratic grid); `False` is the exact order-3 update.
             Default `True` when the order is chosen by budget.
-        allocation: singlestep only: `"equal"` (default) steps of equal length on the grid;
-            `"order"` as Lu et al.'s code: each step's length proportional to its order, and a
-            budget divisible by 3 ending in orders 2, 1 (not with explicit grid times).
+        allocation: singlestep only: `"equal"` (default) steps of equal length on the grid,
+            stages at equal fractions of each step in log-SNR; `"order"` as Lu et al.'s code
+            (its "DPM-Solver-fast", the same samples): a budget divisible by 3 ends in orders 2,
+            1, and on a grid other than `LogSNR` each step spans as many cells of the
+            `steps`-cell grid as it makes calls, its stages at the cells' boundaries (on
+            `LogSNR`, equal steps). Not with explicit grid times.
         solver_type: multistep only: the form of the order-2 steps, `"midpoint"` (the default;
             Lu et al. 2022b, Alg. 2; their code's `"dpmsolver"` and diffusers' `"midpoint"`) or
             `"taylor"` (the exact integral of the linear Taylor expansion; diffusers'
@@ -373,7 +388,7 @@ class DPMSolver(Solver):
                         f"of order, multistep and prediction given), got {name}={value!r} with "
                         f"order={order!r}, multistep={multistep!r}, prediction={prediction!r}"
                     )
-        if self.damped is not None and self.order is not None and self.order < 3:
+        if self.damped and self.order is not None and self.order < 3:  # False: nothing to undo
             raise ValueError(
                 f"damped applies to order 3 only (the second-derivative term), got "
                 f"damped={damped!r} with order={order!r}"

@@ -241,6 +241,11 @@ def test_damped_is_refused_below_order_3():
     with pytest.raises(ValueError, match="damped applies to order 3 only"):
         sdescore.DPMSolver(order=2, multistep=True, damped=True)
     assert "damped" in sdescore.DPMSolver(multistep=True, damped=True).describe(20)
+    assert (
+        sdescore.DPMSolver(order=2, multistep=True, damped=False)
+        .describe(8)
+        .endswith("(2M) on TimeQuadratic() with 8 score calls")
+    )
 
 
 def test_dpm_solver_solver_type_is_checked_and_named_in_describe():
@@ -295,6 +300,26 @@ def test_order_allocation_makes_the_last_low_order_step_short():
     fine = torch.linspace(1.0, 1e-3**0.5, 11).square()
     torch.testing.assert_close(times["order"], fine[[0, 3, 6, 9, 10]])
     assert float(times["order"][-2]) < 0.02 < 0.07 < float(times["equal"][-2])
+
+
+@pytest.mark.parametrize(("grid", "steps"), [("time_quadratic", 10), ("time_uniform", 6)])
+def test_order_allocation_evaluates_the_score_at_the_grid_times_as_lu_et_al(grid, steps):
+    # Lu et al.'s code places a step's intermediate stages on the same nfe-cell grid as its
+    # boundaries (the grid's inner points of the step), so its score calls are the grid's
+    # first nfe times; ours used to put them at 1/3, 2/3 of the step in log-SNR (0.46 apart
+    # from the file's samples at 6 calls on eight Gaussians; now equal to 1e-8 in float64).
+    seen = []
+
+    def score(x, t):
+        seen.append(float(t[0]))
+        return DATA.score_fn(VP)(x, t)
+
+    solver = sdescore.DPMSolver(order=3, multistep=False, allocation="order", grid=grid)
+    VP.probability_flow(score).sample((4, 1), method=solver, steps=steps, dtype=torch.float64)
+    fine = sdescore.solvers.grid.as_grid(grid).times(
+        VP, VP.T, 1e-3, steps, torch.zeros(1, dtype=torch.float64)
+    )
+    torch.testing.assert_close(torch.tensor(seen, dtype=torch.float64), fine[:-1])
 
 
 def test_an_order_must_be_an_int_for_every_solver():
