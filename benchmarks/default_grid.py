@@ -29,8 +29,9 @@ with UniPC-3 from 15 calls. About 3 minutes of one core.
 
 `--solvers`: instead, on all four workloads (toy, digits, mixture under VP and sub-VP), the
 default `Auto()` against the multistep DPM-Solver++(2M) in its two forms (`solver_type`
-"midpoint", Lu et al.'s Alg. 2 and the default, and "taylor") and UniPC-2, at 5-50 calls: the
-measurement behind the default's choice at low budgets (docs/sampling.md).
+"midpoint", Lu et al.'s Alg. 2 and the default, and "taylor"), UniPC-2 and the singlestep
+DPM-Solver-3 as Lu et al.'s code allocates it, at 5-50 calls: the measurement behind the
+default's choice at low budgets (docs/sampling.md).
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ SOLVERS = {
     "DPM-Solver++(2M), midpoint (Alg. 2)": sdescore.DPMSolver(order=2, multistep=True),
     "DPM-Solver++(2M), taylor": sdescore.DPMSolver(order=2, multistep=True, solver_type="taylor"),
     "UniPC-2": sdescore.UniPC(order=2),
+    "DPM-Solver-3, Lu et al.'s allocation": sdescore.DPMSolver(
+        order=3, multistep=False, allocation="order"
+    ),
 }
 
 

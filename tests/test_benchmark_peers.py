@@ -98,8 +98,8 @@ def test_peers_runs_the_official_file_given_as_dpm_solver(tmp_path):
     assert "official DPM-Solver best configs: 10:" in out
 
 
-def test_official_dpm_solver_file_must_exist(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_official_dpm_solver_file_must_exist(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import official_dpm_solver
 
     with pytest.raises(ValueError, match="--dpm-solver: no file at"):
