@@ -144,8 +144,6 @@ def dpm_solver(
     grid = as_grid(grid)
     predict = _data if prediction == "data" else _eps
     orders = dpm_orders(steps, order, end_low=end_low)
-    rs = [r for k in orders for r in _STAGES[k]]
-    stage_t = None
     if proportional and not isinstance(grid, LogSNR):
         # Each step spans as many cells of an nfe-cell grid as it makes score calls, its stages
         # at the cells' inner boundaries (Lu et al.'s code, `get_orders_and_timesteps_for_
@@ -158,18 +156,9 @@ def dpm_solver(
             c + j for c, k in zip(cells[:-1].tolist(), orders, strict=True) for j in range(1, k)
         ]
         stage_t = fine[torch.tensor(inner, dtype=torch.long, device=fine.device)]
-        rs = []
     else:
         ts = grid.times(sde, t0, t1, len(orders), x)
-    # All intermediate stage times, found at once (one vectorised t_from_log_snr call).
-    lam_b = sde.log_snr(ts)
-    if stage_t is None:
-        stage_t = ts[:0]
-    if rs:
-        idx = torch.tensor([i for i, k in enumerate(orders) for _ in _STAGES[k]], device=x.device)
-        r = torch.tensor(rs, device=x.device, dtype=ts.dtype)
-        stage_lam = lam_b[idx] + r * (lam_b[idx + 1] - lam_b[idx])
-        stage_t = sde.t_from_log_snr(stage_lam).to(ts.dtype)
+        stage_t = _log_snr_stages(sde, ts, orders)
     pts = _points(sde, torch.cat([ts, stage_t]), x, prediction)
     bounds, stages = pts[: len(ts)], pts[len(ts) :]
     p.record(ts[0], x)
@@ -179,6 +168,19 @@ def dpm_solver(
         j += k - 1
         p.record(ts[i + 1], x)
     return x
+
+
+def _log_snr_stages(sde: GaussianSDE, ts: torch.Tensor, orders: list[int]) -> torch.Tensor:
+    """The intermediate stage times of steps `orders` between the boundaries `ts`, at the
+    fractions `_STAGES` of each step in log-SNR (one vectorised `t_from_log_snr` call)."""
+    rs = [r for k in orders for r in _STAGES[k]]
+    if not rs:
+        return ts[:0]
+    lam_b = sde.log_snr(ts)
+    idx = torch.tensor([i for i, k in enumerate(orders) for _ in _STAGES[k]], device=ts.device)
+    r = torch.tensor(rs, device=ts.device, dtype=ts.dtype)
+    stage_lam = lam_b[idx] + r * (lam_b[idx + 1] - lam_b[idx])
+    return sde.t_from_log_snr(stage_lam).to(ts.dtype)
 
 
 def _eps(score, x: torch.Tensor, p: _Point) -> torch.Tensor:
@@ -291,12 +293,11 @@ def multistep_update(
     phi2 = 1 + em / h
     d0 = hist[-1][1]
     x_new = (t.sigma / s.sigma) * x - (t.alpha * em) * d0
-    if k == 2 and solver_type == "midpoint":
-        (_, d1), h1 = hist[-2], s.lam - hist[-2][0]
-        return x_new - (0.5 * t.alpha * em * h) * ((d0 - d1) / h1)
     if k >= 2:
         (l1, d1), h1 = hist[-2], s.lam - hist[-2][0]
         delta1 = (d0 - d1) / h1
+        if k == 2 and solver_type == "midpoint":
+            return x_new - (0.5 * t.alpha * em * h) * delta1
         deriv, second = delta1, None
         if k >= 3:
             l2, d2 = hist[-3]
