@@ -59,6 +59,15 @@ def power_grid(sde, nfe: int, p: float) -> Times:
     return Times(((1 - u) * sde.T ** (1 / p) + u * EPS ** (1 / p)) ** p)
 
 
+def solver_error(pf, draws, refs, solver, steps=None) -> float:
+    """Max over the seeds' draws of the mean |x - x_ref| of `solver` (`steps` calls, or as
+    many as its explicit grid holds)."""
+    return max(
+        (pf.sample(x_T=z, method=solver, steps=steps, eps=EPS) - r).abs().mean().item()
+        for z, r in zip(draws, refs, strict=True)
+    )
+
+
 def rows(pf, draws, refs, nfes):
     table = {}
     for p in EXPONENTS:
@@ -67,12 +76,7 @@ def rows(pf, draws, refs, nfes):
             for nfe in nfes:
                 order = 3 if rule == "UniPC-3" or nfe >= 16 else 2
                 solver = sdescore.UniPC(order=order, grid=power_grid(pf.sde, nfe, p))
-                errs.append(
-                    max(
-                        (pf.sample(x_T=z, method=solver, eps=EPS) - r).abs().mean().item()
-                        for z, r in zip(draws, refs, strict=True)
-                    )
-                )
+                errs.append(solver_error(pf, draws, refs, solver))
             table[f"p = {p:g}, {rule}" + (" (default)" if p == 2 and rule[0] == "A" else "")] = errs
     return table
 
@@ -118,12 +122,7 @@ def mixture():
                 for nfe in nfes:
                     order = 3 if nfe >= first3 else 2
                     solver = sdescore.UniPC(order=order, grid=power_grid(sde, nfe, p))
-                    errs.append(
-                        max(
-                            (pf.sample(x_T=z, method=solver, eps=EPS) - r).abs().mean().item()
-                            for z, r in zip(draws, refs, strict=True)
-                        )
-                    )
+                    errs.append(solver_error(pf, draws, refs, solver))
                 rule = "default order rule" if first3 == 16 else "UniPC-3 from 15 calls"
                 table[f"p = {p:g}, {rule}" + (" (default)" if p == 2 and first3 == 16 else "")] = (
                     errs
@@ -208,16 +207,7 @@ def solvers(quick: bool):
         table = {}
         with torch.no_grad():
             for label, solver in SOLVERS.items():
-                table[label] = [
-                    max(
-                        (pf.sample(x_T=z, method=solver, steps=nfe, eps=EPS) - r)
-                        .abs()
-                        .mean()
-                        .item()
-                        for z, r in zip(draws, refs, strict=True)
-                    )
-                    for nfe in nfes
-                ]
+                table[label] = [solver_error(pf, draws, refs, solver, nfe) for nfe in nfes]
         extra = None
         if name == "eight Gaussians":
             extra = {
